@@ -1,0 +1,195 @@
+/**
+ * Identities (SPEC §2): Ed25519 public and secret keys, the 13-byte NodeId derived from a public key, and the XOR
+ * metric that orders peers in key space.
+ *
+ * @since 0.1.0
+ */
+import { blake2b } from "@noble/hashes/blake2.js"
+import * as Effect from "effect/Effect"
+import * as Order from "effect/Order"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Hex from "./internal/hex.js"
+
+const bytes = (n: number, name: string) =>
+  Schema.Uint8ArrayFromSelf.pipe(
+    Schema.filter((b) => b.length === n || `${name}: expected ${n} bytes, got ${b.length}`, {
+      // without it fast-check would draw arbitrary lengths and filter forever
+      arbitrary: () => (fc) => fc.uint8Array({ minLength: n, maxLength: n })
+    })
+  )
+
+/**
+ * A 32-byte Ed25519 public key. The brand says "32 bytes"; whether the key is a valid, non-small-order point is
+ * the key check of `Crypto.checkPublicKey` (SPEC §4.3), applied wherever a key is accepted from outside.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PublicKey = bytes(32, "PublicKey").pipe(Schema.brand("PublicKey"))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type PublicKey = typeof PublicKey.Type
+
+/**
+ * A 32-byte Ed25519 secret seed (RFC 8032 private key).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const SecretKey = bytes(32, "SecretKey").pipe(Schema.brand("SecretKey"))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SecretKey = typeof SecretKey.Type
+
+/**
+ * The first 13 bytes of BLAKE2b-512 of a public key (SPEC §2.2).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const NodeId = bytes(13, "NodeId").pipe(Schema.brand("NodeId"))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type NodeId = typeof NodeId.Type
+
+/**
+ * @since 0.1.0
+ * @category constants
+ */
+export const NODE_ID_LENGTH = 13
+
+/**
+ * Derives the NodeId of a public key: `BLAKE2b-512(publicKey)[0..13]`, no domain tag.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromPublicKey = (key: PublicKey): NodeId => blake2b(key).subarray(0, NODE_ID_LENGTH) as NodeId
+
+/**
+ * Lowercase hex (26 characters for a NodeId, 64 for a key).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const toHex: (bytes: Uint8Array) => string = Hex.encode
+
+/**
+ * A hex string decoded and checked as a NodeId.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const NodeIdFromHex = Schema.transformOrFail(Schema.String, NodeId, {
+  strict: true,
+  decode: (s, _, ast) => {
+    const decoded = Hex.decode(s)
+    return decoded === undefined
+      ? ParseResult.fail(new ParseResult.Type(ast, s, "not a hex string"))
+      : ParseResult.decodeUnknown(NodeId)(decoded)
+  },
+  encode: (id) => ParseResult.succeed(Hex.encode(id))
+})
+
+/**
+ * A hex string decoded as a 32-byte public key (length only; apply the key check for untrusted keys).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const PublicKeyFromHex = Schema.transformOrFail(Schema.String, PublicKey, {
+  strict: true,
+  decode: (s, _, ast) => {
+    const decoded = Hex.decode(s)
+    return decoded === undefined
+      ? ParseResult.fail(new ParseResult.Type(ast, s, "not a hex string"))
+      : ParseResult.decodeUnknown(PublicKey)(decoded)
+  },
+  encode: (key) => ParseResult.succeed(Hex.encode(key))
+})
+
+/**
+ * Decodes untrusted bytes as a public key (length check only).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const decodePublicKey = (u: unknown): Effect.Effect<PublicKey, ParseResult.ParseError> =>
+  Schema.decodeUnknown(PublicKey)(u)
+
+/**
+ * `a XOR b`, read as an unsigned big-endian integer (SPEC §2.3).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const distance = (a: NodeId, b: NodeId): Uint8Array => {
+  const out = new Uint8Array(NODE_ID_LENGTH)
+  for (let i = 0; i < NODE_ID_LENGTH; i++) out[i] = a[i]! ^ b[i]!
+  return out
+}
+
+/**
+ * Byte-wise lexicographic comparison: for equal lengths it is numeric big-endian order.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const compareBytes = (a: Uint8Array, b: Uint8Array): -1 | 0 | 1 => {
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    const d = a[i]! - b[i]!
+    if (d !== 0) return d < 0 ? -1 : 1
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1
+}
+
+/**
+ * Compares the distances of `x` and `y` to `target` without allocating.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const compareDistance = (target: NodeId, x: NodeId, y: NodeId): -1 | 0 | 1 => {
+  for (let i = 0; i < NODE_ID_LENGTH; i++) {
+    const dx = x[i]! ^ target[i]!
+    const dy = y[i]! ^ target[i]!
+    if (dx !== dy) return dx < dy ? -1 : 1
+  }
+  return 0
+}
+
+/**
+ * Orders ids by ascending distance to `target`; ties (identical ids only) by NodeId bytes.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const byDistanceTo = (target: NodeId): Order.Order<NodeId> => (x, y) => {
+  const c = compareDistance(target, x, y)
+  return c !== 0 ? c : compareBytes(x, y)
+}
+
+/**
+ * `x` is strictly closer to `target` than `y`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isCloser = (target: NodeId, x: NodeId, y: NodeId): boolean => compareDistance(target, x, y) < 0
+
+/**
+ * @since 0.1.0
+ * @category utils
+ */
+export const equals = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && compareBytes(a, b) === 0

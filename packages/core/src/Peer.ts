@@ -1,0 +1,141 @@
+/**
+ * The peer record (SPEC §2.4–§2.6): who a peer is, where it can be reached, what it does, and what we know of its
+ * behaviour (bans, offline marks, verification). Records are immutable values; `PeerManager` stores them.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+import { NodeId, PublicKey } from "./NodeId.js"
+
+/**
+ * Peer feature bit flags (SPEC §2.4).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const PeerFeatures = {
+  NONE: 0x00,
+  COMMUNICATION_CLIENT: 0x00,
+  MESSAGE_PROPAGATION: 0x01,
+  DHT_STORE_FORWARD: 0x02,
+  COMMUNICATION_NODE: 0x03
+} as const
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export const PeerFlags = {
+  NONE: 0x00,
+  SEED: 0x01
+} as const
+
+/**
+ * `features` has every bit of `wanted`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const hasFeatures = (features: number, wanted: number): boolean => (features & wanted) === wanted
+
+/**
+ * A claim signature (`common.proto` `IdentitySignature`, SPEC §4.7).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class IdentitySignature extends Schema.Class<IdentitySignature>("@comms-dht/core/IdentitySignature")({
+  version: Schema.Number,
+  signature: Schema.Uint8ArrayFromSelf,
+  /** unix seconds used in the challenge */
+  updatedAt: Schema.BigIntFromSelf
+}) {}
+
+/**
+ * A signed statement by a peer of its addresses and features (SPEC §2.6).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class PeerClaim extends Schema.Class<PeerClaim>("@comms-dht/core/PeerClaim")({
+  addresses: Schema.Array(Schema.String),
+  features: Schema.Number,
+  identitySignature: IdentitySignature
+}) {}
+
+/**
+ * Where an address was learnt.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const AddressSource = Schema.Literal("Config", "Join", "Discovery", "PeerSync", "Inbound")
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type AddressSource = typeof AddressSource.Type
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export class PeerAddress extends Schema.Class<PeerAddress>("@comms-dht/core/PeerAddress")({
+  address: Schema.String,
+  lastSeen: Schema.optional(Schema.Number),
+  lastAttempt: Schema.optional(Schema.Number),
+  connectionFailures: Schema.Number,
+  source: AddressSource,
+  claim: Schema.optional(PeerClaim)
+}) {}
+
+/**
+ * A peer record. Times are unix milliseconds from `Clock`, except `claimUpdatedAt` (unix seconds, as signed).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export class Peer extends Schema.Class<Peer>("@comms-dht/core/Peer")({
+  publicKey: PublicKey,
+  nodeId: NodeId,
+  addresses: Schema.Array(PeerAddress),
+  features: Schema.Number,
+  flags: Schema.Number,
+  bannedUntil: Schema.optional(Schema.Number),
+  bannedReason: Schema.String,
+  offlineAt: Schema.optional(Schema.Number),
+  lastSeen: Schema.optional(Schema.Number),
+  addedAt: Schema.Number,
+  identitySignature: Schema.optional(IdentitySignature),
+  claimUpdatedAt: Schema.optional(Schema.BigIntFromSelf),
+  verifiedAt: Schema.optional(Schema.Number)
+}) {
+  /** banned ⇔ `bannedUntil > now` */
+  isBanned(nowMs: number): boolean {
+    return this.bannedUntil !== undefined && this.bannedUntil > nowMs
+  }
+  get isOffline(): boolean {
+    return this.offlineAt !== undefined
+  }
+  get isVerified(): boolean {
+    return this.verifiedAt !== undefined
+  }
+  get isSeed(): boolean {
+    return (this.flags & PeerFlags.SEED) !== 0
+  }
+  /** Every address attempted and none ever seen. */
+  get allAddressesFailed(): boolean {
+    return this.addresses.length > 0 &&
+      this.addresses.every((a) => a.lastAttempt !== undefined && a.lastSeen === undefined)
+  }
+  /** Not banned and seen within 7 days (Tari's peer-sync activity window). */
+  isActive(nowMs: number): boolean {
+    return !this.isBanned(nowMs) && this.lastSeen !== undefined && nowMs - this.lastSeen <= ACTIVE_WINDOW_MS
+  }
+  get isCommunicationNode(): boolean {
+    return this.features === PeerFeatures.COMMUNICATION_NODE
+  }
+}
+
+const ACTIVE_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
