@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { NodeId, PublicKey } from "./NodeId.js"
+import { fromPublicKey, NodeId, PublicKey } from "./NodeId.js"
 
 /**
  * Peer feature bit flags (SPEC §2.4).
@@ -139,3 +139,30 @@ export class Peer extends Schema.Class<Peer>("@comms-dht/core/Peer")({
 }
 
 const ACTIVE_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
+
+/**
+ * A new, unverified peer record: NodeId derived from the key, `addedAt = nowMs`, every address fresh (no attempts,
+ * no failures) and tagged with `source`, not banned, not offline. `flags` defaults to `PeerFlags.NONE`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: {
+  readonly publicKey: PublicKey
+  readonly addresses: ReadonlyArray<string>
+  readonly features: number
+  readonly source: AddressSource
+  readonly nowMs: number
+  readonly flags?: number
+}): Peer =>
+  new Peer({
+    publicKey: options.publicKey,
+    nodeId: fromPublicKey(options.publicKey),
+    addresses: options.addresses.map((address) =>
+      new PeerAddress({ address, connectionFailures: 0, source: options.source })
+    ),
+    features: options.features,
+    flags: options.flags ?? PeerFlags.NONE,
+    bannedReason: "",
+    addedAt: options.nowMs
+  })

@@ -4,11 +4,20 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
-import type { PeerNotFound, StoreError } from "./DhtError.js"
-import type { NodeId, PublicKey } from "./NodeId.js"
-import type { Peer } from "./Peer.js"
+import * as Effect from "effect/Effect"
+import * as HashMap from "effect/HashMap"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import { DhtConfig } from "./DhtConfig.js"
+import { PeerNotFound, type StoreError } from "./DhtError.js"
+import * as DhtMetrics from "./DhtMetrics.js"
+import { byDistanceTo, compareBytes, equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
+import { Peer } from "./Peer.js"
 
 /**
  * What `add` did: stored a new peer, updated a known one, or skipped it (table full of unevictable peers, or the
@@ -83,3 +92,260 @@ export interface PeerManagerService {
  * @category tags
  */
 export class PeerManager extends Context.Tag("@comms-dht/core/PeerManager")<PeerManager, PeerManagerService>() {}
+
+/**
+ * A predicate for the peers passing every filter of `query` at `nowMs` (shared by the memory and sqlite tables).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const matchesQuery = (query: PeerQuery | undefined, nowMs: number): (peer: Peer) => boolean => {
+  if (query === undefined) return () => true
+  const excluded = new Set((query.excluded ?? []).map(toHex))
+  return (peer) =>
+    (query.features === undefined || peer.features === query.features) &&
+    (query.hasFeatures === undefined || (peer.features & query.hasFeatures) === query.hasFeatures) &&
+    (query.excludeBanned !== true || !peer.isBanned(nowMs)) &&
+    (query.excludeOffline !== true || !peer.isOffline) &&
+    (query.verifiedOnly !== true || peer.isVerified) &&
+    (excluded.size === 0 || !excluded.has(toHex(peer.nodeId)))
+}
+
+/**
+ * The peer a full table gives up for a newcomer (SPEC §2.5): the unverified peer added first, else the verified peer
+ * seen least recently (never seen counts as oldest); seeds and peers banned at `nowMs` never. Ties break by NodeId
+ * bytes so the choice is deterministic.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const evictionCandidate = (peers: Iterable<Peer>, nowMs: number): Option.Option<Peer> => {
+  let unverified: Peer | undefined
+  let verified: Peer | undefined
+  const older = (a: number, b: number, x: Peer, y: Peer) => a < b || (a === b && compareBytes(x.nodeId, y.nodeId) < 0)
+  for (const peer of peers) {
+    if (peer.isSeed || peer.isBanned(nowMs)) continue
+    if (!peer.isVerified) {
+      if (unverified === undefined || older(peer.addedAt, unverified.addedAt, peer, unverified)) unverified = peer
+    } else {
+      const seen = peer.lastSeen ?? Number.NEGATIVE_INFINITY
+      if (verified === undefined || older(seen, verified.lastSeen ?? Number.NEGATIVE_INFINITY, peer, verified)) {
+        verified = peer
+      }
+    }
+  }
+  return Option.fromNullable(unverified ?? verified)
+}
+
+const MINUTE_MS = 60_000
+const BUDGET_WINDOW_MINUTES = 60
+
+interface Bucket {
+  readonly minute: number
+  readonly count: number
+}
+
+interface State {
+  readonly peers: HashMap.HashMap<string, Peer>
+  /** per source NodeId hex: one bucket per minute with additions, the last hour only */
+  readonly budgets: HashMap.HashMap<string, ReadonlyArray<Bucket>>
+  readonly sweptAtMinute: number
+}
+
+type AddOutcome = { readonly result: AddResult; readonly size: number; readonly evicted: boolean }
+
+const live = (buckets: ReadonlyArray<Bucket>, minute: number) =>
+  buckets.filter((b) => b.minute > minute - BUDGET_WINDOW_MINUTES)
+
+const spent = (buckets: ReadonlyArray<Bucket>) => buckets.reduce((n, b) => n + b.count, 0)
+
+const charge = (buckets: ReadonlyArray<Bucket>, minute: number): ReadonlyArray<Bucket> => {
+  const last = buckets[buckets.length - 1]
+  return last !== undefined && last.minute === minute
+    ? [...buckets.slice(0, -1), { minute, count: last.count + 1 }]
+    : [...buckets, { minute, count: 1 }]
+}
+
+// Drops the buckets of sources silent for an hour, at most once a minute, so the map stays bounded by active sources.
+const sweep = (budgets: HashMap.HashMap<string, ReadonlyArray<Bucket>>, minute: number) =>
+  HashMap.filterMap(budgets, (buckets) => {
+    const kept = live(buckets, minute)
+    return kept.length === 0 ? Option.none() : Option.some(kept)
+  })
+
+const step = (
+  state: State,
+  peer: Peer,
+  source: NodeId | undefined,
+  nowMs: number,
+  limits: { readonly maxKnownPeers: number; readonly perSourcePerHour: number }
+): readonly [AddOutcome, State] => {
+  const key = toHex(peer.nodeId)
+  const size = HashMap.size(state.peers)
+  if (HashMap.has(state.peers, key)) {
+    return [{ result: "Updated", size, evicted: false }, { ...state, peers: HashMap.set(state.peers, key, peer) }]
+  }
+  const minute = Math.floor(nowMs / MINUTE_MS)
+  const budgets = minute > state.sweptAtMinute ? sweep(state.budgets, minute) : state.budgets
+  const swept: State = { ...state, budgets, sweptAtMinute: Math.max(minute, state.sweptAtMinute) }
+  const sourceKey = source === undefined ? undefined : toHex(source)
+  const buckets = sourceKey === undefined
+    ? []
+    : live(Option.getOrElse(HashMap.get(budgets, sourceKey), () => []), minute)
+  if (sourceKey !== undefined && spent(buckets) >= limits.perSourcePerHour) {
+    return [{ result: "SkippedBudget", size, evicted: false }, swept]
+  }
+  let peers = state.peers
+  let evicted = false
+  if (size >= limits.maxKnownPeers) {
+    const victim = evictionCandidate(HashMap.values(peers), nowMs)
+    if (Option.isSome(victim)) {
+      peers = HashMap.remove(peers, toHex(victim.value.nodeId))
+      evicted = true
+    } else if (sourceKey !== undefined) {
+      return [{ result: "SkippedCapacity", size, evicted: false }, swept]
+    }
+    // without a source (config seeds, the transport's own registrations) the peer is added even over the bound
+  }
+  peers = HashMap.set(peers, key, peer)
+  return [
+    { result: "Added", size: HashMap.size(peers), evicted },
+    {
+      peers,
+      budgets: sourceKey === undefined ? budgets : HashMap.set(budgets, sourceKey, charge(buckets, minute)),
+      sweptAtMinute: swept.sweptAtMinute
+    }
+  ]
+}
+
+const withoutBan = (peer: Peer): Peer => {
+  const { bannedUntil: _until, ...rest } = peer
+  return new Peer({ ...rest, bannedReason: "" })
+}
+
+/**
+ * An in-memory peer table, empty when made. Its bounds (`maxKnownPeers`, `maxPeersAddedPerSourcePerHour`) are read
+ * from the `DhtConfig` reference when it is made.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function*() {
+  const config = yield* DhtConfig
+  const limits = {
+    maxKnownPeers: config.maxKnownPeers,
+    perSourcePerHour: config.maxPeersAddedPerSourcePerHour
+  }
+  const state = yield* Ref.make<State>({ peers: HashMap.empty(), budgets: HashMap.empty(), sweptAtMinute: 0 })
+  const peers = Effect.map(Ref.get(state), (s) => s.peers)
+  const publishSize = (size: number) => Metric.set(DhtMetrics.knownPeers, size)
+
+  const get = (nodeId: NodeId) =>
+    Effect.flatMap(peers, (map) =>
+      Option.match(HashMap.get(map, toHex(nodeId)), {
+        onNone: () => Effect.fail(new PeerNotFound({ nodeId })),
+        onSome: Effect.succeed
+      }))
+
+  const sortedMatches = (query: PeerQuery | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const map = yield* peers
+      const matches = matchesQuery(query, now)
+      const out: Array<readonly [string, Peer]> = []
+      for (const [key, peer] of map) if (matches(peer)) out.push([key, peer])
+      // HashMap order depends on hashing; a stable order makes seeded random choices reproducible
+      out.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+      return out.map(([, peer]) => peer)
+    })
+
+  const update = (nodeId: NodeId, f: (peer: Peer) => Peer) =>
+    Ref.modify(state, (s): readonly [Option.Option<Peer>, State] => {
+      const key = toHex(nodeId)
+      return Option.match(HashMap.get(s.peers, key), {
+        onNone: () => [Option.none(), s],
+        onSome: (peer) => {
+          const next = f(peer)
+          return [Option.some(next), { ...s, peers: HashMap.set(s.peers, key, next) }]
+        }
+      })
+    }).pipe(
+      Effect.flatMap((o) => Option.isSome(o) ? Effect.succeed(o.value) : Effect.fail(new PeerNotFound({ nodeId })))
+    )
+
+  return PeerManager.of({
+    add: (peer, options) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const outcome = yield* Ref.modify(state, (s) => step(s, peer, options?.source, now, limits))
+        if (outcome.result === "SkippedBudget") {
+          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"))
+        } else if (outcome.result === "SkippedCapacity") {
+          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity"))
+        }
+        yield* publishSize(outcome.size)
+        return outcome.result
+      }),
+    get,
+    getByPublicKey: (key) => {
+      const nodeId = fromPublicKey(key)
+      return Effect.flatMap(
+        get(nodeId),
+        (peer) => equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }))
+      )
+    },
+    exists: (nodeId) => Effect.map(peers, HashMap.has(toHex(nodeId))),
+    all: sortedMatches(undefined),
+    count: Effect.map(peers, HashMap.size),
+    closest: (target, n, query) =>
+      Effect.map(sortedMatches(query), (candidates) => {
+        const order = byDistanceTo(target)
+        return candidates.sort((a, b) => order(a.nodeId, b.nodeId)).slice(0, Math.max(0, n))
+      }),
+    random: (n, query) =>
+      Effect.flatMap(sortedMatches(query), (candidates) => sample(candidates, n)),
+    ban: (nodeId, durationMs, reason) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        update(nodeId, (peer) => {
+          const until = now + durationMs
+          return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
+            ? peer
+            : new Peer({ ...peer, bannedUntil: until, bannedReason: reason })
+        })),
+    unban: (nodeId) => Effect.asVoid(update(nodeId, withoutBan)),
+    update,
+    remove: (nodeId) =>
+      Ref.modify(state, (s) => {
+        const next = HashMap.remove(s.peers, toHex(nodeId))
+        return [HashMap.size(next), { ...s, peers: next }] as const
+      }).pipe(Effect.flatMap(publishSize))
+  })
+})
+
+/**
+ * `n` of `candidates` (all of them if fewer), uniformly at random from Effect's `Random` (partial Fisher–Yates), in
+ * the order drawn. Deterministic for a given `Random` seed and candidate order.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const sample = <A>(candidates: ReadonlyArray<A>, n: number): Effect.Effect<Array<A>> =>
+  Effect.gen(function*() {
+    const pool = candidates.slice()
+    const k = Math.min(Math.max(0, n), pool.length)
+    for (let i = 0; i < k; i++) {
+      const j = yield* Random.nextIntBetween(i, pool.length)
+      const picked = pool[j]!
+      pool[j] = pool[i]!
+      pool[i] = picked
+    }
+    return pool.slice(0, k)
+  })
+
+/**
+ * `makeMemory` as a Layer: a fresh, empty table each time it is built.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<PeerManager> = Layer.effect(PeerManager, makeMemory)

@@ -1,0 +1,58 @@
+import { describe, expect, it } from "@effect/vitest"
+import { FastCheck } from "effect"
+import * as NodeId from "../src/NodeId.js"
+
+const numRuns = 1_000
+const nodeId = FastCheck.uint8Array({ minLength: 13, maxLength: 13 }).map((b) => NodeId.NodeId.make(b))
+
+const asBigInt = (bytes: Uint8Array): bigint => bytes.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n)
+const xor = (a: NodeId.NodeId, b: NodeId.NodeId) => asBigInt(a) ^ asBigInt(b)
+
+describe("NodeId distance (§2.3)", () => {
+  it.prop("is symmetric", [nodeId, nodeId], ([a, b]) => {
+    expect(NodeId.distance(a, b)).toEqual(NodeId.distance(b, a))
+  }, { fastCheck: { numRuns } })
+
+  it.prop("is zero exactly when the ids are equal", [nodeId, nodeId], ([a, b]) => {
+    expect(NodeId.distance(a, a).every((x) => x === 0)).toBe(true)
+    const zero = NodeId.distance(a, b).every((x) => x === 0)
+    expect(zero).toBe(NodeId.equals(a, b))
+  }, { fastCheck: { numRuns } })
+
+  const bitIndex = FastCheck.integer({ min: 0, max: 103 })
+  it.prop("ids one bit apart are at that bit's power of two", [nodeId, bitIndex], ([a, bit]) => {
+    const b = Uint8Array.from(a)
+    b[bit >> 3] = b[bit >> 3]! ^ (1 << (bit & 7))
+    const d = NodeId.distance(a, NodeId.NodeId.make(b))
+    expect(asBigInt(d)).toBe(1n << BigInt(8 * (12 - (bit >> 3)) + (bit & 7)))
+  }, { fastCheck: { numRuns } })
+
+  it.prop("is the XOR of the ids read as big-endian integers", [nodeId, nodeId], ([a, b]) => {
+    expect(asBigInt(NodeId.distance(a, b))).toBe(xor(a, b))
+  }, { fastCheck: { numRuns } })
+
+  it.prop(
+    "sorting by distance matches numeric order of the XOR (ties by id bytes)",
+    [nodeId, FastCheck.array(nodeId, { maxLength: 40 })],
+    ([target, ids]) => {
+      const sorted = ids.slice().sort(NodeId.byDistanceTo(target))
+      const reference = ids.slice().sort((x, y) => {
+        const dx = xor(x, target)
+        const dy = xor(y, target)
+        if (dx !== dy) return dx < dy ? -1 : 1
+        const ix = asBigInt(x)
+        const iy = asBigInt(y)
+        return ix < iy ? -1 : ix > iy ? 1 : 0
+      })
+      expect(sorted.map(NodeId.toHex)).toEqual(reference.map(NodeId.toHex))
+    },
+    { fastCheck: { numRuns } }
+  )
+
+  it.prop("compareDistance and isCloser agree with the numeric distances", [nodeId, nodeId, nodeId], ([t, x, y]) => {
+    const dx = xor(x, t)
+    const dy = xor(y, t)
+    expect(NodeId.compareDistance(t, x, y)).toBe(dx < dy ? -1 : dx > dy ? 1 : 0)
+    expect(NodeId.isCloser(t, x, y)).toBe(dx < dy)
+  }, { fastCheck: { numRuns } })
+})
