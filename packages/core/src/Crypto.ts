@@ -8,7 +8,10 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as CryptoBackend from "./CryptoBackend.js"
 import type { DecryptionFailed, EncryptionFailed } from "./DhtError.js"
+import * as Noble from "./internal/noble.js"
 import type { PublicKey, SecretKey } from "./NodeId.js"
 
 /**
@@ -99,3 +102,31 @@ export interface CryptoService {
  * @category tags
  */
 export class Crypto extends Context.Tag("@comms-dht/core/Crypto")<Crypto, CryptoService>() {}
+
+/**
+ * Options of every `Crypto` layer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LayerOptions {
+  /** Entries of the verification memo (SPEC §4; default 65,536, `verifyMemoCapacity` of §17.1). 0 disables it. */
+  readonly verifyMemoCapacity?: number | undefined
+}
+
+/**
+ * The portable backend (`@noble/*`, CSPRNG randomness). Each run builds a fresh verification memo.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeNoble = (options: LayerOptions = {}): Effect.Effect<CryptoService> =>
+  CryptoBackend.make(Noble.primitives, { verifyMemoCapacity: options.verifyMemoCapacity })
+
+/**
+ * `Crypto` on `@noble/curves`, `@noble/hashes` and `@noble/ciphers`: runs wherever JavaScript runs.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerNoble = (options: LayerOptions = {}): Layer.Layer<Crypto> => Layer.effect(Crypto, makeNoble(options))

@@ -1,0 +1,92 @@
+/**
+ * The verification memo of SPEC §4: a bounded LRU map from `DSH("verify_memo", 32, publicKey, signature, message)`
+ * to the outcome of the Ed25519 predicate. Verification is a pure function of those three inputs, so a remembered
+ * answer is as good as a recomputed one; a flood reaching a node over several links, or a simulation whose nodes
+ * share one layer, then pays for one verification. Every `Crypto` backend builds its `verify` on it.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as DhtMetrics from "./DhtMetrics.js"
+import * as Hex from "./internal/hex.js"
+import * as Lru from "./internal/lru.js"
+
+/**
+ * Entries kept by default (`verifyMemoCapacity`, SPEC §17.1).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_CAPACITY = 65_536
+
+/**
+ * A verification predicate: `true` iff the signature is acceptable. It may throw; a throw counts as rejection.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Predicate = (publicKey: Uint8Array, signature: Uint8Array, message: Uint8Array) => boolean
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface VerifyMemo {
+  /** Most entries ever held; 0 disables the memo (every call verifies). */
+  readonly capacity: number
+  /** Entries held now, never above `capacity`. */
+  readonly size: Effect.Effect<number>
+  /**
+   * The remembered answer for these inputs, else `predicate`'s (a throw is `false`), remembered. Counts
+   * `comms_dht_crypto_verify_total{result=memo|valid|invalid}`.
+   */
+  readonly verify: (
+    publicKey: Uint8Array,
+    signature: Uint8Array,
+    message: Uint8Array,
+    predicate: Predicate
+  ) => Effect.Effect<boolean>
+}
+
+const memoHit = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result", "memo"))
+const valid = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result", "valid"))
+const invalid = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result", "invalid"))
+
+const attempt = (predicate: Predicate, publicKey: Uint8Array, signature: Uint8Array, message: Uint8Array) => {
+  try {
+    return predicate(publicKey, signature, message)
+  } catch {
+    // SPEC §4.3: whatever a library throws on malformed input means "reject"
+    return false
+  }
+}
+
+/**
+ * A memo for one layer. `dsh` is the layer's domain-separated hash (any backend's gives the same key).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: {
+  readonly capacity?: number | undefined
+  readonly dsh: (label: "verify_memo", outLen: number, fields: ReadonlyArray<Uint8Array>) => Uint8Array
+}): Effect.Effect<VerifyMemo> =>
+  Effect.sync(() => {
+    const entries = Lru.make<boolean>(options.capacity ?? DEFAULT_CAPACITY)
+    const counted = (ok: boolean) => Effect.as(ok ? valid : invalid, ok)
+    return {
+      capacity: entries.capacity,
+      size: Effect.sync(entries.size),
+      verify: (publicKey, signature, message, predicate) =>
+        Effect.suspend(() => {
+          if (entries.capacity === 0) return counted(attempt(predicate, publicKey, signature, message))
+          const key = Hex.encode(options.dsh("verify_memo", 32, [publicKey, signature, message]))
+          const known = entries.get(key)
+          if (known !== undefined) return Effect.as(memoHit, known)
+          const ok = attempt(predicate, publicKey, signature, message)
+          entries.set(key, ok)
+          return counted(ok)
+        })
+    }
+  })

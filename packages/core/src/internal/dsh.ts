@@ -1,0 +1,54 @@
+/** @internal */
+import { ascii, writeLength } from "./bytes.js"
+
+/** @internal changes only if a construction of SPEC §4 changes */
+export const DOMAIN_VERSION = 1
+
+/** @internal `comms-dht.v1.<label>.<outLen>` */
+export const tag = (label: string, outLen: number): Uint8Array =>
+  ascii(`comms-dht.v${DOMAIN_VERSION}.${label}.${outLen}`)
+
+// Fields up to this size are copied into one buffer: one hasher update for the whole framing is cheaper than many
+// small ones, and only a large body is worth passing by reference.
+const INLINE_LIMIT = 1024
+
+/**
+ * @internal
+ * The byte string that SPEC §4.1 hashes, `u64le(len(tag)) || tag || u64le(len(f1)) || f1 || …`, as a list of
+ * chunks whose concatenation is that string. Large fields are passed by reference, not copied.
+ */
+export const frame = (label: string, outLen: number, fields: ReadonlyArray<Uint8Array>): Array<Uint8Array> => {
+  const t = tag(label, outLen)
+  const chunks: Array<Uint8Array> = []
+  let inline = 8 + t.length
+  for (const f of fields) inline += 8 + (f.length <= INLINE_LIMIT ? f.length : 0)
+  let buffer = new Uint8Array(inline)
+  let offset = 0
+  writeLength(buffer, offset, t.length)
+  buffer.set(t, offset + 8)
+  offset += 8 + t.length
+  for (const f of fields) {
+    writeLength(buffer, offset, f.length)
+    offset += 8
+    if (f.length <= INLINE_LIMIT) {
+      buffer.set(f, offset)
+      offset += f.length
+    } else {
+      chunks.push(buffer.subarray(0, offset), f)
+      buffer = buffer.subarray(offset)
+      offset = 0
+    }
+  }
+  if (offset > 0) chunks.push(buffer.subarray(0, offset))
+  return chunks
+}
+
+/**
+ * @internal
+ * `DSH(label, outLen, fields)` for a BLAKE2b-512 over chunks. `outLen` outside 1..64 is clamped by the slice; the
+ * labels of SPEC §4.1 all use 32.
+ */
+export const dshWith =
+  (blake2b512: (chunks: ReadonlyArray<Uint8Array>) => Uint8Array) =>
+  (label: string, outLen: number, fields: ReadonlyArray<Uint8Array>): Uint8Array =>
+    blake2b512(frame(label, outLen, fields)).slice(0, Math.max(0, outLen))
