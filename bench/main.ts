@@ -1,1 +1,98 @@
-export {}
+/**
+ * `npm run bench` (a table) and `npm run bench -- --json` (exactly one JSON object on stdout). Every figure is
+ * ops/s measured in this run, and every target is a ratio between two figures of the same run, because this
+ * machine's speed varies by ±30 % from run to run.
+ */
+import { Bench } from "tinybench"
+import { codecBenches } from "./codec.js"
+import { cryptoBenches } from "./crypto.js"
+
+/**
+ * A benchmark. `bound` names another task of the same run whose rate this one is compared with; `minRatio` is the
+ * target for `opsPerSec / boundOpsPerSec`.
+ */
+export interface Task {
+  readonly name: string
+  readonly fn: () => unknown
+  readonly bound?: string
+  readonly minRatio?: number
+}
+
+interface Result {
+  readonly name: string
+  readonly opsPerSec: number
+  readonly meanMs: number
+  readonly rme: number
+  readonly samples: number
+  readonly bound?: string
+  readonly boundOpsPerSec?: number
+  readonly ratio?: number
+  readonly minRatio?: number
+  readonly ok?: boolean
+}
+
+const json = process.argv.includes("--json")
+const filter = process.argv.find((a) => a.startsWith("--filter="))?.slice("--filter=".length)
+const time = Number(process.argv.find((a) => a.startsWith("--time="))?.slice("--time=".length) ?? 500)
+
+const run = async (tasks: ReadonlyArray<Task>): Promise<Array<Result>> => {
+  const bench = new Bench({ time, warmupTime: Math.min(200, time / 2) })
+  for (const task of tasks) {
+    if (filter === undefined || task.name.includes(filter)) bench.add(task.name, task.fn)
+  }
+  await bench.run()
+  return bench.tasks.flatMap((task) => {
+    const r = task.result
+    if (r === undefined || r.error !== undefined) {
+      process.stderr.write(`bench ${task.name} did not complete: ${String(r?.error)}\n`)
+      return []
+    }
+    return [{
+      name: task.name,
+      opsPerSec: r.throughput.mean,
+      meanMs: r.latency.mean,
+      rme: r.latency.rme,
+      samples: r.latency.samples.length
+    }]
+  })
+}
+
+/** Adds `boundOpsPerSec`, `ratio` and `ok` to every result whose task names a bound measured in this run. */
+const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>): Array<Result> =>
+  results.map((result) => {
+    const task = tasks.find((t) => t.name === result.name)
+    const bound = results.find((r) => r.name === task?.bound)
+    if (task?.bound === undefined || bound === undefined) return result
+    const ratio = result.opsPerSec / bound.opsPerSec
+    return {
+      ...result,
+      bound: bound.name,
+      boundOpsPerSec: bound.opsPerSec,
+      ratio,
+      ...(task.minRatio === undefined ? {} : { minRatio: task.minRatio, ok: ratio >= task.minRatio })
+    }
+  })
+
+const main = async () => {
+  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches()]
+  const results = withBounds(tasks, await run(tasks))
+  if (json) {
+    process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")
+    return
+  }
+  const pad = (s: string, n: number) => s.padEnd(n)
+  process.stdout.write(`${pad("benchmark", 32)} ${"ops/s".padStart(12)} ${"±%".padStart(6)}  ratio to bound\n`)
+  for (const r of results) {
+    const versus = r.ratio === undefined
+      ? ""
+      : `${r.ratio.toFixed(2)}× ${r.bound}` + (r.minRatio === undefined ? "" : ` (target ≥ ${r.minRatio}×: ${r.ok ? "ok" : "MISSED"})`)
+    process.stdout.write(
+      `${pad(r.name, 32)} ${r.opsPerSec.toFixed(0).padStart(12)} ${r.rme.toFixed(1).padStart(6)}  ${versus}\n`
+    )
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${String(error)}\n`)
+  process.exitCode = 1
+})
