@@ -1,0 +1,605 @@
+/**
+ * The outbound pipeline (SPEC §6): a bounded queue of `DhtOutboundRequest`s read as a `Stream` through three
+ * stages — broadcast (peer selection, §6.1–§6.2), encrypt (sign and encrypt once per request, then fan out, §6.3)
+ * and serialize (encode once, check the size, hand one message per peer to the transport, §6.4) — and the live
+ * `OutboundRequester` in front of it.
+ *
+ * Each request is handled on its own (`Stream.mapEffect`, 16 at a time): a stage failure completes the
+ * request's reply with its `SendFailure` and is counted, it never ends the stream. Closing the Layer's scope answers
+ * every request not yet handled with `DhtShutdown`.
+ *
+ * @since 0.1.0
+ */
+import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
+import * as Crypto from "@comms-dht/core/Crypto"
+import * as DedupCache from "@comms-dht/core/DedupCache"
+import * as DhtConfig from "@comms-dht/core/DhtConfig"
+import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as Discovery from "@comms-dht/core/Discovery"
+import * as Envelope from "@comms-dht/core/Envelope"
+import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
+import * as NodeId from "@comms-dht/core/NodeId"
+import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
+import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
+import type * as Peer from "@comms-dht/core/Peer"
+import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as Transport from "@comms-dht/core/Transport"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+
+type Request = OutboundRequester.DhtOutboundRequest
+
+/**
+ * How the pipeline discovers an unknown destination (SPEC §6.1 step 3, §10.2).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Discover = (publicKey: NodeId.PublicKey) => Effect.Effect<Peer.Peer, DhtError.DiscoveryError>
+
+// --- stage 1: broadcast (§6.1) ---
+
+/**
+ * The outcome of the broadcast stage: the peers to send to, or a destination to discover first. `expires` is fixed
+ * here (unix seconds) so that every copy carries the same one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Selection = Data.TaggedEnum<{
+  Selected: {
+    readonly request: Request
+    readonly peers: ReadonlyArray<NodeId.NodeId>
+    readonly expires: bigint
+    readonly isBroadcast: boolean
+  }
+  Discover: { readonly request: Request; readonly publicKey: NodeId.PublicKey; readonly expires: bigint }
+}>
+
+/**
+ * Constructors and matchers of `Selection`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const Selection = Data.taggedEnum<Selection>()
+
+/**
+ * A selection of peers: what the encrypt stage takes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Selected = Data.TaggedEnum.Value<Selection, "Selected">
+
+/**
+ * What the broadcast stage can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type BroadcastError = DhtError.SendToOurselves | DhtError.PeerSelectionFailed | DhtError.FailedToGenerateMessages
+
+const secondsOf = (ms: number): bigint => BigInt(Math.floor(ms / 1000))
+
+/**
+ * SPEC §6.1 step 4: `now + (expiresIn ?? saf.msgValidity)` in unix seconds; beyond `maxMessageExpiry` is
+ * `ExpiryTooFar`. A forward keeps the received expiry.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const expiryOf = (
+  params: OutboundRequester.SendMessageParams,
+  nowMs: number,
+  config: DhtConfig.Config
+): Effect.Effect<bigint, DhtError.FailedToGenerateMessages> => {
+  if (Option.isSome(params.customHeader)) return Effect.succeed(params.customHeader.value.expires)
+  const expiresIn = Option.getOrElse(params.expiresIn, () => config.saf.msgValidity)
+  if (!Duration.isFinite(expiresIn) || Duration.greaterThan(expiresIn, config.maxMessageExpiry)) {
+    return Effect.fail(new DhtError.FailedToGenerateMessages({ reason: "ExpiryTooFar" }))
+  }
+  return Effect.succeed(secondsOf(nowMs) + secondsOf(Duration.toMillis(expiresIn)))
+}
+
+const noPeers: ReadonlyArray<Peer.Peer> = []
+
+// SPEC §13: a failing table answers with no peers, logged (Tari), rather than failing the request
+const knownPeers = (peers: PeerManager.PeerManagerService) =>
+  peers.all.pipe(
+    Effect.catchTag(
+      "StoreError",
+      (error) => Effect.as(Effect.logWarning("peer selection read no peers", error), noPeers)
+    )
+  )
+
+/**
+ * Stage 1 (SPEC §6.1): `SendToOurselves` for a direct send to this node's key; the peers the strategy selects from
+ * a snapshot of the peer table and the transport's connections (§6.2); a destination to discover when a direct
+ * send finds no known peer and discovery is on; the expiry; and whether the request is a broadcast.
+ *
+ * @since 0.1.0
+ * @category stages
+ */
+export const broadcast = Effect.fnUntraced(function*(request: Request) {
+  const identity = yield* NodeIdentity.NodeIdentity
+  const config = yield* DhtConfig.DhtConfig
+  const { params } = request
+  const strategy = params.strategy
+  if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
+    return yield* new DhtError.SendToOurselves()
+  }
+  const peers = yield* PeerManager.PeerManager
+  const transport = yield* Transport.Transport
+  const nowMs = yield* Clock.currentTimeMillis
+  const known = yield* knownPeers(peers)
+  const connected = yield* transport.connectedPeers
+  const ctx = BroadcastStrategy.makeContext(config, {
+    self: identity.nodeId,
+    peers: known,
+    connected: new Set(connected.map(NodeId.toHex)),
+    nowMs,
+    isOrigin: Option.isNone(params.customHeader)
+  })
+  const chosen = yield* BroadcastStrategy.select(strategy, ctx)
+  const expires = yield* expiryOf(params, nowMs, config)
+  if (chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey") {
+    return Selection.Discover({ request, publicKey: strategy.publicKey, expires })
+  }
+  return Selection.Selected({
+    request,
+    peers: chosen,
+    expires,
+    isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
+  })
+})
+
+// --- stage 2: encrypt (§6.3) ---
+
+interface Prepared {
+  readonly version: number
+  readonly destination: Envelope.NodeDestination
+  readonly messageType: Envelope.DhtMessageType
+  readonly flags: number
+  readonly expires: bigint
+  readonly ephemeralPublicKey: Option.Option<Uint8Array>
+  readonly body: Uint8Array
+  readonly messageSignature: Uint8Array
+}
+
+const EMPTY = new Uint8Array(0)
+
+const encryptionFailed = () => new DhtError.FailedToGenerateMessages({ reason: "EncryptionFailed" })
+
+// what goes on the wire for a request of our own: encrypted and signed, signed, or neither
+const prepare = (
+  identity: NodeIdentity.Identity,
+  params: OutboundRequester.SendMessageParams,
+  body: OutboundRequester.OutboundBody,
+  expires: bigint,
+  version: number
+): Effect.Effect<Prepared, DhtError.FailedToGenerateMessages, Crypto.Crypto> => {
+  const fields = {
+    version,
+    destination: params.destination,
+    messageType: params.messageType,
+    flags: Envelope.withFlags(OutboundRequester.encryptionFlags(params.encryption), params.extraFlags),
+    expires
+  }
+  const plaintext = OutboundRequester.bodyBytes(body)
+  const { encryption } = params
+  if (encryption._tag === "EncryptFor") {
+    return MessageCrypto.encrypt(identity, encryption.publicKey, fields, plaintext).pipe(
+      Effect.map((sealed): Prepared => ({
+        ...fields,
+        flags: sealed.flags,
+        ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
+        body: sealed.body,
+        messageSignature: sealed.messageSignature
+      })),
+      Effect.mapError(encryptionFailed)
+    )
+  }
+  const clear = { ...fields, ephemeralPublicKey: Option.none<Uint8Array>(), body: plaintext }
+  return params.forceOrigin
+    ? Effect.map(MessageCrypto.sign(identity, clear, plaintext), (messageSignature) => ({ ...clear, messageSignature }))
+    : Effect.succeed({ ...clear, messageSignature: EMPTY })
+}
+
+// a forward sends what it received: nothing is recomputed (SPEC §6.3)
+const forwarded = (header: Envelope.DhtMessageHeader, body: OutboundRequester.OutboundBody): Prepared => ({
+  version: header.version,
+  destination: header.destination,
+  messageType: header.messageType,
+  flags: header.flags,
+  expires: header.expires,
+  ephemeralPublicKey: header.ephemeralPublicKey,
+  body: OutboundRequester.bodyBytes(body),
+  messageSignature: header.messageSignature
+})
+
+/**
+ * The dedup hash of SPEC §8.1: `DSH("dedup", 32, challenge, message_signature)` over the signed header fields and
+ * the body as sent.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const dedupHash = (
+  fields: MessageCrypto.SignedFields,
+  body: Uint8Array,
+  messageSignature: Uint8Array
+): Effect.Effect<Uint8Array, never, Crypto.Crypto> =>
+  Effect.map(Crypto.Crypto, (crypto) =>
+    crypto.dsh("dedup", 32, [
+      crypto.dsh("challenge", 32, MessageCrypto.challengeFields(fields, body)),
+      messageSignature
+    ]))
+
+// echoes of our own broadcast are dropped when they come back (SPEC §6.3, §8.2)
+const preInsert = (identity: NodeIdentity.Identity, prepared: Prepared, config: DhtConfig.Config) =>
+  Effect.gen(function*() {
+    const cache = yield* DedupCache.DedupCache
+    const hash = yield* dedupHash(prepared, prepared.body, prepared.messageSignature)
+    if ((yield* cache.hitCount(hash)) > 0) return
+    const keepUntil = Number(prepared.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
+    yield* cache.insert(hash, identity.publicKey, keepUntil)
+  })
+
+/**
+ * Stage 2 (SPEC §6.3): signs and encrypts once for the whole request (`EncryptFor`: fresh ephemeral key, sealed
+ * body and signature; `ClearText` with `forceOrigin`: a plain signature; a forward: the received body, signature and
+ * key as they are), pre-inserts a broadcast's dedup hash, then fans out one `DhtOutboundMessage` per peer, each
+ * with its own reply.
+ *
+ * @since 0.1.0
+ * @category stages
+ */
+export const encrypt = Effect.fnUntraced(function*(selected: Selected) {
+  const identity = yield* NodeIdentity.NodeIdentity
+  const config = yield* DhtConfig.DhtConfig
+  const { expires, isBroadcast, peers, request } = selected
+  const { params } = request
+  const prepared = Option.isSome(params.customHeader)
+    ? forwarded(params.customHeader.value, request.body)
+    : yield* prepare(identity, params, request.body, expires, config.protocolVersion)
+  if (isBroadcast) yield* preInsert(identity, prepared, config)
+  const hopCount = Option.match(params.customHeader, { onNone: () => 0, onSome: (h) => h.hopCount })
+  return yield* Effect.forEach(peers, (peer) =>
+    Effect.map(Deferred.make<void, DhtError.SendFailReason>(), (reply): OutboundRequester.DhtOutboundMessage => ({
+      protocolVersion: prepared.version,
+      tag: request.tag,
+      peer,
+      destination: prepared.destination,
+      messageType: prepared.messageType,
+      flags: prepared.flags,
+      customHeader: params.customHeader,
+      body: prepared.body,
+      ephemeralPublicKey: prepared.ephemeralPublicKey,
+      messageSignature: prepared.messageSignature,
+      isBroadcast,
+      expires: prepared.expires,
+      hopCount,
+      reply
+    })))
+})
+
+// --- stage 3: serialize (§6.4) ---
+
+const headerOf = (message: OutboundRequester.DhtOutboundMessage): Envelope.DhtMessageHeader =>
+  Option.match(message.customHeader, {
+    onSome: Envelope.nextHop,
+    // every field was produced by the stages above, so the class need not check them again
+    onNone: () =>
+      new Envelope.DhtMessageHeader({
+        version: message.protocolVersion,
+        destination: message.destination,
+        messageSignature: message.messageSignature,
+        ephemeralPublicKey: message.ephemeralPublicKey,
+        messageType: message.messageType,
+        flags: message.flags,
+        messageTag: message.tag,
+        expires: message.expires,
+        hopCount: 0
+      }, true)
+  })
+
+/**
+ * Stage 3 (SPEC §6.4): builds the `DhtHeader` (a forward's with `hop_count + 1`), encodes the envelope once,
+ * refuses it as `TooLarge` beyond `maxMessageSize` before anything is sent, and hands one `OutboundMessage` per
+ * peer to the transport. Returns the send states.
+ *
+ * @since 0.1.0
+ * @category stages
+ */
+export const serialize = Effect.fnUntraced(function*(messages: ReadonlyArray<OutboundRequester.DhtOutboundMessage>) {
+  const first = messages[0]
+  if (first === undefined) return OutboundRequester.noSendStates
+  const config = yield* DhtConfig.DhtConfig
+  const bytes = Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header: headerOf(first), body: first.body }, true))
+  if (bytes.length > config.maxMessageSize) {
+    return yield* new DhtError.FailedToGenerateMessages({ reason: "TooLarge" })
+  }
+  const transport = yield* Transport.Transport
+  yield* Effect.forEach(
+    messages,
+    (message) => transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply }),
+    { discard: true }
+  )
+  return new OutboundRequester.MessageSendStates(
+    messages.map((message) => ({ peer: message.peer, tag: message.tag, result: message.reply }))
+  )
+})
+
+// --- the pipeline ---
+
+const failureReason = (failure: DhtError.SendFailure): string =>
+  failure._tag === "FailedToGenerateMessages" ? failure.reason : failure._tag
+
+const countFailure = (failure: DhtError.SendFailure) =>
+  Effect.logDebug("outbound request failed").pipe(
+    Effect.annotateLogs({ reason: failureReason(failure) }),
+    Effect.zipRight(Metric.increment(Metric.tagged(DhtMetrics.sendFailures, "reason", failureReason(failure))))
+  )
+
+const sentMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "sent")
+const failedMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "failed")
+
+// one watcher per request counts each copy's outcome once the transport reports it; awaiting them in turn costs no
+// fiber per copy, and every copy is counted once the last is done
+const countOutcomes = (states: OutboundRequester.MessageSendStates) =>
+  Effect.forEach(
+    states.states,
+    (state) =>
+      Effect.flatMap(
+        Effect.exit(Deferred.await(state.result)),
+        (exit) => Metric.increment(Exit.isSuccess(exit) ? sentMessages : failedMessages)
+      ),
+    { discard: true }
+  )
+
+// tagging a metric builds a new key each time: one per strategy, made once
+type StrategyTag = BroadcastStrategy.BroadcastStrategy["_tag"]
+
+const requestsByStrategy: { readonly [K in StrategyTag]: Metric.Metric.Counter<number> } = {
+  DirectPublicKey: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectPublicKey"),
+  DirectNodeId: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectNodeId"),
+  Flood: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Flood"),
+  Broadcast: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Broadcast"),
+  Random: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Random"),
+  ClosestNodes: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "ClosestNodes"),
+  DirectOrClosestNodes: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectOrClosestNodes"),
+  SelectedPeers: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "SelectedPeers"),
+  Propagate: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Propagate")
+}
+
+/**
+ * What the stages need from the Layer graph.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Requirements =
+  | Transport.Transport
+  | PeerManager.PeerManager
+  | Crypto.Crypto
+  | NodeIdentity.NodeIdentity
+  | DedupCache.DedupCache
+
+/**
+ * Where the pipeline runs work that outlives one request's turn in the stream: the discoveries it waits for and the
+ * watchers counting per-peer outcomes. Interrupted with the pipeline.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Handler {
+  readonly jobs: FiberSet.FiberSet<void, never>
+  readonly discover: Option.Option<Discover>
+}
+
+// encrypt → serialize for a selection; an empty one is queued as no states (`resolve` makes it NoMessagesQueued)
+const deliver = (handler: Handler, selected: Selected) =>
+  Effect.gen(function*() {
+    if (selected.peers.length === 0) {
+      yield* countFailure(new DhtError.NoMessagesQueued())
+      return OutboundRequester.noSendStates
+    }
+    const states = yield* serialize(yield* encrypt(selected))
+    yield* FiberSet.run(handler.jobs, countOutcomes(states))
+    return states
+  })
+
+const discoveryFailure = (error: DhtError.DiscoveryError): DhtError.SendFailure => {
+  switch (error._tag) {
+    case "DiscoveryFailed":
+      return error
+    case "DiscoveryTimeout":
+      return new DhtError.DiscoveryFailed({ reason: "Timeout" })
+    case "CannotDiscoverThisNode":
+      return new DhtError.SendToOurselves()
+  }
+}
+
+// SPEC §6.1 step 3: answer PendingDiscovery now; discover, then carry on with the discovered peer, off the stream
+const pendingDiscovery = (handler: Handler, discovering: Data.TaggedEnum.Value<Selection, "Discover">) =>
+  Effect.gen(function*() {
+    const { expires, publicKey, request } = discovering
+    const result = yield* Deferred.make<OutboundRequester.MessageSendStates, DhtError.SendFailure>()
+    const discover = Option.getOrElse(
+      handler.discover,
+      (): Discover => () => Effect.fail(new DhtError.DiscoveryFailed({ reason: "SendFailed" }))
+    )
+    const job = discover(publicKey).pipe(
+      Effect.mapError(discoveryFailure),
+      Effect.flatMap((peer) =>
+        deliver(handler, Selection.Selected({ request, peers: [peer.nodeId], expires, isBroadcast: false }))
+      ),
+      Effect.tapError(countFailure),
+      Effect.exit,
+      Effect.flatMap((exit) => Deferred.done(result, exit)),
+      Effect.onInterrupt(() => Deferred.fail(result, new DhtError.DhtShutdown())),
+      Effect.asVoid,
+      Effect.annotateLogs({ messageTag: request.tag.toString() })
+    )
+    yield* FiberSet.run(handler.jobs, job)
+    return OutboundRequester.SendMessageResponse.PendingDiscovery({ result })
+  })
+
+/**
+ * One request through the three stages. Its reply is completed in every case: the response, the `SendFailure` of
+ * the stage that failed (logged, counted `comms_dht_send_failures_total{reason}`), or `DhtShutdown` when the
+ * pipeline stops under it. Never fails.
+ *
+ * @since 0.1.0
+ * @category pipeline
+ */
+export const handle = (handler: Handler) => (request: Request): Effect.Effect<void, never, Requirements> =>
+  Metric.increment(requestsByStrategy[request.params.strategy._tag]).pipe(
+    Effect.zipRight(broadcast(request)),
+    Effect.flatMap((selection): Effect.Effect<
+      OutboundRequester.SendMessageResponse,
+      DhtError.SendFailure,
+      Requirements
+    > =>
+      selection._tag === "Discover"
+        ? pendingDiscovery(handler, selection)
+        : Effect.map(deliver(handler, selection), (states) => OutboundRequester.SendMessageResponse.Queued({ states }))
+    ),
+    Effect.matchEffect({
+      onFailure: (failure) => Effect.zipRight(countFailure(failure), Deferred.fail(request.reply, failure)),
+      onSuccess: (response) => Deferred.succeed(request.reply, response)
+    }),
+    Effect.onInterrupt(() => Deferred.fail(request.reply, new DhtError.DhtShutdown())),
+    Effect.asVoid,
+    Effect.annotateLogs({ messageTag: request.tag.toString() })
+  )
+
+/**
+ * The stream of SPEC §6: every request through `handle`, 16 at a time. Requests finish in any order; the stream
+ * emits in input order, which costs nothing because `handle` never waits on the network (discovery is forked,
+ * `Transport.send` only enqueues), and is markedly cheaper per request than `unordered`, which runs a stream per
+ * element.
+ *
+ * @since 0.1.0
+ * @category pipeline
+ */
+export const pipeline = (handler: Handler) => <E, R>(source: Stream.Stream<Request, E, R>) =>
+  source.pipe(Stream.mapEffect(handle(handler), { concurrency: 16 }))
+
+// --- the requester ---
+
+/**
+ * Options of the live requester.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /**
+   * Discovery for SPEC §6.1 step 3; default: the `Discovery` service, if the Layer graph holds one when the
+   * pipeline is built. Discovery itself sends through the requester, so a composition root that builds it after the
+   * pipeline passes a function here that reaches it once built. With neither, an empty direct selection with
+   * discovery on ends `DiscoveryFailed{SendFailed}`.
+   */
+  readonly discover?: Discover | undefined
+}
+
+// a queue shut down under a waiting offer interrupts it: that is the pipeline closing
+const shutdownAsDhtShutdown = <A>(effect: Effect.Effect<A>): Effect.Effect<A, DhtError.DhtShutdown> =>
+  Effect.catchAllCause(
+    effect,
+    (cause) => Cause.isInterruptedOnly(cause) ? Effect.fail(new DhtError.DhtShutdown()) : Effect.failCause(cause)
+  )
+
+const tagOf = (params: OutboundRequester.SendMessageParams): Effect.Effect<OutboundRequester.MessageTag> =>
+  Option.match(params.tag, {
+    onSome: Effect.succeed,
+    onNone: () =>
+      Option.match(params.customHeader, {
+        onSome: (header) => Effect.succeed(header.messageTag),
+        onNone: () => OutboundRequester.randomTag
+      })
+  })
+
+const makeRequest = (params: OutboundRequester.SendMessageParams, body: OutboundRequester.OutboundBody) =>
+  Effect.zipWith(
+    tagOf(params),
+    Deferred.make<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(),
+    (tag, reply): Request => ({ params, body, tag, reply })
+  )
+
+const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
+
+/**
+ * The live `OutboundRequester`: a bounded queue of `outboundBufferSize` requests in front of `pipeline`, run for
+ * as long as the scope. `send` suspends while the queue is full; `offerForward` sheds instead.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: Options = {}
+): Effect.Effect<OutboundRequester.OutboundRequesterService, never, Requirements | Scope.Scope> =>
+  Effect.gen(function*() {
+    const config = yield* DhtConfig.DhtConfig
+    const queue = yield* Queue.bounded<Request>(config.outboundBufferSize)
+    const closed = yield* Deferred.make<void>()
+    const jobs = yield* FiberSet.make<void, never>()
+    // runs once the stream is interrupted (finalizers run in reverse), before the jobs are
+    yield* Effect.addFinalizer(() =>
+      Deferred.succeed(closed, undefined).pipe(
+        Effect.zipRight(Queue.takeAll(queue)),
+        Effect.flatMap(Effect.forEach((request) => Deferred.fail(request.reply, new DhtError.DhtShutdown()))),
+        Effect.zipRight(Queue.shutdown(queue))
+      )
+    )
+    const fromGraph = Option.map(yield* Effect.serviceOption(Discovery.Discovery), (d): Discover => d.discover)
+    const handler: Handler = { jobs, discover: Option.orElse(Option.fromNullable(options.discover), () => fromGraph) }
+    // one request per pull: the queue, not a chunk pulled out of it, is what bounds the requests in memory
+    yield* Stream.fromQueue(queue, { maxChunkSize: 1 }).pipe(
+      pipeline(handler),
+      Stream.runDrain,
+      Effect.forkScoped
+    )
+    const shutdown = Effect.zipRight(Deferred.await(closed), Effect.fail(new DhtError.DhtShutdown()))
+    return OutboundRequester.OutboundRequester.of({
+      send: (params, body) =>
+        Effect.flatMap(makeRequest(params, body), (request) =>
+          shutdownAsDhtShutdown(Queue.offer(queue, request)).pipe(
+            Effect.zipRight(Effect.raceFirst(Deferred.await(request.reply), shutdown))
+          )),
+      offerForward: (params, body) =>
+        Effect.gen(function*() {
+          if (yield* Deferred.isDone(closed)) return false
+          const request = yield* makeRequest(params, body)
+          const queued = Queue.unsafeOffer(queue, request)
+          if (!queued) yield* Metric.increment(shedForward)
+          return queued
+        })
+    })
+  })
+
+/**
+ * `make` as a Layer: the pipeline runs while the Layer's scope is open.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: Options = {}
+): Layer.Layer<OutboundRequester.OutboundRequester, never, Requirements> =>
+  Layer.scoped(OutboundRequester.OutboundRequester, make(options))
