@@ -6,6 +6,7 @@
 import { Bench } from "tinybench"
 import { codecBenches } from "./codec.js"
 import { cryptoBenches } from "./crypto.js"
+import { outboundBenches } from "./outbound.js"
 
 /**
  * A benchmark. `bound` names another task of the same run whose rate this one is compared with; `minRatio` is the
@@ -74,7 +75,7 @@ const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>):
   })
 
 const main = async () => {
-  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches()]
+  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches())]
   const results = withBounds(tasks, await run(tasks))
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")

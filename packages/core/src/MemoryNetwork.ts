@@ -1,0 +1,261 @@
+/**
+ * `MemoryNetwork`: the in-process transport (SPEC §11.6, §19) that tests and the simulation use. A hub
+ * (`layerHub`) holds the `mem://ID` addresses of many nodes in one process; each node's endpoint (`layer`) provides
+ * its `Transport`.
+ *
+ * It behaves as the TCP transport does where a user could tell: connecting exchanges and validates the fields of
+ * `NoiseHandshakePayload` (identity key check, the dialled key, the signed claim — failure is `HandshakeFailed`,
+ * counted, connection refused) and records the peer as verified; frames carry encoded bytes (so codecs run), over
+ * FIFO links, one connection per pair; frames over `maxMessageSize` and floods ban the sender and close the
+ * connection; the queues of SPEC §13.1 are bounded with the same policies. Closing an endpoint's scope takes the
+ * node offline: its connections close and dials to it fail.
+ *
+ * Timing: with no latency a frame is delivered as it is written. With a latency function each link delivers in order
+ * at `max(previous delivery on the link, now + latency)`, by one fiber per link sleeping on Effect's `Clock`
+ * (`TestClock` in tests), or through the `schedule` hook, with which the simulation's `VirtualClock` keeps every
+ * pending delivery as a heap entry instead.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as HashMap from "effect/HashMap"
+import * as Layer from "effect/Layer"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Crypto from "./Crypto.js"
+import * as DhtConfig from "./DhtConfig.js"
+import { ConfigError } from "./DhtError.js"
+import * as Internal from "./internal/memoryNetwork.js"
+import type { NodeId } from "./NodeId.js"
+import { toHex } from "./NodeId.js"
+import * as NodeIdentity from "./NodeIdentity.js"
+import type { PeerClaim } from "./Peer.js"
+import * as PeerManager from "./PeerManager.js"
+import * as PeerValidator from "./PeerValidator.js"
+import type { ConnectionEvent, InboundMessage } from "./Transport.js"
+import { Transport } from "./Transport.js"
+
+/**
+ * What the latency function is asked about: one frame (or handshake message) from one node to another.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LinkInfo {
+  readonly from: NodeId
+  readonly to: NodeId
+  /** frame size in bytes (0 for a handshake message) */
+  readonly size: number
+  readonly handshake: boolean
+}
+
+/**
+ * One frame written to the network, as the `onFrame` observer sees it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FrameInfo {
+  readonly from: NodeId
+  readonly to: NodeId
+  /** the `OutboundMessage` tag: the envelope's `message_tag`, which forwarding keeps */
+  readonly tag: bigint
+  readonly bytes: Uint8Array
+}
+
+/**
+ * Totals over every endpoint of a hub since it was built.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WireStats {
+  readonly frames: number
+  readonly bytes: number
+}
+
+/**
+ * Hub options. All are optional: by default frames are delivered as they are written.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HubOptions {
+  /**
+   * The delay of each frame and handshake message, evaluated per frame in the writer's fiber (so draws from Effect's
+   * `Random` follow its seed). A handshake takes one round trip.
+   */
+  readonly latency?: (link: LinkInfo) => Effect.Effect<Duration.DurationInput>
+  /**
+   * Runs `deliver` at `at` (unix ms of the `Clock`). Given, it replaces the per-link delivery fibers: the
+   * simulation's `VirtualClock` pushes a heap entry. Calls for one link come in FIFO order with non-decreasing `at`,
+   * so running entries of equal time in call order keeps links FIFO. Handshake delays go through it too.
+   */
+  readonly schedule?: (at: number, deliver: Effect.Effect<void>) => Effect.Effect<void>
+  /**
+   * The in-flight counter hook: `increment` when a frame is written (a delivery scheduled; also a handshake's round
+   * trip), `decrement` when that frame has reached the receiver's inbox (`Transport.inbound`) or was dropped (closed
+   * connection, frame limit, flood, full connection queue). Frames inside an inbox are the reader's to count.
+   */
+  readonly inFlight?: {
+    readonly increment: Effect.Effect<void>
+    readonly decrement: Effect.Effect<void>
+  }
+  /** Sees every frame written, in write order (the simulation counts envelopes by message tag). */
+  readonly onFrame?: (frame: FrameInfo) => Effect.Effect<void>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryNetworkHubService {
+  /** Frames and bytes written by all endpoints. */
+  readonly stats: Effect.Effect<WireStats>
+  /** The addresses registered now. */
+  readonly addresses: Effect.Effect<ReadonlyArray<string>>
+  /** @internal the machinery endpoints share */
+  readonly hub: Internal.Hub
+}
+
+/**
+ * The hub many endpoints register with.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class MemoryNetworkHub extends Context.Tag("@comms-dht/core/MemoryNetworkHub")<
+  MemoryNetworkHub,
+  MemoryNetworkHubService
+>() {}
+
+/**
+ * A hub; its scope owns the per-link delivery fibers.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeHub = (options: HubOptions = {}): Effect.Effect<MemoryNetworkHubService, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const fibers = yield* FiberSet.make()
+    const spawn = yield* FiberSet.runtime(fibers)()
+    const hub = yield* Internal.makeHub(options, (effect) => spawn(effect, { immediate: false }))
+    return MemoryNetworkHub.of({
+      stats: Ref.get(hub.stats),
+      addresses: Effect.map(Ref.get(hub.endpoints), (endpoints) => Array.from(HashMap.keys(endpoints)).sort()),
+      hub
+    })
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerHub = (options: HubOptions = {}): Layer.Layer<MemoryNetworkHub> =>
+  Layer.scoped(MemoryNetworkHub, makeHub(options))
+
+/**
+ * A latency function drawing whole milliseconds uniformly from `[minMs, maxMs]` with Effect's `Random` (the
+ * simulation uses 5–50 ms, SPEC §19).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const uniformLatency = (minMs: number, maxMs: number): (link: LinkInfo) => Effect.Effect<number> => () =>
+  Random.nextIntBetween(minMs, maxMs + 1)
+
+/**
+ * Endpoint options: the address to listen on (default `mem://<NodeId hex>`) and the claim to present (default: one
+ * signed now over that address and the identity's features). A test passes a forged claim to play a dishonest peer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EndpointOptions {
+  readonly address?: string
+  readonly claim?: PeerClaim
+}
+
+/**
+ * One node's endpoint. Closing the scope takes the node offline.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: EndpointOptions = {}
+): Effect.Effect<
+  Transport["Type"],
+  ConfigError,
+  MemoryNetworkHub | NodeIdentity.NodeIdentity | PeerManager.PeerManager | Crypto.Crypto | Scope.Scope
+> =>
+  Effect.gen(function*() {
+    const { hub } = yield* MemoryNetworkHub
+    const identity = yield* NodeIdentity.NodeIdentity
+    const peers = yield* PeerManager.PeerManager
+    const crypto = yield* Crypto.Crypto
+    const config = yield* DhtConfig.DhtConfig
+    const address = options.address ?? `mem://${toHex(identity.nodeId)}`
+    const claim = options.claim ?? (yield* PeerValidator.signClaim({
+      secretKey: identity.secretKey,
+      publicKey: identity.publicKey,
+      addresses: [address],
+      features: identity.features
+    }))
+    const fibers = yield* FiberSet.make()
+    const spawn = yield* FiberSet.runtime(fibers)()
+    const endpoint: Internal.Endpoint = {
+      nodeId: identity.nodeId,
+      hex: toHex(identity.nodeId),
+      publicKey: identity.publicKey,
+      address,
+      payload: Internal.encodePayload(identity.publicKey, claim, config.protocolVersion),
+      config,
+      crypto,
+      peers,
+      spawn: (effect) => spawn(effect, { immediate: false }),
+      slots: yield* Ref.make(HashMap.empty<string, Internal.Slot>()),
+      lock: yield* Effect.makeSemaphore(1),
+      inbox: yield* Queue.bounded<InboundMessage>(config.inboundQueueCapacity),
+      events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
+      closing: yield* Ref.make(false)
+    }
+    const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>
+      HashMap.has(endpoints, address)
+        ? [false, endpoints] as const
+        : [true, HashMap.set(endpoints, address, endpoint)] as const)
+    if (!registered) return yield* new ConfigError({ reason: `${address} is already in use on this memory network` })
+    // added after the FiberSet's own finalizer, so it runs first: connections close before their fibers are cut
+    yield* Effect.addFinalizer(() => Internal.shutdown(hub, endpoint))
+    return Transport.of({
+      send: (message) => Internal.send(hub, endpoint, message),
+      inbound: endpoint.inbox,
+      dial: (peer) => Internal.dial(hub, endpoint, peer),
+      disconnect: (peer) => Internal.disconnect(hub, endpoint, peer),
+      isConnected: (peer) => Internal.isConnected(endpoint, peer),
+      connectedPeers: Internal.connectedPeers(endpoint),
+      events: Stream.fromPubSub(endpoint.events),
+      listenAddresses: [address]
+    })
+  })
+
+/**
+ * The `Transport` of one node on the hub.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: EndpointOptions = {}
+): Layer.Layer<
+  Transport,
+  ConfigError,
+  MemoryNetworkHub | NodeIdentity.NodeIdentity | PeerManager.PeerManager | Crypto.Crypto
+> => Layer.scoped(Transport, make(options))

@@ -1,0 +1,459 @@
+/**
+ * Peer identity claims (SPEC §2.6, §4.7): signing this node's claim and validating the claims of others.
+ *
+ * Validation separates proof from policy. Structure and proof (claim and address counts, the key check, every
+ * signature) decide whether the claim set is genuine: a failure is a `PeerValidationError`, which the caller turns
+ * into a ban or a refused handshake. Policy (address length and syntax, test addresses, `updatedAt` bounds, claims
+ * older than the stored one) only filters: a failing address or claim is dropped silently and counted in
+ * `comms_dht_claims_filtered_total{reason}`, because an honest peer may announce addresses we do not accept.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Crypto from "./Crypto.js"
+import * as DhtConfig from "./DhtConfig.js"
+import { PeerValidationError } from "./DhtError.js"
+import * as DhtMetrics from "./DhtMetrics.js"
+import * as Ed25519 from "./Ed25519.js"
+import * as Wire from "./internal/wire.js"
+import * as MessageCrypto from "./MessageCrypto.js"
+import type { PublicKey, SecretKey } from "./NodeId.js"
+import type { AddressSource } from "./Peer.js"
+import { Peer, PeerAddress, PeerClaim } from "./Peer.js"
+
+// --- claim signatures (§4.7): the construction is MessageCrypto's; these build and check whole claims ---
+
+/**
+ * Signs a claim over `addresses` and `features`; `updatedAt` (unix seconds) defaults to the `Clock`'s now. A node
+ * re-signs whenever its addresses or features change (SPEC §4.7).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const signClaim = (options: {
+  readonly secretKey: SecretKey
+  readonly publicKey: PublicKey
+  readonly addresses: ReadonlyArray<string>
+  readonly features: number
+  readonly updatedAt?: bigint
+}): Effect.Effect<PeerClaim, never, Crypto.Crypto> =>
+  Effect.gen(function*() {
+    const updatedAt = options.updatedAt ?? BigInt(Math.floor((yield* Clock.currentTimeMillis) / 1000))
+    const identitySignature = yield* MessageCrypto.signClaim(options, {
+      addresses: options.addresses,
+      features: options.features,
+      updatedAt
+    })
+    return new PeerClaim({ addresses: [...options.addresses], features: options.features, identitySignature })
+  })
+
+/**
+ * The claim's signature verifies against `publicKey` (SPEC §4.3's predicate, through the memo); a signature version
+ * other than 0 never does.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const verifyClaim: (publicKey: Uint8Array, claim: PeerClaim) => Effect.Effect<boolean, never, Crypto.Crypto> =
+  MessageCrypto.verifyClaim
+
+// --- addresses (§2.6, §17.7) ---
+
+/**
+ * A parsed address: `tcp://HOST:PORT` (HOST an IPv4 literal, a bracketed IPv6 literal or a DNS name) or `mem://ID`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ParsedAddress =
+  | {
+    readonly scheme: "tcp"
+    readonly host: string
+    readonly hostKind: "ipv4" | "ipv6" | "dns"
+    /** the address bytes for IP literals (4 or 16), for range checks */
+    readonly ip: ReadonlyArray<number> | undefined
+    readonly port: number
+  }
+  | { readonly scheme: "mem"; readonly id: string }
+
+/**
+ * Why an address is not usable: not parseable, or a scheme we do not speak.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AddressParseFailure = "UnknownScheme" | "AddressUnparseable"
+
+const parseIpv4 = (s: string): Array<number> | undefined => {
+  const parts = s.split(".")
+  if (parts.length !== 4) return undefined
+  const out: Array<number> = []
+  for (const p of parts) {
+    // no leading zeros: "010" reads as octal in some resolvers, so it is ambiguous
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined
+    const n = Number(p)
+    if (n > 255) return undefined
+    out.push(n)
+  }
+  return out
+}
+
+const parseHextets = (s: string): Array<number> | undefined => {
+  if (s === "") return []
+  const out: Array<number> = []
+  for (const h of s.split(":")) {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(h)) return undefined
+    out.push(parseInt(h, 16))
+  }
+  return out
+}
+
+const parseIpv6 = (s: string): Array<number> | undefined => {
+  let text = s
+  // an embedded IPv4 tail (::ffff:1.2.3.4) is rewritten as its two hextets
+  const lastColon = text.lastIndexOf(":")
+  if (lastColon >= 0 && text.includes(".", lastColon)) {
+    const v4 = parseIpv4(text.slice(lastColon + 1))
+    if (v4 === undefined) return undefined
+    const hex = (hi: number, lo: number) => ((hi << 8) | lo).toString(16)
+    text = `${text.slice(0, lastColon + 1)}${hex(v4[0]!, v4[1]!)}:${hex(v4[2]!, v4[3]!)}`
+  }
+  const halves = text.split("::")
+  if (halves.length > 2) return undefined
+  let hextets: Array<number>
+  if (halves.length === 2) {
+    const head = parseHextets(halves[0]!)
+    const tail = parseHextets(halves[1]!)
+    if (head === undefined || tail === undefined) return undefined
+    const missing = 8 - head.length - tail.length
+    if (missing < 1) return undefined
+    hextets = [...head, ...new Array<number>(missing).fill(0), ...tail]
+  } else {
+    const all = parseHextets(text)
+    if (all === undefined || all.length !== 8) return undefined
+    hextets = all
+  }
+  const bytes: Array<number> = []
+  for (const h of hextets) bytes.push(h >> 8, h & 0xff)
+  return bytes
+}
+
+const dnsLabel = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/
+
+const isDnsName = (s: string): boolean => {
+  const name = s.endsWith(".") ? s.slice(0, -1) : s
+  return name.length > 0 && name.length <= 253 && name.split(".").every((l) => dnsLabel.test(l)) &&
+    // an all-numeric dotted name is a malformed IPv4 literal, not a host name
+    !/^[0-9.]+$/.test(name)
+}
+
+const memId = /^[A-Za-z0-9._~-]+$/
+
+/**
+ * Parses an address of SPEC §17.7.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const parseAddress = (address: string): Option.Option<ParsedAddress> =>
+  Option.fromNullable(parseAddressOrFailure(address)[0])
+
+const parseAddressOrFailure = (
+  address: string
+): readonly [ParsedAddress, undefined] | readonly [undefined, AddressParseFailure] => {
+  const sep = address.indexOf("://")
+  if (sep < 0) return [undefined, "AddressUnparseable"]
+  const scheme = address.slice(0, sep)
+  const rest = address.slice(sep + 3)
+  if (scheme === "mem") {
+    return memId.test(rest) ? [{ scheme: "mem", id: rest }, undefined] : [undefined, "AddressUnparseable"]
+  }
+  if (scheme !== "tcp") return [undefined, "UnknownScheme"]
+  const colon = rest.lastIndexOf(":")
+  if (colon < 0) return [undefined, "AddressUnparseable"]
+  const hostPart = rest.slice(0, colon)
+  const portPart = rest.slice(colon + 1)
+  if (!/^[1-9][0-9]{0,4}$/.test(portPart)) return [undefined, "AddressUnparseable"]
+  const port = Number(portPart)
+  if (port > 65535) return [undefined, "AddressUnparseable"]
+  if (hostPart.startsWith("[") && hostPart.endsWith("]")) {
+    const host = hostPart.slice(1, -1)
+    const ip = parseIpv6(host)
+    return ip === undefined
+      ? [undefined, "AddressUnparseable"]
+      : [{ scheme: "tcp", host, hostKind: "ipv6", ip, port }, undefined]
+  }
+  const v4 = parseIpv4(hostPart)
+  if (v4 !== undefined) return [{ scheme: "tcp", host: hostPart, hostKind: "ipv4", ip: v4, port }, undefined]
+  return isDnsName(hostPart)
+    ? [{ scheme: "tcp", host: hostPart, hostKind: "dns", ip: undefined, port }, undefined]
+    : [undefined, "AddressUnparseable"]
+}
+
+const isTestIpv4 = (ip: ReadonlyArray<number>): boolean => {
+  const [a, b] = [ip[0]!, ip[1]!]
+  return a === 127 || a === 10 || a === 0 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) ||
+    (a === 169 && b === 254)
+}
+
+const isTestIpv6 = (ip: ReadonlyArray<number>): boolean => {
+  const zeroUpTo = (n: number) => ip.slice(0, n).every((b) => b === 0)
+  if (zeroUpTo(15) && (ip[15] === 1 || ip[15] === 0)) return true // ::1 loopback, :: unspecified
+  if (ip[0] === 0xfe && (ip[1]! & 0xc0) === 0x80) return true // fe80::/10 link-local
+  if ((ip[0]! & 0xfe) === 0xfc) return true // fc00::/7 unique local (the IPv6 private range)
+  if (zeroUpTo(10) && ip[10] === 0xff && ip[11] === 0xff) return isTestIpv4(ip.slice(12)) // ::ffff:a.b.c.d
+  return false
+}
+
+/**
+ * Loopback, link-local or private (SPEC §17.7): 127/8, 10/8, 172.16/12, 192.168/16, 169.254/16, `::1`, fe80::/10,
+ * `localhost`; also the unspecified addresses (0/8, `::`), IPv6 unique-local fc00::/7 and IPv4-mapped forms of the
+ * above, which no peer can be reached at from outside either. `mem://` addresses are not test addresses.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isTestAddress = (address: ParsedAddress): boolean => {
+  if (address.scheme === "mem") return false
+  switch (address.hostKind) {
+    case "ipv4":
+      return address.ip !== undefined && isTestIpv4(address.ip)
+    case "ipv6":
+      return address.ip !== undefined && isTestIpv6(address.ip)
+    case "dns": {
+      const host = address.host.toLowerCase().replace(/\.$/, "")
+      return host === "localhost" || host.endsWith(".localhost")
+    }
+  }
+}
+
+// --- validation (§2.6) ---
+
+/**
+ * Why a claim or one of its addresses was dropped by policy; the `reason` tag of `comms_dht_claims_filtered_total`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type PolicyReason =
+  | AddressParseFailure
+  | "AddressTooLong"
+  | "TestAddress"
+  | "UpdatedAtNegative"
+  | "UpdatedAtInFuture"
+  | "OlderThanStored"
+  | "NoAddresses"
+
+/**
+ * A claim that passed proof and policy: the claim as signed (so it can be relayed and re-verified) and the
+ * addresses of it that policy accepts.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AcceptedClaim {
+  readonly claim: PeerClaim
+  readonly addresses: ReadonlyArray<string>
+}
+
+const FUTURE_ALLOWANCE_SECONDS = 24n * 60n * 60n
+
+const utf8Length = (s: string): number => Wire.encodeUtf8(s).length
+
+const filtered = (reason: PolicyReason) =>
+  Metric.increment(Metric.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
+    Effect.zipRight(Effect.logDebug("claim filtered by policy").pipe(Effect.annotateLogs("reason", reason)))
+  )
+
+const fail = (reason: string) => Effect.fail(new PeerValidationError({ reason }))
+
+/**
+ * Structure and proof of SPEC §2.6: at least one claim, at most `maxPermittedPeerClaims`, at most
+ * `peerValidator.maxAddressesPerClaim` addresses each, the key passes the key check, every signature verifies.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const checkProof = (
+  publicKey: Uint8Array,
+  claims: ReadonlyArray<PeerClaim>,
+  options?: { readonly keyChecked?: boolean | undefined }
+): Effect.Effect<void, PeerValidationError, Crypto.Crypto> =>
+  Effect.gen(function*() {
+    const config = yield* DhtConfig.DhtConfig
+    if (claims.length === 0) return yield* fail("no claim")
+    if (claims.length > config.maxPermittedPeerClaims) {
+      return yield* fail(`${claims.length} claims, at most ${config.maxPermittedPeerClaims} permitted`)
+    }
+    for (const claim of claims) {
+      if (claim.addresses.length > config.peerValidator.maxAddressesPerClaim) {
+        return yield* fail(
+          `claim of ${claim.addresses.length} addresses, at most ${config.peerValidator.maxAddressesPerClaim}`
+        )
+      }
+    }
+    if (options?.keyChecked !== true && !Ed25519.checkPublicKey(publicKey)) {
+      return yield* fail("public key fails the key check")
+    }
+    for (let i = 0; i < claims.length; i++) {
+      if (!(yield* verifyClaim(publicKey, claims[i]!))) return yield* fail(`claim ${i}: invalid signature`)
+    }
+  })
+
+/**
+ * Policy of SPEC §2.6 for one proven claim: `None` if the whole claim is dropped, else the addresses kept. Every drop
+ * is counted. `storedUpdatedAt` is the `claimUpdatedAt` of the peer record, if any.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const applyPolicy = (
+  claim: PeerClaim,
+  storedUpdatedAt?: bigint
+): Effect.Effect<Option.Option<AcceptedClaim>> =>
+  Effect.gen(function*() {
+    const config = yield* DhtConfig.DhtConfig
+    const nowSeconds = BigInt(Math.floor((yield* Clock.currentTimeMillis) / 1000))
+    const updatedAt = claim.identitySignature.updatedAt
+    const claimReason: PolicyReason | undefined = updatedAt < 0n
+      ? "UpdatedAtNegative"
+      : updatedAt > nowSeconds + FUTURE_ALLOWANCE_SECONDS
+      ? "UpdatedAtInFuture"
+      : storedUpdatedAt !== undefined && updatedAt < storedUpdatedAt
+      ? "OlderThanStored"
+      : undefined
+    if (claimReason !== undefined) {
+      yield* filtered(claimReason)
+      return Option.none()
+    }
+    const kept: Array<string> = []
+    for (const address of claim.addresses) {
+      const reason = addressPolicy(address, config.peerValidator)
+      if (reason === undefined) kept.push(address)
+      else yield* filtered(reason)
+    }
+    if (kept.length === 0) {
+      yield* filtered("NoAddresses")
+      return Option.none()
+    }
+    return Option.some({ claim, addresses: kept })
+  })
+
+/**
+ * The policy verdict on one address: `undefined` when it is acceptable.
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const addressPolicy = (
+  address: string,
+  policy: { readonly maxAddressLength: number; readonly allowTestAddresses: boolean }
+): PolicyReason | undefined => {
+  if (utf8Length(address) > policy.maxAddressLength) return "AddressTooLong"
+  const [parsed, failure] = parseAddressOrFailure(address)
+  if (parsed === undefined) return failure
+  if (!policy.allowTestAddresses && isTestAddress(parsed)) return "TestAddress"
+  return undefined
+}
+
+/**
+ * Validates a peer's claims (SPEC §2.6): proof first (any failure invalidates the set), then policy (drops, counted).
+ * The result holds the claims that survive, oldest first, so the last one's features win; it may be empty.
+ * `keyChecked`: the caller has already applied the key check to `publicKey` (a transport, before anything else).
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateClaims = (
+  publicKey: Uint8Array,
+  claims: ReadonlyArray<PeerClaim>,
+  options?: { readonly storedUpdatedAt?: bigint | undefined; readonly keyChecked?: boolean | undefined }
+): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError, Crypto.Crypto> =>
+  Effect.gen(function*() {
+    yield* checkProof(publicKey, claims, options)
+    const accepted: Array<AcceptedClaim> = []
+    for (const claim of claims) {
+      const result = yield* applyPolicy(claim, options?.storedUpdatedAt)
+      if (Option.isSome(result)) accepted.push(result.value)
+    }
+    // stable: claims with the same updatedAt keep their order
+    return accepted
+      .map((a, i) => [a, i] as const)
+      .sort(([a, i], [b, j]) =>
+        a.claim.identitySignature.updatedAt < b.claim.identitySignature.updatedAt
+          ? -1
+          : a.claim.identitySignature.updatedAt > b.claim.identitySignature.updatedAt
+          ? 1
+          : i - j
+      )
+      .map(([a]) => a)
+  })
+
+// --- applying accepted claims to a peer record (§2.5, §2.6) ---
+
+/** Sources whose addresses a newer claim replaces; `Config` and `Inbound` addresses stay. */
+const isClaimSourced = (source: AddressSource): boolean => source !== "Config" && source !== "Inbound"
+
+/**
+ * Caps an address list at `max` (SPEC §2.5): beyond it, drop those with most connection failures, then the least
+ * recently seen; the kept ones stay in their order.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const capAddresses = (addresses: ReadonlyArray<PeerAddress>, max: number): ReadonlyArray<PeerAddress> => {
+  if (addresses.length <= max) return addresses
+  const ranked = addresses
+    .map((a, i) => ({ a, i }))
+    .sort((x, y) =>
+      x.a.connectionFailures !== y.a.connectionFailures
+        ? x.a.connectionFailures - y.a.connectionFailures
+        : (y.a.lastSeen ?? -1) - (x.a.lastSeen ?? -1) || x.i - y.i
+    )
+  const keep = new Set(ranked.slice(0, max).map(({ i }) => i))
+  return addresses.filter((_, i) => keep.has(i))
+}
+
+/**
+ * The peer record with accepted claims applied (SPEC §2.6): the claim-sourced addresses are replaced by the accepted
+ * ones (tagged `source`; an address already known keeps its statistics and, for `Config`/`Inbound`, its source),
+ * `claimUpdatedAt`, `identitySignature` and `features` come from the newest claim, and the list is capped at
+ * `peerValidator.maxAddressesPerPeer`. With nothing accepted the peer is returned unchanged.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const applyClaims = (
+  peer: Peer,
+  accepted: ReadonlyArray<AcceptedClaim>,
+  options: { readonly source: AddressSource; readonly maxAddressesPerPeer: number }
+): Peer => {
+  const newest = accepted[accepted.length - 1]
+  if (newest === undefined) return peer
+  const existing = new Map(peer.addresses.map((a) => [a.address, a]))
+  const claimed = new Map<string, PeerClaim>()
+  for (const { addresses, claim } of accepted) for (const a of addresses) claimed.set(a, claim)
+  const kept = peer.addresses
+    .filter((a) => !isClaimSourced(a.source) || claimed.has(a.address))
+    .map((a) => {
+      const claim = claimed.get(a.address)
+      return claim === undefined ? a : new PeerAddress({ ...a, claim }, true)
+    })
+  const added = [...claimed]
+    .filter(([address]) => !existing.has(address))
+    .map(([address, claim]) =>
+      new PeerAddress({ address, connectionFailures: 0, source: options.source, claim }, true)
+    )
+  const addresses = capAddresses([...kept, ...added], options.maxAddressesPerPeer)
+  // every part comes from a stored record or a proven claim
+  return new Peer({
+    ...peer,
+    addresses,
+    features: newest.claim.features,
+    identitySignature: newest.claim.identitySignature,
+    claimUpdatedAt: newest.claim.identitySignature.updatedAt
+  }, true)
+}

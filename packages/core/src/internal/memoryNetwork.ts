@@ -1,0 +1,1100 @@
+/** @internal */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Equal from "effect/Equal"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as HashMap from "effect/HashMap"
+import * as Metric from "effect/Metric"
+import * as MutableRef from "effect/MutableRef"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import * as Crypto from "../Crypto.js"
+import * as DhtConfig from "../DhtConfig.js"
+import type { DialError } from "../DhtError.js"
+import {
+  ConnectionClosed,
+  DialFailed,
+  Flooding,
+  FrameTooLarge,
+  HandshakeFailed,
+  PeerBanned,
+  QueueFull,
+  TransportShutdown
+} from "../DhtError.js"
+import * as DhtMetrics from "../DhtMetrics.js"
+import * as Ed25519 from "../Ed25519.js"
+import * as HandshakePayload from "../HandshakePayload.js"
+import type { HubOptions } from "../MemoryNetwork.js"
+import type { NodeId, PublicKey } from "../NodeId.js"
+import { equals, fromPublicKey, toHex } from "../NodeId.js"
+import type { PeerClaim } from "../Peer.js"
+import { Peer, PeerAddress } from "../Peer.js"
+import type { PeerManagerService } from "../PeerManager.js"
+import * as PeerValidator from "../PeerValidator.js"
+import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
+import * as Hex from "./hex.js"
+import * as Lru from "./lru.js"
+import * as Flood from "./memoryFlood.js"
+
+// --- limits (SPEC §13.1, §17.6) ---
+
+/** @internal */
+export const OUTBOUND_QUEUE_CAPACITY = 100
+/** @internal */
+export const INBOUND_CONNECTION_CAPACITY = 1_000
+/** @internal frames scheduled on one link and not yet delivered, when the default delivery fiber runs it */
+export const LINK_WINDOW = 10_000
+/** @internal */
+export const EVENT_BUFFER = 256
+/** @internal */
+export const KEY_CHECK_MEMO = 65_536
+
+// --- model ---
+
+/**
+ * @internal
+ * Forks into a scope with the context captured when the spawner was made (the endpoint's or the hub's, not the
+ * caller's: a dialler's fiber sets up the responder's side too). The fiber starts on the scheduler, not inside the
+ * caller's step, so nothing runs re-entrantly under a lock the caller holds.
+ */
+export type Spawn = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+
+/** @internal what one side learnt of the other in the handshake */
+export interface RemoteIdentity {
+  readonly publicKey: PublicKey
+  readonly nodeId: NodeId
+  readonly hex: string
+  readonly features: number
+  readonly accepted: ReadonlyArray<PeerValidator.AcceptedClaim>
+}
+
+/** @internal one node's presence on the hub */
+export interface Endpoint {
+  readonly nodeId: NodeId
+  readonly hex: string
+  readonly publicKey: PublicKey
+  readonly address: string
+  /** the encoded `NoiseHandshakePayload` this node presents */
+  readonly payload: Uint8Array
+  readonly config: DhtConfig.Config
+  readonly crypto: Crypto.CryptoService
+  readonly peers: PeerManagerService
+  readonly spawn: Spawn
+  /** one per remote peer being dialled or connected, by NodeId hex */
+  readonly slots: Ref.Ref<HashMap.HashMap<string, Slot>>
+  /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
+  readonly lock: Effect.Semaphore
+  readonly inbox: Queue.Queue<InboundMessage>
+  readonly events: PubSub.PubSub<ConnectionEvent>
+  readonly closing: Ref.Ref<boolean>
+}
+
+/** @internal the outbound side of a (future) connection to one peer: its queue and writer */
+export interface Slot {
+  readonly remote: NodeId
+  readonly remoteHex: string
+  readonly queue: Queue.Queue<OutboundMessage>
+  readonly connected: Deferred.Deferred<Connection, DialError>
+  readonly writer: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+  /** set once its dial failed or its connection closed: a new message then gets a new slot (and a new dial) */
+  readonly dead: Ref.Ref<boolean>
+}
+
+/** @internal a frame as carried by a link */
+export interface Frame {
+  readonly tag: bigint
+  readonly bytes: Uint8Array
+}
+
+/**
+ * How frames reach the inbox. `Held` until the connection is activated (so nothing is read before the peer is in the
+ * table); `Direct`: straight into the inbox while it has room, with no fiber in between; `Draining`: the inbox was
+ * full, frames wait in the connection's queue and a reader moves them, suspending, until the queue is empty again.
+ */
+type Delivery = "Held" | "Direct" | "Draining"
+
+interface LinkItem {
+  readonly at: number
+  readonly frame: Frame
+}
+
+/** @internal one direction of a connection */
+export interface Link {
+  /**
+   * `last`: the delivery time of the last frame scheduled (FIFO: the next one is never earlier); `pending`: frames
+   * scheduled and not yet delivered
+   */
+  readonly schedule: Ref.Ref<{ readonly last: number; readonly pending: number }>
+  /** only with the default delivery fiber */
+  readonly queue: Queue.Queue<LinkItem> | undefined
+  readonly fiber: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+}
+
+/** @internal one endpoint's end of a connection */
+export interface Side {
+  readonly local: Endpoint
+  readonly remote: RemoteIdentity
+  readonly slot: Slot
+  /** frames received on this connection, waiting for the inbox */
+  readonly inbound: Queue.Queue<InboundMessage>
+  /**
+   * Read and written only inside `Effect.sync`, together with the unsafe offers it decides between: the choice and
+   * the offer must be one step, or a frame could overtake those queued before it.
+   */
+  readonly delivery: MutableRef.MutableRef<Delivery>
+  readonly flood: Ref.Ref<Flood.FloodWindow>
+  /** width of one flood bucket, from this side's config */
+  readonly bucketMs: number
+  /** frames this side writes */
+  readonly link: Link
+  readonly reader: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+  readonly outbound: boolean
+}
+
+type ConnectionState = "Open" | "Closing" | "Closed"
+
+/** @internal */
+export interface Connection {
+  readonly id: number
+  readonly key: string
+  /** [dialler, responder] */
+  readonly sides: readonly [Side, Side]
+  readonly state: Ref.Ref<ConnectionState>
+}
+
+interface Pair {
+  readonly connection: Option.Option<Connection>
+  /** dials in progress, by the dialling endpoint's NodeId hex */
+  readonly dialling: HashMap.HashMap<string, Deferred.Deferred<Connection, DialError>>
+}
+
+/** @internal */
+export interface Hub {
+  readonly options: HubOptions
+  readonly endpoints: Ref.Ref<HashMap.HashMap<string, Endpoint>>
+  readonly pairs: Ref.Ref<HashMap.HashMap<string, Pair>>
+  /** serialises the choice of a pair's connection */
+  readonly lock: Effect.Semaphore
+  readonly stats: Ref.Ref<{ readonly frames: number; readonly bytes: number }>
+  readonly nextId: Ref.Ref<number>
+  readonly spawn: Spawn
+  /**
+   * Key-check results by key (SPEC §4.3): the check decompresses a point, and every node's key is checked by each
+   * of its peers; like the verification memo, it caches a pure function.
+   */
+  readonly keyChecks: Lru.Lru<boolean>
+}
+
+/** @internal */
+export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =>
+  Effect.gen(function*() {
+    return {
+      options,
+      endpoints: yield* Ref.make(HashMap.empty<string, Endpoint>()),
+      pairs: yield* Ref.make(HashMap.empty<string, Pair>()),
+      lock: yield* Effect.makeSemaphore(1),
+      stats: yield* Ref.make({ frames: 0, bytes: 0 }),
+      nextId: yield* Ref.make(0),
+      spawn,
+      keyChecks: yield* Effect.sync(() => Lru.make<boolean>(KEY_CHECK_MEMO))
+    }
+  })
+
+// --- helpers ---
+
+const pairKey = (a: string, b: string): string => a < b ? `${a}/${b}` : `${b}/${a}`
+
+const emptyPair: Pair = { connection: Option.none(), dialling: HashMap.empty() }
+
+const other = (connection: Connection, side: Side): Side =>
+  connection.sides[0] === side ? connection.sides[1] : connection.sides[0]
+
+const sideOf = (connection: Connection, endpoint: Endpoint): Side =>
+  connection.sides[0].local === endpoint ? connection.sides[0] : connection.sides[1]
+
+const inFlightUp = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.increment ?? Effect.void
+const inFlightDown = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.decrement ?? Effect.void
+const inFlightDownBy = (hub: Hub, n: number): Effect.Effect<void> =>
+  n <= 0 || hub.options.inFlight === undefined ? Effect.void : Effect.repeatN(hub.options.inFlight.decrement, n - 1)
+
+const interruptUnlessSelf = (ref: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>): Effect.Effect<void> =>
+  Effect.flatMap(Ref.get(ref), (fiber) =>
+    Option.isNone(fiber)
+      ? Effect.void
+      : Effect.fiberIdWith((self) =>
+        Equal.equals(self, fiber.value.id()) ? Effect.void : Effect.asVoid(Fiber.interrupt(fiber.value))
+      ))
+
+/** @internal fiber roots log what escapes instead of dying silently */
+export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void> =>
+  Effect.catchAllCause(
+    Effect.asVoid(effect),
+    (cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("memory network fiber failed", cause)
+  )
+
+const latencyMillis = (hub: Hub, from: Endpoint, to: { readonly nodeId: NodeId }, size: number, handshake: boolean) =>
+  hub.options.latency === undefined
+    ? Effect.succeed(0)
+    : Effect.map(
+      hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake }),
+      (d) => Math.max(0, Duration.toMillis(Duration.decode(d)))
+    )
+
+/** Waits `ms` of network time: through the simulation's scheduler when there is one, so it stays a heap entry. */
+const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
+  if (ms <= 0) return Effect.void
+  const schedule = hub.options.schedule
+  if (schedule === undefined) return Effect.sleep(Duration.millis(ms))
+  return Effect.gen(function*() {
+    const done = yield* Deferred.make<void>()
+    const now = yield* Clock.currentTimeMillis
+    yield* schedule(now + ms, Deferred.succeed(done, undefined))
+    yield* Deferred.await(done)
+  })
+}
+
+const countHandshakeFailure = (reason: string) =>
+  Metric.increment(Metric.tagged(DhtMetrics.handshakeFailures, "reason", reason))
+
+const handshakeFailed = (reason: string, detail: string) =>
+  countHandshakeFailure(reason).pipe(
+    Effect.zipRight(Effect.logDebug("memory handshake failed").pipe(Effect.annotateLogs({ reason, detail }))),
+    Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: `${reason}: ${detail}` })))
+  )
+
+// --- handshake (SPEC §4.8 fields, §11.6) ---
+
+const NO_STATIC_SIGNATURE = new Uint8Array(64)
+
+/**
+ * @internal
+ * The payload a node presents: the fields of `NoiseHandshakePayload` with its claim; there is no Noise static key to
+ * bind, so the static signature is left zero and never read. Built unvalidated so that a test can present a
+ * malformed claim, which the other side's decoder then rejects as TCP's would.
+ */
+export const encodePayload = (publicKey: PublicKey, claim: PeerClaim, protocolVersion: number): Uint8Array =>
+  HandshakePayload.encode(
+    new HandshakePayload.NoiseHandshakePayload({
+      identityPublicKey: publicKey,
+      staticSignature: NO_STATIC_SIGNATURE,
+      peerFeatures: claim.features,
+      addresses: claim.addresses,
+      identitySignature: claim.identitySignature,
+      protocolVersion
+    }, true)
+  )
+
+const checkKey = (hub: Hub, key: Uint8Array): Effect.Effect<boolean> =>
+  Effect.sync(() => {
+    const hex = Hex.encode(key)
+    const known = hub.keyChecks.get(hex)
+    if (known !== undefined) return known
+    const ok = Ed25519.checkPublicKey(key)
+    hub.keyChecks.set(hex, ok)
+    return ok
+  })
+
+/** Decodes and checks what the other side presented, as TCP does after Noise (SPEC §4.8): key, version, claim. */
+const validatePayload = (
+  hub: Hub,
+  local: Endpoint,
+  bytes: Uint8Array,
+  expected: PublicKey | undefined
+): Effect.Effect<RemoteIdentity, HandshakeFailed> =>
+  Effect.gen(function*() {
+    const decoded = yield* Effect.either(HandshakePayload.decode(bytes))
+    if (Either.isLeft(decoded)) return yield* handshakeFailed("Decode", decoded.left.reason)
+    const payload = decoded.right
+    if (!local.config.supportedVersions.includes(payload.protocolVersion)) {
+      return yield* handshakeFailed("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
+    }
+    const publicKey = payload.identityPublicKey
+    if (!(yield* checkKey(hub, publicKey))) return yield* handshakeFailed("InvalidKey", "identity key check failed")
+    if (expected !== undefined && !equals(publicKey, expected)) {
+      return yield* handshakeFailed("IdentityMismatch", "not the key that was dialled")
+    }
+    const nodeId = fromPublicKey(publicKey)
+    if (equals(nodeId, local.nodeId)) return yield* handshakeFailed("IdentityMismatch", "connection to ourselves")
+    const stored = yield* Effect.option(local.peers.get(nodeId))
+    if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
+      return yield* handshakeFailed("IdentityMismatch", "NodeId known with another key")
+    }
+    const accepted = yield* PeerValidator.validateClaims(publicKey, [payload.claim], {
+      storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
+      keyChecked: true
+    }).pipe(
+      Effect.provideService(Crypto.Crypto, local.crypto),
+      Effect.provideService(DhtConfig.DhtConfig, local.config),
+      Effect.catchTag("PeerValidationError", (e) => handshakeFailed("InvalidClaim", e.reason))
+    )
+    return { publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted }
+  })
+
+interface Handshaked {
+  readonly responder: Endpoint
+  readonly address: string
+  /** the responder, as the dialler validated it */
+  readonly atDialler: RemoteIdentity
+  /** the dialler, as the responder validated it */
+  readonly atResponder: RemoteIdentity
+}
+
+type AttemptFailure = { readonly _tag: "Unreachable" } | { readonly _tag: "Refused" } | HandshakeFailed
+
+const unreachable: AttemptFailure = { _tag: "Unreachable" }
+
+const lookup = (hub: Hub, address: string) => Effect.map(Ref.get(hub.endpoints), HashMap.get(address))
+
+/** One connection attempt to one address: a round trip of handshake messages, each side validating the other. */
+const attempt = (
+  hub: Hub,
+  local: Endpoint,
+  expected: PublicKey,
+  address: string
+): Effect.Effect<Handshaked, AttemptFailure> =>
+  Effect.gen(function*() {
+    const found = yield* lookup(hub, address)
+    if (Option.isNone(found) || found.value === local) return yield* Effect.fail(unreachable)
+    const responder = found.value
+    const there = yield* latencyMillis(hub, local, responder, 0, true)
+    const back = yield* latencyMillis(hub, responder, local, 0, true)
+    if (there + back > 0) {
+      yield* inFlightUp(hub)
+      yield* networkDelay(hub, there + back).pipe(Effect.ensuring(inFlightDown(hub)))
+    }
+    const still = yield* lookup(hub, address)
+    if (Option.isNone(still) || still.value !== responder || (yield* Ref.get(responder.closing))) {
+      return yield* Effect.fail(unreachable)
+    }
+    const atDialler = yield* validatePayload(hub, local, responder.payload, expected)
+    const now = yield* Clock.currentTimeMillis
+    const known = yield* Effect.option(responder.peers.get(local.nodeId))
+    if (Option.isSome(known) && known.value.isBanned(now)) {
+      yield* Effect.logDebug("memory connection from a banned peer refused").pipe(
+        Effect.annotateLogs({ peer: local.hex, node: responder.hex })
+      )
+      return yield* Effect.fail<AttemptFailure>({ _tag: "Refused" })
+    }
+    const atResponder = yield* validatePayload(hub, responder, local.payload, undefined)
+    return { responder, address, atDialler, atResponder }
+  })
+
+const updatePeer = (local: Endpoint, nodeId: NodeId, f: (peer: Peer) => Peer): Effect.Effect<void> =>
+  local.peers.update(nodeId, f).pipe(
+    Effect.catchTag("PeerNotFound", () => Effect.void),
+    Effect.catchTag("StoreError", (e) => Effect.logWarning("peer update failed", e)),
+    Effect.asVoid
+  )
+
+const withAddress = (peer: Peer, address: string, f: (a: PeerAddress) => PeerAddress): Peer =>
+  new Peer({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) }, true)
+
+/** Every address of the peer, most recently seen first, one attempt each (SPEC §6.5). */
+const dialAddresses = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Handshaked, DialError> =>
+  Effect.gen(function*() {
+    const found = yield* Effect.either(local.peers.get(remote))
+    if (Either.isLeft(found)) return yield* new DialFailed({ attempts: 0 })
+    const peer = found.right
+    const start = yield* Clock.currentTimeMillis
+    if (peer.isBanned(start)) return yield* new PeerBanned({ nodeId: remote, reason: peer.bannedReason })
+    // stable sort: never-seen addresses keep their stored order, after the seen ones
+    const ordered = [...peer.addresses].sort((a, b) => (b.lastSeen ?? -1) - (a.lastSeen ?? -1))
+    let attempts = 0
+    for (const { address } of ordered) {
+      attempts++
+      const now = yield* Clock.currentTimeMillis
+      yield* updatePeer(local, remote, (p) =>
+        withAddress(p, address, (a) => new PeerAddress({ ...a, lastAttempt: now }, true)))
+      const result = yield* Effect.either(attempt(hub, local, peer.publicKey, address))
+      if (Either.isRight(result)) return result.right
+      yield* updatePeer(local, remote, (p) =>
+        withAddress(p, address, (a) => new PeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 }, true)))
+      yield* Effect.logDebug("memory dial attempt failed").pipe(
+        Effect.annotateLogs({ peer: toHex(remote), address, reason: result.left._tag })
+      )
+    }
+    // every address failed: the peer is offline (maxFailuresMarkOffline = 1)
+    const now = yield* Clock.currentTimeMillis
+    yield* updatePeer(local, remote, (p) => new Peer({ ...p, offlineAt: now }, true))
+    yield* PubSub.publish(local.events, { _tag: "DialFailed", nodeId: remote })
+    return yield* new DialFailed({ attempts })
+  })
+
+// --- connections: one per pair (SPEC §11.6) ---
+
+const failSlotMessages = (slot: Slot, error: DialError | ConnectionClosed | TransportShutdown) =>
+  Effect.flatMap(
+    Queue.takeAll(slot.queue),
+    (messages) => Effect.forEach(messages, (m) => Deferred.fail(m.reply, error), { discard: true })
+  )
+
+const closedReason = (endpoint: Endpoint): Effect.Effect<ConnectionClosed | TransportShutdown> =>
+  Effect.map(Ref.get(endpoint.closing), (closing) => closing ? new TransportShutdown() : new ConnectionClosed())
+
+/** The slot for `remote`, made (with its writer) if there is none; run under `endpoint.lock`. */
+const slotFor = (
+  hub: Hub,
+  endpoint: Endpoint,
+  remote: NodeId,
+  dial: boolean
+): Effect.Effect<{ readonly slot: Slot; readonly created: boolean }> => {
+  const remoteHex = toHex(remote)
+  return Effect.flatMap(Ref.get(endpoint.slots), (slots) => {
+    const existing = HashMap.get(slots, remoteHex)
+    if (Option.isNone(existing)) return newSlot(hub, endpoint, remote, remoteHex, dial)
+    const slot = existing.value
+    return Effect.flatMap(
+      Ref.get(slot.dead),
+      (dead) => dead ? newSlot(hub, endpoint, remote, remoteHex, dial) : Effect.succeed({ slot, created: false })
+    )
+  })
+}
+
+const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string, dial: boolean) =>
+  Effect.gen(function*() {
+    const slot: Slot = {
+      remote,
+      remoteHex,
+      queue: yield* Queue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
+      connected: yield* Deferred.make<Connection, DialError>(),
+      writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
+      dead: yield* Ref.make(false)
+    }
+    yield* Ref.update(endpoint.slots, HashMap.set(remoteHex, slot))
+    const fiber = yield* Effect.sync(() => endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial))))
+    yield* Ref.set(slot.writer, Option.some(fiber))
+    return { slot, created: true }
+  })
+
+/** Removes a slot whose dial failed and fails what it holds; under the lock, so no send slips in after. */
+const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
+  endpoint.lock.withPermits(1)(
+    Ref.set(slot.dead, true).pipe(Effect.zipRight(Ref.update(endpoint.slots, (slots) =>
+      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
+        ? HashMap.remove(slots, slot.remoteHex)
+        : slots)), Effect.zipRight(failSlotMessages(slot, error)))
+  )
+
+const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    if (dial) {
+      const exit = yield* Effect.exit(connect(hub, endpoint, slot.remote))
+      // an inbound connection may have completed it first; the first completion stands. Marked dead before the
+      // failure is visible, so that a send following a failed dial() dials again instead of joining this slot.
+      if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) yield* Ref.set(slot.dead, true)
+      yield* Deferred.done(slot.connected, exit)
+    }
+    const result = yield* Effect.either(Deferred.await(slot.connected))
+    if (Either.isLeft(result)) return yield* abandonSlot(endpoint, slot, result.left)
+    const connection = result.right
+    const side = sideOf(connection, endpoint)
+    return yield* Effect.forever(Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(restore(Queue.take(slot.queue)), (message) =>
+        restore(write(hub, connection, side, message)).pipe(
+          Effect.onInterrupt(() =>
+            Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason))
+          )
+        ))
+    ))
+  })
+
+const removeDialling = (
+  pairs: HashMap.HashMap<string, Pair>,
+  key: string,
+  by: string,
+  done: Deferred.Deferred<Connection, DialError>
+): HashMap.HashMap<string, Pair> =>
+  Option.match(HashMap.get(pairs, key), {
+    onNone: () => pairs,
+    onSome: (pair) => {
+      if (!Option.exists(HashMap.get(pair.dialling, by), (d) => d === done)) return pairs
+      const next: Pair = { ...pair, dialling: HashMap.remove(pair.dialling, by) }
+      return Option.isNone(next.connection) && HashMap.isEmpty(next.dialling)
+        ? HashMap.remove(pairs, key)
+        : HashMap.set(pairs, key, next)
+    }
+  })
+
+/**
+ * The connection between `local` and `remote`: the existing one, or a new dial. When both sides dial at once, both
+ * handshakes run and the dial of the smaller NodeId is kept (SPEC §11.6); the other side adopts it, so its queued
+ * messages go out in order on the kept connection and nothing was ever written to the discarded one.
+ */
+const connect = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Connection, DialError> =>
+  Effect.gen(function*() {
+    const key = pairKey(local.hex, toHex(remote))
+    const mine = yield* Deferred.make<Connection, DialError>()
+    type Start =
+      | { readonly _tag: "Reuse"; readonly connection: Connection }
+      | { readonly _tag: "Join"; readonly done: Deferred.Deferred<Connection, DialError> }
+      | { readonly _tag: "Dial" }
+    const start = yield* Ref.modify(hub.pairs, (pairs): readonly [Start, HashMap.HashMap<string, Pair>] => {
+      const pair = Option.getOrElse(HashMap.get(pairs, key), () => emptyPair)
+      if (Option.isSome(pair.connection)) return [{ _tag: "Reuse", connection: pair.connection.value }, pairs]
+      const ours = HashMap.get(pair.dialling, local.hex)
+      if (Option.isSome(ours)) return [{ _tag: "Join", done: ours.value }, pairs]
+      const dialling = HashMap.set(pair.dialling, local.hex, mine)
+      return [{ _tag: "Dial" }, HashMap.set(pairs, key, { ...pair, dialling })]
+    })
+    if (start._tag === "Reuse") return start.connection
+    if (start._tag === "Join") return yield* Deferred.await(start.done)
+    return yield* Effect.flatMap(dialAddresses(hub, local, remote), (handshaked) => commit(hub, local, handshaked, key))
+      .pipe(
+        Effect.onExit((exit) =>
+          Ref.update(hub.pairs, (pairs) => removeDialling(pairs, key, local.hex, mine)).pipe(
+            Effect.zipRight(
+              Exit.isInterrupted(exit) ? Deferred.fail(mine, new TransportShutdown()) : Deferred.done(mine, exit)
+            )
+          )
+        )
+      )
+  })
+
+const commit = (hub: Hub, local: Endpoint, handshaked: Handshaked, key: string): Effect.Effect<Connection, DialError> =>
+  Effect.gen(function*() {
+    type Decision =
+      | { readonly _tag: "Adopt"; readonly connection: Connection }
+      | { readonly _tag: "Wait"; readonly done: Deferred.Deferred<Connection, DialError> }
+      | { readonly _tag: "Established"; readonly connection: Connection }
+      | { readonly _tag: "Gone" }
+    const decision: Decision = yield* hub.lock.withPermits(1)(Effect.gen(function*() {
+      const pair = Option.getOrElse(HashMap.get(yield* Ref.get(hub.pairs), key), () => emptyPair)
+      if (Option.isSome(pair.connection)) return { _tag: "Adopt", connection: pair.connection.value } as const
+      const theirs = HashMap.get(pair.dialling, handshaked.responder.hex)
+      if (Option.isSome(theirs) && local.hex > handshaked.responder.hex) {
+        return { _tag: "Wait", done: theirs.value } as const
+      }
+      const established = yield* establish(hub, local, handshaked, key)
+      return Option.isSome(established)
+        ? { _tag: "Established", connection: established.value } as const
+        : { _tag: "Gone" } as const
+    }))
+    switch (decision._tag) {
+      case "Adopt":
+        return decision.connection
+      case "Gone":
+        return yield* new DialFailed({ attempts: 1 })
+      case "Wait": {
+        const theirs = yield* Effect.exit(Deferred.await(decision.done))
+        // theirs failed: ours stands after all
+        return Exit.isSuccess(theirs) ? theirs.value : yield* commit(hub, local, handshaked, key)
+      }
+      case "Established":
+        yield* activate(hub, decision.connection, handshaked.address)
+        return decision.connection
+    }
+  })
+
+const makeLink = (hub: Hub): Effect.Effect<Link> =>
+  Effect.gen(function*() {
+    const queued = hub.options.latency !== undefined && hub.options.schedule === undefined
+    return {
+      schedule: yield* Ref.make({ last: 0, pending: 0 }),
+      queue: queued ? yield* Queue.bounded<LinkItem>(LINK_WINDOW) : undefined,
+      fiber: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>())
+    }
+  })
+
+const makeSide = (
+  hub: Hub,
+  local: Endpoint,
+  remote: RemoteIdentity,
+  slot: Slot,
+  outbound: boolean
+): Effect.Effect<Side> =>
+  Effect.gen(function*() {
+    return {
+      local,
+      remote,
+      slot,
+      inbound: yield* Queue.dropping<InboundMessage>(INBOUND_CONNECTION_CAPACITY),
+      delivery: MutableRef.make<Delivery>("Held"),
+      flood: yield* Ref.make(Flood.empty),
+      bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
+      link: yield* makeLink(hub),
+      reader: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
+      outbound
+    }
+  })
+
+/** The slot of `endpoint` for `remote`, unless the endpoint is shutting down. */
+const attachSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId) =>
+  endpoint.lock.withPermits(1)(
+    Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+      closing ? Effect.succeed(Option.none()) : Effect.map(slotFor(hub, endpoint, remote, false), Option.some))
+  )
+
+const dropSlot = (endpoint: Endpoint, slot: Slot) =>
+  endpoint.lock.withPermits(1)(
+    Ref.update(endpoint.slots, (slots) =>
+      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
+        ? HashMap.remove(slots, slot.remoteHex)
+        : slots)
+  ).pipe(Effect.zipRight(interruptUnlessSelf(slot.writer)))
+
+/** Builds the connection and records it as the pair's; under `hub.lock`. `None` when an end is shutting down. */
+const establish = (
+  hub: Hub,
+  dialler: Endpoint,
+  handshaked: Handshaked,
+  key: string
+): Effect.Effect<Option.Option<Connection>> =>
+  Effect.gen(function*() {
+    const responder = handshaked.responder
+    const responderSlot = yield* attachSlot(hub, responder, dialler.nodeId)
+    if (Option.isNone(responderSlot)) return Option.none()
+    const diallerSlot = yield* attachSlot(hub, dialler, responder.nodeId)
+    if (Option.isNone(diallerSlot)) {
+      if (responderSlot.value.created) yield* dropSlot(responder, responderSlot.value.slot)
+      return Option.none()
+    }
+    const connection: Connection = {
+      id: yield* Ref.getAndUpdate(hub.nextId, (n) => n + 1),
+      key,
+      sides: [
+        yield* makeSide(hub, dialler, handshaked.atDialler, diallerSlot.value.slot, true),
+        yield* makeSide(hub, responder, handshaked.atResponder, responderSlot.value.slot, false)
+      ],
+      state: yield* Ref.make<ConnectionState>("Open")
+    }
+    yield* Ref.update(hub.pairs, (pairs) =>
+      HashMap.set(pairs, key, {
+        ...Option.getOrElse(HashMap.get(pairs, key), () => emptyPair),
+        connection: Option.some(connection)
+      }))
+    yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
+    for (const side of connection.sides) yield* Deferred.succeed(side.slot.connected, connection)
+    return Option.some(connection)
+  })
+
+/** After the pair has its connection: peer records, readers, delivery fibers, `PeerConnected` on both sides. */
+const activate = (hub: Hub, connection: Connection, dialledAddress: string): Effect.Effect<void> =>
+  Effect.forEach(connection.sides, (side) =>
+    Effect.gen(function*() {
+      const peer = yield* recordConnected(side, side.outbound ? dialledAddress : undefined)
+      const held = yield* Effect.sync(() => {
+        const waiting = Option.getOrElse(side.inbound.unsafeSize(), () => 0) > 0
+        MutableRef.set(side.delivery, waiting ? "Draining" : "Direct")
+        return waiting
+      })
+      if (held) yield* startReader(hub, side)
+      if (side.link.queue !== undefined) {
+        const queue = side.link.queue
+        const link = yield* Effect.sync(() => hub.spawn(supervised(runLink(hub, connection, side, queue))))
+        yield* Ref.set(side.link.fiber, Option.some(link))
+      }
+      // a teardown that ran before the fibers were recorded could not stop them
+      if ((yield* Ref.get(connection.state)) === "Closed") {
+        yield* interruptUnlessSelf(side.reader)
+        yield* interruptUnlessSelf(side.link.fiber)
+        return
+      }
+      yield* PubSub.publish(side.local.events, { _tag: "PeerConnected", peer, outbound: side.outbound })
+    }), { discard: true })
+
+const connectedPeer = (
+  existing: Peer | undefined,
+  remote: RemoteIdentity,
+  now: number,
+  maxAddressesPerPeer: number,
+  dialledAddress: string | undefined
+): Peer => {
+  const base = existing ?? new Peer({
+    publicKey: remote.publicKey,
+    nodeId: remote.nodeId,
+    addresses: [],
+    features: remote.features,
+    flags: 0,
+    bannedReason: "",
+    addedAt: now
+  })
+  const claimed = PeerValidator.applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
+  let addresses = claimed.addresses
+  if (dialledAddress !== undefined) {
+    // the address we reached stays even if the peer's newest claim no longer lists it
+    const dialled = addresses.find((a) => a.address === dialledAddress) ??
+      base.addresses.find((a) => a.address === dialledAddress)
+    const seen = new PeerAddress({
+      ...(dialled ?? { address: dialledAddress, source: "Config" as const }),
+      lastSeen: now,
+      connectionFailures: 0
+    }, true)
+    addresses = addresses.some((a) => a.address === dialledAddress)
+      ? addresses.map((a) => a.address === dialledAddress ? seen : a)
+      : [...addresses, seen]
+  }
+  const { offlineAt: _offlineAt, ...rest } = claimed
+  // built from a stored record and validated handshake fields: nothing left to check
+  return new Peer({
+    ...rest,
+    addresses,
+    features: remote.features,
+    lastSeen: now,
+    verifiedAt: claimed.verifiedAt ?? now
+  }, true)
+}
+
+/** verifiedAt, lastSeen, addresses and claim of the remote in the local table (SPEC §2.5, §4.8). */
+const recordConnected = (side: Side, dialledAddress: string | undefined): Effect.Effect<Peer> =>
+  Effect.gen(function*() {
+    const local = side.local
+    const now = yield* Clock.currentTimeMillis
+    const max = local.config.peerValidator.maxAddressesPerPeer
+    const make = (existing: Peer | undefined) => connectedPeer(existing, side.remote, now, max, dialledAddress)
+    return yield* local.peers.update(side.remote.nodeId, (p) => make(p)).pipe(
+      Effect.catchTag("PeerNotFound", () => {
+        const peer = make(undefined)
+        return Effect.as(local.peers.add(peer), peer)
+      }),
+      Effect.catchTag("StoreError", (e) =>
+        Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
+    )
+  })
+
+// --- frames ---
+
+const framesOut = Metric.tagged(DhtMetrics.transportFrames, "direction", "out")
+const bytesOut = Metric.tagged(DhtMetrics.transportBytes, "direction", "out")
+const framesIn = Metric.tagged(DhtMetrics.transportFrames, "direction", "in")
+const bytesIn = Metric.tagged(DhtMetrics.transportBytes, "direction", "in")
+const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connection")
+
+const noLatency = Effect.succeed(0)
+
+const countWritten = (hub: Hub, size: number) =>
+  Metric.increment(framesOut).pipe(
+    Effect.zipRight(Metric.incrementBy(bytesOut, size)),
+    Effect.zipRight(Ref.update(hub.stats, (s) => ({ frames: s.frames + 1, bytes: s.bytes + size })))
+  )
+
+/** Hands one message to the link: delivered now (latency 0, nothing ahead) or scheduled FIFO; reply on write. */
+const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> =>
+  Effect.flatMap(Ref.get(connection.state), (state) => {
+    if (state !== "Open") {
+      return Effect.flatMap(closedReason(side.local), (reason) => Deferred.fail(message.reply, reason))
+    }
+    const size = message.bytes.length
+    const frame: Frame = { tag: message.tag, bytes: message.bytes }
+    const observe = hub.options.onFrame === undefined ? Effect.void : hub.options.onFrame({
+      from: side.local.nodeId,
+      to: side.remote.nodeId,
+      tag: message.tag,
+      bytes: message.bytes
+    })
+    const latency = hub.options.latency === undefined
+      ? noLatency
+      : latencyMillis(hub, side.local, side.remote, size, false)
+    return countWritten(hub, size).pipe(
+      Effect.zipRight(observe),
+      Effect.zipRight(latency),
+      Effect.flatMap((ms) => transmit(hub, connection, side, frame, ms)),
+      Effect.zipRight(Deferred.succeed(message.reply, undefined))
+    )
+  })
+
+const transmit = (hub: Hub, connection: Connection, side: Side, frame: Frame, latency: number): Effect.Effect<void> =>
+  Effect.zipRight(
+    inFlightUp(hub),
+    Effect.flatMap(Ref.get(side.link.schedule), (link) => {
+      const receiver = other(connection, side)
+      if (latency === 0 && link.pending === 0) return arrive(hub, connection, receiver, frame)
+      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const at = Math.max(link.last, now + latency)
+        const scheduled = Ref.update(side.link.schedule, (l) => ({ last: at, pending: l.pending + 1 }))
+        const schedule = hub.options.schedule
+        if (schedule !== undefined) {
+          return Effect.zipRight(scheduled, schedule(at, Effect.zipRight(delivered(side.link), arrive(hub, connection, receiver, frame))))
+        }
+        const queue = side.link.queue
+        return queue === undefined ? Effect.void : Effect.zipRight(
+          scheduled,
+          Queue.offer(queue, { at, frame }).pipe(Effect.onInterrupt(() => inFlightDown(hub)))
+        )
+      })
+    })
+  )
+
+const delivered = (link: Link) => Ref.update(link.schedule, (l) => ({ last: l.last, pending: l.pending - 1 }))
+
+const runLink = (hub: Hub, connection: Connection, side: Side, queue: Queue.Queue<LinkItem>): Effect.Effect<void> => {
+  const receiver = other(connection, side)
+  const sleepUntil = (at: number) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => at > now ? Effect.sleep(Duration.millis(at - now)) : Effect.void)
+  return Effect.forever(Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(restore(Queue.take(queue)), (item) =>
+      restore(sleepUntil(item.at)).pipe(
+        Effect.onInterrupt(() => inFlightDown(hub)),
+        Effect.zipRight(delivered(side.link)),
+        Effect.zipRight(arrive(hub, connection, receiver, item.frame))
+      ))
+  ))
+}
+
+/** A frame reaching `side`: the frame limit and the flood rule (SPEC §11.5, §11.6), then the connection's queue. */
+const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Effect.Effect<void> =>
+  Effect.flatMap(Ref.get(connection.state), (state) => {
+    if (state !== "Open") return inFlightDown(hub)
+    const config = side.local.config
+    const size = frame.bytes.length
+    const counted = Effect.zipRight(Metric.increment(framesIn), Metric.incrementBy(bytesIn, size))
+    if (size > config.maxMessageSize) {
+      return counted.pipe(
+        Effect.zipRight(inFlightDown(hub)),
+        Effect.zipRight(violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize })))
+      )
+    }
+    return counted.pipe(
+      Effect.zipRight(Clock.currentTimeMillis),
+      Effect.flatMap((now) =>
+        Effect.flatMap(Ref.modify(side.flood, (window) => Flood.record(window, now, size, side.bucketMs)), (totals) =>
+          totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes
+            ? Effect.zipRight(
+              inFlightDown(hub),
+              violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
+            )
+            : Effect.flatMap(Random.nextInt, (tag) =>
+              receive(hub, side, {
+                sourcePeer: side.remote.nodeId,
+                tag: BigInt(tag),
+                bytes: frame.bytes,
+                receivedAt: now
+              })))
+      )
+    )
+  })
+
+/** Bans the sender short and closes the connection (SPEC §14.1: FrameTooLarge, Flooding). */
+const violation = (
+  hub: Hub,
+  connection: Connection,
+  side: Side,
+  error: FrameTooLarge | Flooding
+): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const first = yield* Ref.modify(
+      connection.state,
+      (state): readonly [boolean, ConnectionState] => state === "Open" ? [true, "Closing"] : [false, state]
+    )
+    if (!first) return
+    const local = side.local
+    const remote = side.remote
+    yield* Effect.logWarning("peer banned by the memory transport").pipe(
+      Effect.annotateLogs({ reason: error._tag, peer: remote.hex, node: local.hex })
+    )
+    yield* Metric.increment(Metric.tagged(DhtMetrics.inboundRejected, "reason", error._tag))
+    yield* Metric.increment(Metric.tagged(Metric.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", error._tag))
+    const ban = local.peers.ban(remote.nodeId, Duration.toMillis(local.config.banDurationShort), error._tag).pipe(
+      Effect.catchAll((e) => Effect.logWarning("ban failed", e))
+    )
+    // forked: the current fiber may be the sender's writer, which the teardown interrupts
+    yield* Effect.sync(() => local.spawn(supervised(Effect.zipRight(ban, teardown(hub, connection)))))
+  })
+
+type Route = "Delivered" | "Queued" | "Shed" | "StartReader"
+
+const route = (side: Side, message: InboundMessage): Route => {
+  if (MutableRef.get(side.delivery) === "Direct") {
+    if (side.local.inbox.unsafeOffer(message)) return "Delivered"
+    MutableRef.set(side.delivery, "Draining")
+    if (side.inbound.unsafeOffer(message)) return "StartReader"
+    MutableRef.set(side.delivery, "Direct")
+    return "Shed"
+  }
+  return side.inbound.unsafeOffer(message) ? "Queued" : "Shed"
+}
+
+/** Hands a received frame on: to the inbox, or behind those waiting for it (SPEC §13.1: dropping at 1,000). */
+const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    switch (route(side, message)) {
+      case "Delivered":
+        return inFlightDown(hub)
+      case "Queued":
+        return Effect.void
+      case "Shed":
+        return Effect.zipRight(inFlightDown(hub), Metric.increment(shedConnection))
+      case "StartReader":
+        return startReader(hub, side)
+    }
+  })
+
+const startReader = (hub: Hub, side: Side): Effect.Effect<void> =>
+  Effect.flatMap(
+    Effect.sync(() => side.local.spawn(supervised(runReader(hub, side)))),
+    (fiber) => Ref.set(side.reader, Option.some(fiber))
+  )
+
+/**
+ * Moves the connection's waiting frames to the inbox, suspending while it is full (SPEC §13.1), and ends once none
+ * are left: from then on frames go to the inbox directly again.
+ */
+const runReader = (hub: Hub, side: Side): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const waiting = Option.getOrElse(side.inbound.unsafeSize(), () => 0)
+    if (waiting <= 0) {
+      MutableRef.set(side.delivery, "Direct")
+      return Effect.void
+    }
+    return Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(Queue.take(side.inbound), (message) =>
+        restore(Queue.offer(side.local.inbox, message)).pipe(Effect.ensuring(inFlightDown(hub))))
+    ).pipe(Effect.zipRight(runReader(hub, side)))
+  })
+
+/**
+ * @internal
+ * Closes a connection, once: its slots are detached (the next send dials afresh), its fibers stop, queued messages
+ * fail (`ConnectionClosed`, or `TransportShutdown` on the side shutting down), frames not yet in an inbox are
+ * dropped, and both sides see `PeerDisconnected`.
+ */
+export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const previous = yield* Ref.getAndSet(connection.state, "Closed")
+    if (previous === "Closed") return
+    for (const side of connection.sides) yield* Ref.set(side.slot.dead, true)
+    yield* Ref.update(hub.pairs, (pairs) =>
+      Option.match(HashMap.get(pairs, connection.key), {
+        onNone: () => pairs,
+        onSome: (pair) => {
+          if (!Option.exists(pair.connection, (c) => c === connection)) return pairs
+          return HashMap.isEmpty(pair.dialling)
+            ? HashMap.remove(pairs, connection.key)
+            : HashMap.set(pairs, connection.key, { ...pair, connection: Option.none() })
+        }
+      }))
+    yield* Metric.incrementBy(DhtMetrics.connectedPeers, -2)
+    for (const side of connection.sides) {
+      const local = side.local
+      yield* local.lock.withPermits(1)(
+        Ref.update(local.slots, (slots) =>
+          Option.exists(HashMap.get(slots, side.slot.remoteHex), (s) => s === side.slot)
+            ? HashMap.remove(slots, side.slot.remoteHex)
+            : slots)
+      )
+      yield* interruptUnlessSelf(side.slot.writer)
+      yield* interruptUnlessSelf(side.reader)
+      yield* interruptUnlessSelf(side.link.fiber)
+      yield* failSlotMessages(side.slot, yield* closedReason(local))
+      yield* Effect.flatMap(Queue.takeAll(side.inbound), (unread) => inFlightDownBy(hub, unread.length))
+      if (side.link.queue !== undefined) {
+        yield* Effect.flatMap(Queue.takeAll(side.link.queue), (inFlight) => inFlightDownBy(hub, inFlight.length))
+      }
+      yield* PubSub.publish(local.events, { _tag: "PeerDisconnected", nodeId: side.remote.nodeId })
+    }
+  })
+
+// --- endpoint operations ---
+
+/** @internal */
+export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Effect.Effect<void> => {
+  if (equals(message.peer, endpoint.nodeId)) return Deferred.fail(message.reply, new DialFailed({ attempts: 0 }))
+  const enqueue = Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+    closing
+      ? Effect.succeed<SendOutcome>("Shutdown")
+      : Effect.flatMap(slotFor(hub, endpoint, message.peer, true), ({ slot }) =>
+        Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => queued ? "Queued" : "Full")))
+  return Effect.flatMap(endpoint.lock.withPermits(1)(enqueue), (outcome) =>
+    outcome === "Queued"
+      ? Effect.void
+      : Deferred.fail(message.reply, outcome === "Shutdown" ? new TransportShutdown() : new QueueFull()))
+}
+
+type SendOutcome = "Queued" | "Shutdown" | "Full"
+
+/** @internal */
+export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void, DialError> =>
+  Effect.gen(function*() {
+    if (equals(peer, endpoint.nodeId)) return yield* new DialFailed({ attempts: 0 })
+    const slot = yield* endpoint.lock.withPermits(1)(
+      Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+        closing
+          ? Effect.fail(new TransportShutdown())
+          : Effect.map(slotFor(hub, endpoint, peer, true), ({ slot }) => slot))
+    )
+    yield* Deferred.await(slot.connected)
+  })
+
+/** The slot's connection, whatever its state; none while dialling or after a failed dial. */
+const connectionOf = (slot: Slot): Effect.Effect<Option.Option<Connection>> =>
+  Effect.flatMap(
+    Deferred.poll(slot.connected),
+    (polled) => Option.isNone(polled) ? Effect.succeed(Option.none()) : Effect.option(polled.value)
+  )
+
+const liveConnection = (slot: Slot): Effect.Effect<Option.Option<Connection>> =>
+  Effect.flatMap(connectionOf(slot), (connection) =>
+    Option.isNone(connection)
+      ? Effect.succeed(connection)
+      : Effect.map(
+        Ref.get(connection.value.state),
+        (state) => state === "Open" ? connection : Option.none<Connection>()
+      ))
+
+/** @internal */
+export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void> =>
+  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
+    Option.match(HashMap.get(slots, toHex(peer)), {
+      onNone: () => Effect.void,
+      onSome: (slot) =>
+        Effect.flatMap(liveConnection(slot), (connection) =>
+          Option.isSome(connection) ? teardown(hub, connection.value) : Effect.void)
+    }))
+
+/** @internal */
+export const connectedPeers = (endpoint: Endpoint): Effect.Effect<ReadonlyArray<NodeId>> =>
+  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
+    Effect.map(
+      Effect.forEach(Array.from(HashMap.values(slots)), (slot) =>
+        Effect.map(liveConnection(slot), Option.map(() => slot.remote))),
+      (found) => found.filter(Option.isSome).map((o) => o.value)
+    ))
+
+/** @internal */
+export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boolean> =>
+  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
+    Option.match(HashMap.get(slots, toHex(peer)), {
+      onNone: () => Effect.succeed(false),
+      onSome: (slot) => Effect.map(liveConnection(slot), Option.isSome)
+    }))
+
+/**
+ * @internal
+ * The node going offline (its scope closing): no new sends or connections, its address unregistered (dials to it
+ * fail), every connection closed (peers see `PeerDisconnected`), dials in progress and queued messages failed with
+ * `TransportShutdown`.
+ */
+export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    yield* Ref.set(endpoint.closing, true)
+    yield* Ref.update(hub.endpoints, (endpoints) =>
+      Option.exists(HashMap.get(endpoints, endpoint.address), (e) => e === endpoint)
+        ? HashMap.remove(endpoints, endpoint.address)
+        : endpoints)
+    const slots = Array.from(HashMap.values(yield* Ref.get(endpoint.slots)))
+    for (const slot of slots) {
+      // a connection closing after a violation too: its teardown runs in a fiber this scope is about to stop
+      const connection = yield* connectionOf(slot)
+      if (Option.isSome(connection)) {
+        yield* teardown(hub, connection.value)
+      } else {
+        yield* Ref.set(slot.dead, true)
+        yield* interruptUnlessSelf(slot.writer)
+        yield* Deferred.fail(slot.connected, new TransportShutdown())
+        yield* endpoint.lock.withPermits(1)(
+          Ref.update(endpoint.slots, HashMap.remove(slot.remoteHex)).pipe(
+            Effect.zipRight(failSlotMessages(slot, new TransportShutdown()))
+          )
+        )
+      }
+    }
+    yield* PubSub.shutdown(endpoint.events)
+    yield* Queue.shutdown(endpoint.inbox)
+  })
