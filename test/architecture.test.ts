@@ -96,13 +96,15 @@ describe("architecture", () => {
         const edges = new Set(["bin.ts", "Cli.ts"])
         const offences: Array<string> = []
         for (const file of sources(pkg)) {
-          const text = fs.readFileSync(file, "utf8")
+          // comments may discuss these words; code may not use them
+          const text = fs.readFileSync(file, "utf8").replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, "")
           const rel = path.relative(root, file)
           if (!edges.has(path.basename(file)) && /\bEffect\.run(Sync|Promise|Fork|Callback|SyncExit|PromiseExit)\b/.test(text)) {
             offences.push(`${rel}: Effect.run*`)
           }
-          if (/(^|[^\w.])throw\s/m.test(text.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, ""))) offences.push(`${rel}: throw`)
-          if (/@ts-ignore|@ts-expect-error|:\s*any\b|<any>|as any\b/.test(text)) offences.push(`${rel}: any / ts-ignore`)
+          if (/(^|[^\w.])throw\s/m.test(text)) offences.push(`${rel}: throw`)
+          if (/:\s*any\b|<any>|\bas any\b/.test(text)) offences.push(`${rel}: any`)
+          if (/@ts-ignore|@ts-expect-error/.test(fs.readFileSync(file, "utf8"))) offences.push(`${rel}: ts-ignore`)
         }
         expect(offences).toEqual([])
       })

@@ -1,4 +1,10 @@
 /**
+ * @comms-dht/node: the composition root, the node:crypto backend (`Crypto.layerNode`), the TCP transport and the CLI. Test helpers (seeded Crypto layers) live in `@comms-dht/node/testing`.
+ *
  * @since 0.1.0
  */
-export {}
+
+/**
+ * @since 0.1.0
+ */
+export * as Crypto from "./Crypto.js"

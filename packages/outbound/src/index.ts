@@ -1,4 +1,10 @@
 /**
+ * @comms-dht/outbound: the outbound pipeline (broadcast → encrypt → serialize) and the live OutboundRequester.
+ *
  * @since 0.1.0
  */
-export {}
+
+/**
+ * @since 0.1.0
+ */
+export * as OutboundPipeline from "./OutboundPipeline.js"
