@@ -1,0 +1,387 @@
+/**
+ * `PeerManager` on the `peers` and `peer_addresses` tables (SPEC §2.5, §18), behaving as core's
+ * `PeerManager.layerMemory` does: the same bounds (`maxKnownPeers` with its eviction order, the per-source hourly
+ * budget in 60 one-minute buckets, kept in memory), the same selections and the same seeded random draws.
+ *
+ * The table (at most `maxKnownPeers`, 10,000) is read at open and mirrored in memory, so selections (`closest`,
+ * `random`), which rank every peer, cost no query. Every change is written first, peer row and addresses in one
+ * transaction, and reaches the mirror only once committed. Address order is kept (rows are rewritten in order when
+ * the list changes); a repeated address is stored once, its first occurrence.
+ *
+ * @since 0.1.0
+ */
+import { DhtConfig } from "@comms-dht/core/DhtConfig"
+import { PeerNotFound, type StoreError } from "@comms-dht/core/DhtError"
+import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as MessageStore from "@comms-dht/core/MessageStore"
+import * as NodeId from "@comms-dht/core/NodeId"
+import * as Peer from "@comms-dht/core/Peer"
+import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Equal from "effect/Equal"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as Claims from "./internal/claims.js"
+import { lift, storeError } from "./internal/errors.js"
+import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
+
+const Nullable = <S extends Schema.Schema.Any>(s: S) => Schema.NullOr(s)
+
+const PeerRow = Schema.Struct({
+  public_key: Blob,
+  node_id: Blob,
+  features: Schema.Number,
+  flags: Schema.Number,
+  banned_until: Nullable(Schema.Number),
+  banned_reason: Schema.String,
+  offline_at: Nullable(Schema.Number),
+  last_seen: Nullable(Schema.Number),
+  added_at: Schema.Number,
+  verified_at: Nullable(Schema.Number),
+  claim_updated_at: Nullable(BigIntText),
+  identity_signature: Nullable(Blob)
+})
+
+const AddressRow = Schema.Struct({
+  node_id: Blob,
+  address: Schema.String,
+  source: Schema.String,
+  last_seen: Nullable(Schema.Number),
+  last_attempt: Nullable(Schema.Number),
+  connection_failures: Schema.Number,
+  claim: Nullable(Blob)
+})
+
+const decodePeerRows = Schema.decodeUnknown(Schema.Array(PeerRow))
+const decodeAddressRows = Schema.decodeUnknown(Schema.Array(AddressRow))
+const decodePeer = Schema.decodeUnknown(Peer.Peer)
+
+// Optional model fields are absent, not `undefined`, when their column is NULL.
+const optional = <A>(key: string, value: A | null): { readonly [k: string]: A } =>
+  value === null ? {} : { [key]: value }
+
+const blobField = <A>(
+  key: string,
+  value: Uint8Array | null,
+  decode: (b: Uint8Array) => Either.Either<A, string>
+): Either.Either<{ readonly [k: string]: A }, string> =>
+  value === null ? Either.right({}) : Either.map(decode(value), (a) => ({ [key]: a }))
+
+// A row pair as the `Peer` schema's encoded form; the schema then checks every field (keys, brands, sources).
+const encodedPeer = (
+  row: typeof PeerRow.Type,
+  addresses: ReadonlyArray<typeof AddressRow.Type>
+): Either.Either<unknown, string> =>
+  Either.gen(function*() {
+    const encodedAddresses: Array<unknown> = []
+    for (const a of addresses) {
+      encodedAddresses.push({
+        address: a.address,
+        connectionFailures: a.connection_failures,
+        source: a.source,
+        ...optional("lastSeen", a.last_seen),
+        ...optional("lastAttempt", a.last_attempt),
+        ...(yield* blobField("claim", a.claim, Claims.decodeClaim))
+      })
+    }
+    return {
+      publicKey: row.public_key,
+      nodeId: row.node_id,
+      addresses: encodedAddresses,
+      features: row.features,
+      flags: row.flags,
+      bannedReason: row.banned_reason,
+      addedAt: row.added_at,
+      ...optional("bannedUntil", row.banned_until),
+      ...optional("offlineAt", row.offline_at),
+      ...optional("lastSeen", row.last_seen),
+      ...optional("verifiedAt", row.verified_at),
+      ...optional("claimUpdatedAt", row.claim_updated_at),
+      ...(yield* blobField("identitySignature", row.identity_signature, Claims.decodeSignature))
+    }
+  })
+
+const sameAddresses = (a: ReadonlyArray<Peer.PeerAddress>, b: ReadonlyArray<Peer.PeerAddress>) =>
+  a === b || (a.length === b.length && a.every((x, i) => Equal.equals(x, b[i])))
+
+const withoutBan = (peer: Peer.Peer): Peer.Peer => {
+  const { bannedUntil: _until, ...rest } = peer
+  return new Peer.Peer({ ...rest, bannedReason: "" })
+}
+
+const MINUTE_MS = 60_000
+
+/**
+ * The sqlite peer table, with the bounds of the `DhtConfig` reference read when it is made. Fails if the stored
+ * peers cannot be read.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, SqliteClient.SqliteClient> = Effect.gen(
+  function*() {
+    const client = yield* SqliteClient.SqliteClient
+    const sql: SqlClient.SqlClient = client
+    const filename = client.config.filename
+    const config = yield* DhtConfig
+
+    const load = Effect.gen(function*() {
+      const peerRows = yield* sql`SELECT public_key, node_id, features, flags, banned_until, banned_reason, offline_at,
+          last_seen, added_at, verified_at, CAST(claim_updated_at AS TEXT) AS claim_updated_at, identity_signature
+        FROM peers`.pipe(Effect.flatMap(decodePeerRows))
+      const addressRows = yield* sql`SELECT node_id, address, source, last_seen, last_attempt, connection_failures,
+          claim FROM peer_addresses ORDER BY rowid`.pipe(Effect.flatMap(decodeAddressRows))
+      const byPeer = new Map<string, Array<typeof AddressRow.Type>>()
+      for (const a of addressRows) {
+        const key = NodeId.toHex(a.node_id)
+        const list = byPeer.get(key)
+        if (list === undefined) byPeer.set(key, [a])
+        else list.push(a)
+      }
+      const loaded = new Map<string, Peer.Peer>()
+      for (const row of peerRows) {
+        const key = NodeId.toHex(row.node_id)
+        const encoded = encodedPeer(row, byPeer.get(key) ?? [])
+        if (Either.isLeft(encoded)) {
+          return yield* Effect.fail(
+            new ParseResult.ParseError({ issue: new ParseResult.Type(PeerRow.ast, row, encoded.left) })
+          )
+        }
+        loaded.set(key, yield* decodePeer(encoded.right))
+      }
+      return loaded
+    })
+    // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed.
+    const peers = yield* load.pipe(lift(filename, "load peers"))
+    const lock = yield* Effect.makeSemaphore(1)
+    const budget = MessageStore.makeSourceWindow()
+    let prunedAtMinute = 0
+    // `all` in NodeId order (the memory table's order), rebuilt after a change
+    let sorted: ReadonlyArray<Peer.Peer> | undefined
+
+    const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.knownPeers, peers.size))
+    yield* publishSize
+
+    const encodeOrFail = <A>(what: string, result: Either.Either<A, string>) =>
+      Either.isRight(result)
+        ? Effect.succeed(result.right)
+        : Effect.fail(storeError(filename, "write peer", `${what}: ${result.left}`, "Constraint"))
+
+    const upsertPeer = (peer: Peer.Peer, signature: Uint8Array | null) =>
+      sql`INSERT INTO peers ${
+        sql.insert({
+          public_key: peer.publicKey,
+          node_id: peer.nodeId,
+          features: clampSafe(peer.features),
+          flags: clampSafe(peer.flags),
+          banned_until: optionalSafe(peer.bannedUntil),
+          banned_reason: peer.bannedReason,
+          offline_at: optionalSafe(peer.offlineAt),
+          last_seen: optionalSafe(peer.lastSeen),
+          added_at: clampSafe(peer.addedAt),
+          verified_at: optionalSafe(peer.verifiedAt),
+          claim_updated_at: peer.claimUpdatedAt === undefined ? null : clampInt64(peer.claimUpdatedAt),
+          identity_signature: signature
+        })
+      } ON CONFLICT (public_key) DO UPDATE SET features = excluded.features, flags = excluded.flags,
+        banned_until = excluded.banned_until, banned_reason = excluded.banned_reason,
+        offline_at = excluded.offline_at, last_seen = excluded.last_seen, added_at = excluded.added_at,
+        verified_at = excluded.verified_at, claim_updated_at = excluded.claim_updated_at,
+        identity_signature = excluded.identity_signature`
+
+    const addressRecords = (peer: Peer.Peer) =>
+      Effect.gen(function*() {
+        const seen = new Set<string>()
+        const records: Array<Record<string, unknown>> = []
+        for (const a of peer.addresses) {
+          if (seen.has(a.address)) continue
+          seen.add(a.address)
+          records.push({
+            node_id: peer.nodeId,
+            address: a.address,
+            source: a.source,
+            last_seen: optionalSafe(a.lastSeen),
+            last_attempt: optionalSafe(a.lastAttempt),
+            connection_failures: clampSafe(a.connectionFailures),
+            claim: a.claim === undefined ? null : yield* encodeOrFail("claim", Claims.encodeClaim(a.claim))
+          })
+        }
+        return records
+      })
+
+    // The statements that store `peer` (replacing `previous`, if known), to run in one transaction.
+    const writes = (peer: Peer.Peer, previous: Peer.Peer | undefined) =>
+      Effect.gen(function*() {
+        const signature = peer.identitySignature === undefined
+          ? null
+          : yield* encodeOrFail("identity signature", Claims.encodeSignature(peer.identitySignature))
+        const rewriteAddresses = previous === undefined || !sameAddresses(previous.addresses, peer.addresses)
+        const records = rewriteAddresses ? yield* addressRecords(peer) : []
+        return upsertPeer(peer, signature).pipe(
+          Effect.zipRight(
+            rewriteAddresses
+              ? sql`DELETE FROM peer_addresses WHERE node_id = ${peer.nodeId}`.pipe(
+                Effect.zipRight(
+                  records.length === 0
+                    ? Effect.void
+                    : Effect.asVoid(sql`INSERT INTO peer_addresses ${sql.insert(records)}`)
+                )
+              )
+              : Effect.void
+          )
+        )
+      })
+
+    const deletePeer = (nodeId: NodeId.NodeId) => sql`DELETE FROM peers WHERE node_id = ${nodeId}`
+
+    const commit = (statements: Effect.Effect<unknown, SqlError>, action: string) =>
+      statements.pipe(sql.withTransaction, lift(filename, action))
+
+    const changed = Effect.sync(() => {
+      sorted = undefined
+    }).pipe(Effect.zipRight(publishSize))
+
+    const getSync = (nodeId: NodeId.NodeId) => Option.fromNullable(peers.get(NodeId.toHex(nodeId)))
+
+    const get = (nodeId: NodeId.NodeId) =>
+      Effect.suspend(() =>
+        Option.match(getSync(nodeId), {
+          onNone: () => Effect.fail(new PeerNotFound({ nodeId })),
+          onSome: Effect.succeed
+        })
+      )
+
+    const sortedPeers = Effect.sync(() => {
+      if (sorted === undefined) {
+        sorted = Array.from(peers).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, peer]) => peer)
+      }
+      return sorted
+    })
+
+    const sortedMatches = (query: PeerManager.PeerQuery | undefined) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.map(sortedPeers, (all) => {
+          const matches = PeerManager.matchesQuery(query, now)
+          return all.filter((peer) => matches(peer))
+        }))
+
+    const add = (peer: Peer.Peer, source: NodeId.NodeId | undefined) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const key = NodeId.toHex(peer.nodeId)
+        const previous = peers.get(key)
+        if (previous !== undefined) {
+          yield* commit(yield* writes(peer, previous), "update peer")
+          peers.set(key, peer)
+          yield* changed
+          return "Updated" as const
+        }
+        const minute = Math.floor(now / MINUTE_MS)
+        if (minute > prunedAtMinute) {
+          budget.prune(now)
+          prunedAtMinute = minute
+        }
+        if (source !== undefined && budget.count(source, now) >= config.maxPeersAddedPerSourcePerHour) {
+          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"))
+          return "SkippedBudget" as const
+        }
+        let victim = Option.none<Peer.Peer>()
+        if (peers.size >= config.maxKnownPeers) {
+          victim = PeerManager.evictionCandidate(peers.values(), now)
+          // without a source (config seeds, the transport's own registrations) the peer is added even over the bound
+          if (Option.isNone(victim) && source !== undefined) {
+            yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity"))
+            return "SkippedCapacity" as const
+          }
+        }
+        const insert = yield* writes(peer, undefined)
+        yield* commit(
+          Option.isSome(victim) ? deletePeer(victim.value.nodeId).pipe(Effect.zipRight(insert)) : insert,
+          "add peer"
+        )
+        if (Option.isSome(victim)) peers.delete(NodeId.toHex(victim.value.nodeId))
+        peers.set(key, peer)
+        if (source !== undefined) budget.record(source, now)
+        yield* changed
+        return "Added" as const
+      })
+
+    const update = (nodeId: NodeId.NodeId, f: (peer: Peer.Peer) => Peer.Peer) =>
+      Effect.gen(function*() {
+        const previous = yield* get(nodeId)
+        const next = f(previous)
+        if (next === previous) return next
+        if (!NodeId.equals(next.publicKey, previous.publicKey) || !NodeId.equals(next.nodeId, previous.nodeId)) {
+          // the rows are keyed by the identity, so an update cannot move a record to another one
+          return yield* Effect.fail(
+            storeError(filename, "update peer", "an update may not change the peer's key", "Constraint")
+          )
+        }
+        yield* commit(yield* writes(next, previous), "update peer")
+        peers.set(NodeId.toHex(nodeId), next)
+        yield* changed
+        return next
+      })
+
+    // The table and its mirror change together: nothing may stop an operation between the two.
+    const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
+
+    return PeerManager.PeerManager.of({
+      add: (peer, options) => locked(add(peer, options?.source)),
+      get,
+      getByPublicKey: (key) => {
+        const nodeId = NodeId.fromPublicKey(key)
+        return Effect.flatMap(
+          get(nodeId),
+          (peer) =>
+            NodeId.equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }))
+        )
+      },
+      exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
+      all: sortedPeers,
+      count: Effect.sync(() => peers.size),
+      closest: (target, n, query) =>
+        Effect.map(sortedMatches(query), (candidates) => {
+          const order = NodeId.byDistanceTo(target)
+          return candidates.sort((a, b) => order(a.nodeId, b.nodeId)).slice(0, Math.max(0, n))
+        }),
+      random: (n, query) => Effect.flatMap(sortedMatches(query), (candidates) => PeerManager.sample(candidates, n)),
+      ban: (nodeId, durationMs, reason) =>
+        locked(Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          update(nodeId, (peer) => {
+            const until = now + durationMs
+            return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
+              ? peer
+              : new Peer.Peer({ ...peer, bannedUntil: until, bannedReason: reason })
+          }))),
+      unban: (nodeId) => locked(Effect.asVoid(update(nodeId, withoutBan))),
+      update: (nodeId, f) => locked(update(nodeId, f)),
+      remove: (nodeId) =>
+        locked(
+          commit(deletePeer(nodeId), "remove peer").pipe(
+            Effect.zipRight(Effect.sync(() => peers.delete(NodeId.toHex(nodeId)))),
+            Effect.zipRight(changed)
+          )
+        )
+    })
+  }
+)
+
+/**
+ * `make` as a Layer over the store's client.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<PeerManager.PeerManager, StoreError, SqliteClient.SqliteClient> = Layer.effect(
+  PeerManager.PeerManager,
+  make
+)

@@ -1,0 +1,167 @@
+/**
+ * The sqlite storage of a node (SPEC §18): `SqliteStore.layer({ filename })` opens one file (`":memory:"` for
+ * tests) through `@effect/sql-sqlite-node`, checks and migrates it, and supplies every storage tag of core —
+ * `PeerManager`, `MessageStore` (with the SAF cursors), `DedupCache` and `DhtMetadata` — over its one connection.
+ *
+ * Opening is careful with the file it is given. In order: `busy_timeout` (5 s by default), exclusive locking (one
+ * node per file: the services keep totals and indexes in memory, which a second writer would silently invalidate),
+ * WAL, `foreign_keys = ON`, `synchronous = NORMAL`, `PRAGMA quick_check`, the write lock, then the migrations of
+ * SPEC §18 (applied once each, recorded in `effect_sql_migrations`). A file that is not a database, or fails the
+ * check, fails the Layer with `StoreError{reason: "Corrupt"}`; a file held by another connection fails it with
+ * `Locked` once the busy timeout has passed; both name the file, and neither touches it: nothing is deleted,
+ * truncated, recreated or migrated over.
+ *
+ * @since 0.1.0
+ */
+import type * as DedupCache from "@comms-dht/core/DedupCache"
+import { StoreError } from "@comms-dht/core/DhtError"
+import type * as DhtMetadata from "@comms-dht/core/DhtMetadata"
+import type * as MessageStore from "@comms-dht/core/MessageStore"
+import type * as PeerManager from "@comms-dht/core/PeerManager"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as Cause from "effect/Cause"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import { fromOpenCause, lift, recoverSqlDefects, storeError } from "./internal/errors.js"
+import * as Migrations from "./internal/migrations.js"
+import * as SqliteDedupCache from "./SqliteDedupCache.js"
+import * as SqliteMessageStore from "./SqliteMessageStore.js"
+import * as SqliteMetadata from "./SqliteMetadata.js"
+import * as SqlitePeerManager from "./SqlitePeerManager.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** the database file, created if absent; `":memory:"` for a private in-memory database */
+  readonly filename: string
+  /** how long a statement waits for a lock held by another connection before failing `Locked`; 5 seconds */
+  readonly busyTimeout?: Duration.DurationInput
+}
+
+/**
+ * The storage tags `layer` supplies.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Services =
+  | PeerManager.PeerManager
+  | MessageStore.MessageStore
+  | DedupCache.DedupCache
+  | DhtMetadata.DhtMetadata
+
+const DEFAULT_BUSY_TIMEOUT = Duration.seconds(5)
+
+const QuickCheck = Schema.Array(Schema.Struct({ quick_check: Schema.String }))
+const Latest = Schema.Tuple(Schema.Struct({ latest: Schema.NullOr(Schema.Number) }))
+
+const prepare = (options: Options) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const filename = options.filename
+    const timeout = Duration.decode(options.busyTimeout ?? DEFAULT_BUSY_TIMEOUT)
+    const busyMs = Math.max(0, Math.round(Duration.toMillis(timeout)))
+    const step = (action: string) => lift(filename, action)
+
+    // Both before the first access of the file: the timeout covers every later statement, and exclusive locking
+    // set first keeps the WAL index in process memory (no -shm file).
+    yield* sql.unsafe(`PRAGMA busy_timeout = ${Number.isFinite(busyMs) ? busyMs : 2_147_483_647}`).pipe(
+      step("set busy_timeout")
+    )
+    yield* sql.unsafe("PRAGMA locking_mode = EXCLUSIVE").pipe(step("set locking_mode"))
+    yield* sql.unsafe("PRAGMA journal_mode = WAL").pipe(step("open"))
+    yield* sql.unsafe("PRAGMA foreign_keys = ON").pipe(step("set foreign_keys"))
+    // WAL with NORMAL syncs at checkpoints, not at every commit: a crash of the process loses nothing committed;
+    // losing power may lose the last commits, never the file's consistency.
+    yield* sql.unsafe("PRAGMA synchronous = NORMAL").pipe(step("set synchronous"))
+
+    const problems = yield* sql.unsafe("PRAGMA quick_check").pipe(
+      Effect.flatMap(Schema.decodeUnknown(QuickCheck)),
+      step("quick_check")
+    )
+    if (problems.length !== 1 || problems[0]!.quick_check !== "ok") {
+      const found = problems.slice(0, 3).map((p) => p.quick_check).join("; ")
+      return yield* Effect.fail(
+        new StoreError({
+          reason: "Corrupt",
+          message: `sqlite store ${filename}: quick_check failed: ${found.length > 0 ? found : "no result"}`
+        })
+      )
+    }
+
+    // Taking the write lock now makes a file held by another connection fail here, before any migration; in
+    // exclusive locking mode it is then kept until the store closes.
+    yield* sql.unsafe("BEGIN IMMEDIATE").pipe(Effect.zipRight(sql.unsafe("ROLLBACK")), step("take the write lock"))
+
+    yield* Migrator.make({})({ loader: Migrations.loader }).pipe(
+      recoverSqlDefects,
+      Effect.mapError((error) => storeError(filename, "migrate", error))
+    )
+    const [{ latest }] = yield* sql`SELECT max(migration_id) AS latest FROM effect_sql_migrations`.pipe(
+      Effect.flatMap(Schema.decodeUnknown(Latest)),
+      step("read the schema version")
+    )
+    if (latest === null || latest < Migrations.LATEST) {
+      return yield* Effect.fail(
+        new StoreError({
+          reason: "Unknown",
+          message: `sqlite store ${filename}: migrations stopped at ${latest ?? "none"} of ${Migrations.LATEST}`
+        })
+      )
+    }
+  })
+
+/**
+ * The checked, migrated client behind `layer`, for code that needs the connection itself (tests inspect the
+ * schema and query plans through it). Any failure to open is a `StoreError` naming the file, never a defect.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = (
+  options: Options
+): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, StoreError> =>
+  Layer.effectDiscard(prepare(options)).pipe(
+    // WAL is switched on by `prepare`, once the busy timeout and the locking mode are set
+    Layer.provideMerge(SqliteClient.layer({ filename: options.filename, disableWAL: true })),
+    // better-sqlite3 throws from its constructor and the Migrator dies on a failed migration; at open both are
+    // reported as what they are, a store that cannot be used
+    Layer.catchAllCause((cause) =>
+      Layer.failCause(
+        Cause.isInterruptedOnly(cause)
+          ? Cause.map(cause, () => new StoreError({ reason: "Unknown", message: "interrupted" }))
+          : Cause.fail(fromOpenCause(options.filename, cause))
+      )
+    )
+  )
+
+/**
+ * The four storage services over an opened client (`layerClient`). Each reads its totals and indexes at build.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerServices: Layer.Layer<Services, StoreError, SqliteClient.SqliteClient> = Layer.mergeAll(
+  SqlitePeerManager.layer,
+  SqliteMessageStore.layer,
+  SqliteDedupCache.layer,
+  SqliteMetadata.layer
+)
+
+/**
+ * Every storage tag of core on one sqlite file (SPEC §18). Closing its scope flushes the dedup hit counts, records
+ * the SAF `storedAt` high-water mark, and closes the file; reopening the same file finds peers (bans, addresses,
+ * verification), stored messages, dedup entries, metadata and SAF cursors as they were, without re-running the
+ * migrations.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Services, StoreError> =>
+  layerServices.pipe(Layer.provide(layerClient(options)))
