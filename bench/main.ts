@@ -6,6 +6,7 @@
 import { Bench } from "tinybench"
 import { codecBenches } from "./codec.js"
 import { cryptoBenches } from "./crypto.js"
+import { inboundBenches } from "./inbound.js"
 import { outboundBenches } from "./outbound.js"
 
 /**
@@ -75,7 +76,7 @@ const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>):
   })
 
 const main = async () => {
-  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches())]
+  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches()), ...(await inboundBenches())]
   const results = withBounds(tasks, await run(tasks))
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")

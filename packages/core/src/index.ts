@@ -143,3 +143,23 @@ export * as Transport from "./Transport.js"
  * @since 0.1.0
  */
 export * as VerifyMemo from "./VerifyMemo.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as DhtActor from "./DhtActor.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as DhtEvents from "./DhtEvents.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as InboundMessages from "./InboundMessages.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as SafStage from "./SafStage.js"

@@ -1,0 +1,192 @@
+/**
+ * Bounds under pressure (SPEC §7.3, §8.2, §13.1): a full dedup cache, a failing one, a full outbound queue, a slow
+ * subscriber, and the cost of a flood arriving over several links (scenarios 43, 46, 47).
+ */
+import * as Crypto from "@comms-dht/core/Crypto"
+import * as DedupCache from "@comms-dht/core/DedupCache"
+import * as DhtConfig from "@comms-dht/core/DhtConfig"
+import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as Envelope from "@comms-dht/core/Envelope"
+import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
+import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
+import * as Transport from "@comms-dht/core/Transport"
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
+import * as TestClock from "effect/TestClock"
+import {
+  applicationParts,
+  config,
+  connect,
+  count,
+  craft,
+  deliveredSoFar,
+  eventually,
+  identityOf,
+  nextDelivered,
+  type Offer,
+  sendRaw,
+  settle,
+  startNode,
+  startRaw,
+  text
+} from "./harness.js"
+
+const T0 = 1_700_000_000_000
+const nowS = BigInt(T0 / 1000)
+
+type Env = Crypto.Crypto | MemoryNetwork.MemoryNetworkHub | Scope.Scope
+
+const sharedCrypto = Layer.succeed(Crypto.Crypto, Effect.runSync(Crypto.makeNoble()))
+
+const withNetwork = <A, E>(test: Effect.Effect<A, E, Env>, crypto: Layer.Layer<Crypto.Crypto> = sharedCrypto) =>
+  Effect.scoped(Effect.zipRight(TestClock.setTime(T0), test)).pipe(
+    Effect.provide(Layer.mergeAll(MemoryNetwork.layerHub(), crypto))
+  )
+
+const rejected = (reason: string) => count(Metric.tagged(DhtMetrics.inboundRejected, "reason", reason))
+const shed = (where: string) => count(Metric.tagged(DhtMetrics.inboundShed, "where", where))
+
+const body = (m: { readonly body: Uint8Array }) => new TextDecoder().decode(m.body)
+
+describe("limits", () => {
+  // a fourth live message is delivered but not forwarded, no live entry is evicted, and once the entries are dead
+  // the next message is forwarded again
+  it.effect("scenario 43: a dedup cache of capacity 3", () =>
+    withNetwork(Effect.gen(function*() {
+      const offers = yield* Ref.make<ReadonlyArray<Offer>>([])
+      const victim = yield* startNode(yield* identityOf(3000), {
+        recording: offers,
+        config: DhtConfig.unsafeMake({ dedupCacheCapacity: 3 }, config)
+      })
+      const source = yield* startRaw(yield* identityOf(3001))
+      yield* connect(source, victim)
+      const gossip = (n: number) =>
+        craft({ signer: source.identity, expires: nowS + 60n, parts: applicationParts(1, text(`m${n}`)) })
+      const messages = yield* Effect.forEach([1, 2, 3, 4], gossip)
+      const full = yield* rejected("DedupFull")
+      for (const m of messages) yield* sendRaw(source, victim.identity, m.bytes)
+      for (const n of [1, 2, 3, 4]) expect(body(yield* nextDelivered(victim))).toBe(`m${n}`)
+      expect((yield* Ref.get(offers)).length).toBe(3)
+      expect((yield* rejected("DedupFull")) - full).toBe(1)
+      // the three live entries are all still there: their copies are duplicates
+      const duplicates = yield* count(DhtMetrics.inboundDuplicates)
+      for (const m of messages.slice(0, 3)) yield* sendRaw(source, victim.identity, m.bytes)
+      yield* eventually(Effect.map(count(DhtMetrics.inboundDuplicates), (n) => n === duplicates + 3))
+      // keepUntil = expires + 10 min: past it, a new message takes a dead entry's place and is forwarded again
+      yield* TestClock.adjust(60_000 + 10 * 60_000 + 1_000)
+      const fifth = yield* craft({ signer: source.identity, parts: applicationParts(1, text("m5")) })
+      yield* sendRaw(source, victim.identity, fifth.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("m5")
+      expect((yield* Ref.get(offers)).length).toBe(4)
+      expect(yield* victim.run(Effect.flatMap(DedupCache.DedupCache, (c) => c.size))).toBe(3)
+    })))
+
+  it.effect("scenario 43: a dedup store whose writes fail delivers but never forwards", () =>
+    withNetwork(Effect.gen(function*() {
+      const offers = yield* Ref.make<ReadonlyArray<Offer>>([])
+      const failing = Layer.succeed(DedupCache.DedupCache, DedupCache.DedupCache.of({
+        insert: () =>
+          Effect.succeed(DedupCache.DedupInsertResult.Failed({
+            error: new DhtError.StoreError({ reason: "Io", message: "disk on fire" })
+          })),
+        hitCount: () => Effect.succeed(0),
+        get: () => Effect.succeedNone,
+        trim: Effect.succeed(0),
+        size: Effect.succeed(0)
+      }))
+      const victim = yield* startNode(yield* identityOf(3100), { recording: offers, dedup: failing })
+      const source = yield* startRaw(yield* identityOf(3101))
+      yield* connect(source, victim)
+      const storeErrors = yield* rejected("StoreError")
+      const message = yield* craft({ signer: source.identity, parts: applicationParts(1, text("no cache")) })
+      yield* sendRaw(source, victim.identity, message.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("no cache")
+      expect(yield* Ref.get(offers)).toEqual([])
+      expect((yield* rejected("StoreError")) - storeErrors).toBe(1)
+    })))
+
+  // forwards are shed (where=forward) while inbound processing goes on; an application send waits for room
+  it.effect("scenario 46: a full outbound queue", () =>
+    withNetwork(Effect.gen(function*() {
+      const gate = yield* Effect.makeLatch(false)
+      const victim = yield* startNode(yield* identityOf(3200), {
+        config: DhtConfig.unsafeMake({ outboundBufferSize: 1 }, config),
+        wrapTransport: (transport) =>
+          Effect.succeed(Transport.Transport.of({
+            ...transport,
+            send: (message) => Effect.zipRight(gate.await, transport.send(message))
+          }))
+      })
+      const source = yield* startRaw(yield* identityOf(3201))
+      const downstream = yield* startRaw(yield* identityOf(3202))
+      yield* connect(source, victim)
+      yield* connect(victim, downstream)
+      const before = yield* shed("forward")
+      const total = 24
+      const messages = yield* Effect.forEach(Array.from({ length: total }, (_, i) => i), (i) =>
+        craft({ signer: source.identity, parts: applicationParts(1, text(`f${i}`)) }))
+      for (const m of messages) yield* sendRaw(source, victim.identity, m.bytes)
+      const delivered = yield* Effect.forEach(messages, () => nextDelivered(victim))
+      expect(delivered.map(body)).toEqual(messages.map((_, i) => `f${i}`))
+      const shedNow = (yield* shed("forward")) - before
+      expect(shedNow).toBeGreaterThan(0)
+      expect(shedNow).toBeLessThan(total)
+
+      const app = yield* victim.run(
+        OutboundRequester.broadcast(Envelope.destinationUnknown(), OutboundRequester.clearText, [], 1, text("app"))
+      ).pipe(Effect.fork)
+      yield* settle
+      expect(Option.isNone(yield* Fiber.poll(app))).toBe(true)
+      yield* gate.open
+      const response = yield* Fiber.join(app)
+      expect(response._tag).toBe("Queued")
+      expect((yield* shed("forward")) - before).toBe(shedNow)
+    })))
+
+  it.effect("a subscriber that does not read loses the oldest messages, counted where=subscriber", () =>
+    withNetwork(Effect.gen(function*() {
+      const capacity = 10
+      const victim = yield* startNode(yield* identityOf(3300), { inbound: { subscriberCapacity: capacity } })
+      const source = yield* startRaw(yield* identityOf(3301))
+      yield* connect(source, victim)
+      const before = yield* shed("subscriber")
+      const total = capacity + 2
+      for (let i = 0; i < total; i++) {
+        yield* sendRaw(source, victim.identity, (yield* craft({ parts: applicationParts(1, text(`s${i}`)) })).bytes)
+      }
+      yield* eventually(Effect.map(shed("subscriber"), (n) => n - before === 2))
+      const kept = yield* deliveredSoFar(victim)
+      expect(kept.map(body)).toEqual(Array.from({ length: capacity }, (_, i) => `s${i + 2}`))
+    })))
+
+  it.effect("scenario 47: a signed flood arriving over 4 links costs the node one Ed25519 verification", () =>
+    withNetwork(
+      Effect.gen(function*() {
+        const victim = yield* startNode(yield* identityOf(3400))
+        const links = yield* Effect.forEach([3401, 3402, 3403, 3404], (n) => Effect.flatMap(identityOf(n), startRaw))
+        for (const link of links) yield* connect(link, victim)
+        const origin = yield* identityOf(3405)
+        const verify = (result: string) => count(Metric.tagged(DhtMetrics.cryptoVerify, "result", result))
+        const before = { valid: yield* verify("valid"), memo: yield* verify("memo"), invalid: yield* verify("invalid") }
+        const duplicates = yield* count(DhtMetrics.inboundDuplicates)
+        const flood = yield* craft({ signer: origin, parts: applicationParts(1, text("four ways")) })
+        for (const link of links) yield* sendRaw(link, victim.identity, flood.bytes)
+        expect(body(yield* nextDelivered(victim))).toBe("four ways")
+        yield* eventually(Effect.map(count(DhtMetrics.inboundDuplicates), (n) => n === duplicates + 3))
+        expect({
+          valid: (yield* verify("valid")) - before.valid,
+          memo: (yield* verify("memo")) - before.memo,
+          invalid: (yield* verify("invalid")) - before.invalid
+        }).toEqual({ valid: 1, memo: 0, invalid: 0 })
+        expect(yield* deliveredSoFar(victim)).toEqual([])
+      }),
+      Crypto.layerNoble({ verifyMemoCapacity: 4 })
+    ))
+})
