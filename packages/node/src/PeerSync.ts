@@ -1,0 +1,456 @@
+/**
+ * Peer sync (SPEC §12.4): both sides of the `GetPeersRequest` / `PeerSyncResponse` exchange that network discovery
+ * (§12) uses to fill the peer table. Tari runs it over RPC; we carry it as cleartext, unsigned DHT messages sent
+ * `DirectNodeId`, so a response is tied to its request by `(responder, request_id)` only.
+ *
+ * - **Responder**: serves at most one request per requester per 10 s (`RateLimited` otherwise, dropped, no ban) and
+ *   relays verified, active, unbanned peers other than the requester, each with its signed claims as they were
+ *   signed: a claim with more addresses than asked for is omitted, never truncated, and a peer left without claims
+ *   is omitted.
+ * - **Requester**: `requestPeers` dials the peer, sends the request and waits `peerSyncTimeout` for the response.
+ *   The response is judged in two parts: counts the responder controls (more peers than asked, a duplicate key, an
+ *   empty `PeerInfo`, more claims or addresses than asked) fail the whole response with the §14.1 tag, which the
+ *   inbound pipeline turns into a `High` ban of the source; anything wrong with a relayed claim itself (key check,
+ *   signature, policy) proves nothing against the relayer, so only that `PeerInfo` is skipped
+ *   (`comms_dht_peers_skipped_total{cause="relayedInvalid"}`). Valid peers are added unverified, source `PeerSync`,
+ *   within the per-source budget of §2.5, and counted new or duplicate.
+ *
+ * `handle` is the seam for the inbound pipeline: `InboundPipeline.layer({ peerSync: service.handle })`.
+ *
+ * @since 0.1.0
+ */
+import type * as Crypto from "@comms-dht/core/Crypto"
+import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
+import * as DhtConfig from "@comms-dht/core/DhtConfig"
+import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtEvent from "@comms-dht/core/DhtEvent"
+import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as Envelope from "@comms-dht/core/Envelope"
+import type * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as NodeId from "@comms-dht/core/NodeId"
+import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
+import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
+import * as Peer from "@comms-dht/core/Peer"
+import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as PeerSyncMessages from "@comms-dht/core/PeerSyncMessages"
+import * as PeerValidator from "@comms-dht/core/PeerValidator"
+import * as Transport from "@comms-dht/core/Transport"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as HashMap from "effect/HashMap"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Random from "effect/Random"
+import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
+import * as Rules from "./internal/peerSyncRules.js"
+
+/**
+ * What one peer sync added to the table.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SyncOutcome {
+  /** peers the table did not know */
+  readonly numNew: number
+  /** peers it knew already (their claims applied if newer) */
+  readonly numDuplicate: number
+  /** `PeerInfo`s skipped: a relayed claim that failed, the own key, the table's bounds (§2.5) */
+  readonly numSkipped: number
+  /** the new peers, in response order */
+  readonly newPeers: ReadonlyArray<NodeId.NodeId>
+}
+
+/**
+ * What the responder's own counts got wrong (SPEC §12.4): the source is banned `High`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ResponseFault = Rules.StructureFault
+
+/**
+ * Why a `requestPeers` attempt failed: the peer is unknown or could not be dialled, the request could not be sent,
+ * no response came within `peerSyncTimeout` (`Timeout`), the response broke its limits, or the peer table failed.
+ * None of these is a ban by itself; a `ResponseFault` is banned by the inbound pipeline that reported it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type RequestError =
+  | DhtError.PeerNotFound
+  | DhtError.DialError
+  | DhtError.SendFailure
+  | DhtError.SendFailReason
+  | ResponseFault
+  | DhtError.StoreError
+
+/**
+ * What `handle` fails with, for the inbound pipeline to log, count and ban by (SPEC §14.1).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type HandleError =
+  | ResponseFault
+  | DhtError.RateLimited
+  | DhtError.InvalidMessageBody
+  | DhtError.StoreError
+
+/**
+ * `n` and `include_clients` of a request; `max_claims` and `max_addresses_per_claim` always come from the config
+ * (`maxPermittedPeerClaims`, `peerValidator.maxAddressesPerClaim`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RequestOptions {
+  readonly n: number
+  readonly includeClients: boolean
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PeerSyncService {
+  /** Requester (SPEC §12.4): dial `peer`, ask it for peers, validate and add what it returns. */
+  readonly requestPeers: (peer: NodeId.NodeId, options: RequestOptions) => Effect.Effect<SyncOutcome, RequestError>
+  /**
+   * The inbound seam for `PeerSyncRequest` and `PeerSyncResponse` (types 30 and 31): answers requests and resolves
+   * the requests in flight. Plug it into `InboundPipeline.layer({ peerSync })`; its failures are §14.1 rows.
+   */
+  readonly handle: (message: InboundMessages.DecryptedDhtMessage) => Effect.Effect<void, HandleError>
+  /** Requests waiting for their response. */
+  readonly inFlight: Effect.Effect<number>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class PeerSync extends Context.Tag("@comms-dht/node/PeerSync")<PeerSync, PeerSyncService>() {}
+
+/**
+ * What the service reads from the Layer graph.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Requirements =
+  | PeerManager.PeerManager
+  | Transport.Transport
+  | OutboundRequester.OutboundRequester
+  | NodeIdentity.NodeIdentity
+  | Crypto.Crypto
+  | DhtEvents.DhtEvents
+
+interface Pending {
+  readonly limits: Rules.Limits
+  readonly reply: Deferred.Deferred<SyncOutcome, RequestError>
+}
+
+type Learnt =
+  | { readonly _tag: "New"; readonly nodeId: NodeId.NodeId }
+  | { readonly _tag: "Duplicate" }
+  | { readonly _tag: "Skipped" }
+
+const duplicate: Learnt = { _tag: "Duplicate" }
+const skipped: Learnt = { _tag: "Skipped" }
+const learntNew = (nodeId: NodeId.NodeId): Learnt => ({ _tag: "New", nodeId })
+
+const relayedInvalid = Metric.tagged(DhtMetrics.peersSkipped, "cause", "relayedInvalid")
+const mismatch = Metric.tagged(DhtMetrics.inboundRejected, "reason", "NewAndExistingMismatch")
+
+const pendingKey = (peer: NodeId.NodeId, requestId: number) => `${NodeId.toHex(peer)}/${requestId}`
+
+// u32 request ids; 0 is left out because it is also what a request without the field decodes to
+const randomRequestId = Random.nextIntBetween(1, 0x1_0000_0000)
+
+const EMPTY = new Uint8Array(0)
+
+const firstPart = (message: InboundMessages.DecryptedDhtMessage): Option.Option<Uint8Array> =>
+  message.decryption._tag === "Succeeded"
+    ? Option.some(message.decryption.body.parts[0] ?? EMPTY)
+    : Option.none()
+
+const bodyOf = (bytes: Uint8Array) => new Envelope.EnvelopeBody({ parts: [bytes] }, true)
+
+const directParams = (
+  peer: NodeId.NodeId,
+  publicKey: NodeId.PublicKey,
+  messageType: Envelope.DhtMessageType
+) =>
+  OutboundRequester.makeParams({
+    strategy: BroadcastStrategy.DirectNodeId({ nodeId: peer }),
+    destination: Envelope.destinationPublicKey(publicKey),
+    messageType
+  })
+
+/**
+ * Starts the service in the current scope. Requests still in flight when the scope closes fail `DhtShutdown`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Scope> = Effect.gen(function*() {
+  const config = yield* DhtConfig.DhtConfig
+  const peers = yield* PeerManager.PeerManager
+  const transport = yield* Transport.Transport
+  const requester = yield* OutboundRequester.OutboundRequester
+  const identity = yield* NodeIdentity.NodeIdentity
+  const events = yield* DhtEvents.DhtEvents
+  const context = yield* Effect.context<Crypto.Crypto>()
+
+  const pending = yield* Ref.make(HashMap.empty<string, Pending>())
+  const served = yield* Ref.make(HashMap.empty<string, number>())
+
+  yield* Effect.addFinalizer(() =>
+    Ref.getAndSet(pending, HashMap.empty()).pipe(
+      Effect.flatMap((all) =>
+        Effect.forEach(HashMap.values(all), (p) => Deferred.fail(p.reply, new DhtError.DhtShutdown()), {
+          discard: true
+        })
+      )
+    )
+  )
+
+  const maxPeers = config.networkDiscovery.maxPeersToSyncPerRound
+
+  // --- responder ---
+
+  const selectPeers = (request: PeerSyncMessages.GetPeersRequest, requesterId: NodeId.NodeId) =>
+    Effect.gen(function*() {
+      if (request.maxClaims === 0 || request.maxAddressesPerClaim === 0) return []
+      const n = Rules.effectiveCount(request.n, maxPeers)
+      const nowMs = yield* Clock.currentTimeMillis
+      const known = yield* peers.all
+      const candidates: Array<PeerSyncMessages.PeerInfo> = []
+      for (const peer of known) {
+        if (!peer.isVerified || !peer.isActive(nowMs)) continue
+        if (NodeId.equals(peer.nodeId, requesterId) || NodeId.equals(peer.nodeId, identity.nodeId)) continue
+        if (!request.includeClients && !peer.isCommunicationNode) continue
+        const claims = Rules.relayableClaims(peer, request.maxClaims, request.maxAddressesPerClaim)
+        if (claims.length === 0) continue
+        candidates.push(new PeerSyncMessages.PeerInfo({ publicKey: peer.publicKey, claims }, true))
+      }
+      return yield* PeerManager.sample(candidates, n)
+    })
+
+  const respond = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>
+    Effect.gen(function*() {
+      const request = yield* PeerSyncMessages.decodeGetPeersRequest(bytes)
+      const source = message.sourcePeer
+      const nowMs = yield* Clock.currentTimeMillis
+      const admitted = yield* Ref.modify(served, (map) => Rules.admit(map, NodeId.toHex(source.nodeId), nowMs))
+      if (!admitted) return yield* new DhtError.RateLimited({ what: "peer sync" })
+      const relayed = yield* selectPeers(request, source.nodeId)
+      const response = new PeerSyncMessages.PeerSyncResponse({ peers: relayed, requestId: request.requestId }, true)
+      // dropping offer: no inbound stage waits on the outbound queue (§13.1); the requester times out instead
+      const queued = yield* requester.offerForward(
+        directParams(source.nodeId, source.publicKey, Envelope.DhtMessageType.PeerSyncResponse),
+        bodyOf(PeerSyncMessages.encodePeerSyncResponse(response))
+      )
+      yield* Effect.logDebug(queued ? "peer sync request answered" : "peer sync response shed").pipe(
+        Effect.annotateLogs({ peer: NodeId.toHex(source.nodeId), peers: relayed.length })
+      )
+    })
+
+  // --- requester: one relayed peer ---
+
+  const skipRelayed = (info: PeerSyncMessages.PeerInfo, reason: string) =>
+    Metric.increment(relayedInvalid).pipe(
+      Effect.zipRight(
+        Effect.logDebug("relayed peer skipped").pipe(
+          Effect.annotateLogs({ peer: NodeId.toHex(info.publicKey), reason })
+        )
+      ),
+      Effect.as(skipped)
+    )
+
+  const learn = (info: PeerSyncMessages.PeerInfo, source: NodeId.NodeId): Effect.Effect<Learnt, DhtError.StoreError> =>
+    Effect.gen(function*() {
+      const checked = info.publicKeyChecked
+      if (Option.isNone(checked)) return yield* skipRelayed(info, "public key fails the key check")
+      const publicKey = checked.value
+      if (NodeId.equals(publicKey, identity.publicKey)) return skipped
+      const claims: Array<Peer.PeerClaim> = []
+      for (const relayed of info.claims) {
+        const claim = PeerSyncMessages.toPeerClaim(relayed)
+        if (Option.isNone(claim)) return yield* skipRelayed(info, "malformed claim")
+        claims.push(claim.value)
+      }
+      const nodeId = NodeId.fromPublicKey(publicKey)
+      const existing = yield* peers.get(nodeId).pipe(
+        Effect.map(Option.some),
+        Effect.catchTag("PeerNotFound", () => Effect.succeedNone)
+      )
+      if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
+        yield* Metric.increment(mismatch)
+        return skipped
+      }
+      const validated = yield* Effect.either(
+        PeerValidator.validateClaims(publicKey, claims, {
+          keyChecked: true,
+          storedUpdatedAt: Option.isSome(existing) ? existing.value.claimUpdatedAt : undefined
+        })
+      )
+      if (Either.isLeft(validated)) return yield* skipRelayed(info, validated.left.reason)
+      const accepted = validated.right
+      const apply = (peer: Peer.Peer) =>
+        PeerValidator.applyClaims(peer, accepted, {
+          source: "PeerSync",
+          maxAddressesPerPeer: config.peerValidator.maxAddressesPerPeer
+        })
+      if (Option.isSome(existing)) {
+        if (accepted.length > 0) {
+          yield* peers.update(nodeId, apply).pipe(Effect.catchTag("PeerNotFound", () => Effect.void))
+        }
+        return duplicate
+      }
+      const newest = accepted[accepted.length - 1]
+      if (newest === undefined) return yield* skipRelayed(info, "no claim survived policy")
+      const nowMs = yield* Clock.currentTimeMillis
+      const features = newest.claim.features
+      const peer = apply(Peer.make({ publicKey, addresses: [], features, source: "PeerSync", nowMs }))
+      const result = yield* peers.add(peer, { source })
+      switch (result) {
+        case "Added":
+          yield* events.publish(DhtEvent.PeerAdded({ publicKey, source: "PeerSync" }))
+          return learntNew(nodeId)
+        case "Updated":
+          return duplicate
+        case "SkippedBudget":
+        case "SkippedCapacity":
+          return skipped
+      }
+    }).pipe(Effect.provide(context), Effect.provideService(DhtConfig.DhtConfig, config))
+
+  const learnAll = (response: PeerSyncMessages.PeerSyncResponse, source: NodeId.NodeId) =>
+    Effect.gen(function*() {
+      let numNew = 0
+      let numDuplicate = 0
+      let numSkipped = 0
+      const newPeers: Array<NodeId.NodeId> = []
+      for (const info of response.peers) {
+        const learnt = yield* learn(info, source)
+        if (learnt._tag === "New") {
+          numNew++
+          newPeers.push(learnt.nodeId)
+        } else if (learnt._tag === "Duplicate") numDuplicate++
+        else numSkipped++
+      }
+      const outcome: SyncOutcome = { numNew, numDuplicate, numSkipped, newPeers }
+      return outcome
+    })
+
+  const resolve = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>
+    Effect.gen(function*() {
+      const response = yield* PeerSyncMessages.decodePeerSyncResponse(bytes)
+      const source = message.sourcePeer.nodeId
+      const key = pendingKey(source, response.requestId)
+      const waiting = yield* Ref.modify(pending, (map) => [HashMap.get(map, key), HashMap.remove(map, key)] as const)
+      if (Option.isNone(waiting)) {
+        return yield* Effect.logDebug("unrequested peer sync response ignored").pipe(
+          Effect.annotateLogs({ peer: NodeId.toHex(source), requestId: response.requestId })
+        )
+      }
+      const { limits, reply } = waiting.value
+      const fault = Rules.structureFault(response, limits)
+      if (Option.isSome(fault)) {
+        yield* Deferred.fail(reply, fault.value)
+        return yield* fault.value
+      }
+      const outcome = yield* learnAll(response, source).pipe(Effect.tapError((error) => Deferred.fail(reply, error)))
+      yield* Deferred.succeed(reply, outcome)
+    })
+
+  const handle = (message: InboundMessages.DecryptedDhtMessage): Effect.Effect<void, HandleError> =>
+    Option.match(firstPart(message), {
+      onNone: () => Effect.void,
+      onSome: (bytes) => {
+        switch (message.header.messageType) {
+          case Envelope.DhtMessageType.PeerSyncRequest:
+            return respond(message, bytes)
+          case Envelope.DhtMessageType.PeerSyncResponse:
+            return resolve(message, bytes)
+          default:
+            return Effect.void
+        }
+      }
+    })
+
+  // --- requester: the exchange ---
+
+  // registers a fresh (peer, request_id): a draw that collides with one in flight is drawn again
+  const register = (peer: NodeId.NodeId, limits: Omit<Rules.Limits, "n">, n: number) =>
+    Effect.gen(function*() {
+      const reply = yield* Deferred.make<SyncOutcome, RequestError>()
+      for (;;) {
+        const requestId = yield* randomRequestId
+        const key = pendingKey(peer, requestId)
+        const added = yield* Ref.modify(pending, (map) =>
+          HashMap.has(map, key)
+            ? [false, map] as const
+            : [true, HashMap.set(map, key, { limits: { ...limits, n }, reply })] as const)
+        if (added) return { requestId, key, reply }
+      }
+    })
+
+  const requestPeers = (peerId: NodeId.NodeId, options: RequestOptions) =>
+    Effect.gen(function*() {
+      const peer = yield* peers.get(peerId)
+      yield* transport.dial(peerId)
+      const limits = {
+        maxClaims: config.maxPermittedPeerClaims,
+        maxAddressesPerClaim: config.peerValidator.maxAddressesPerClaim
+      }
+      const n = Rules.effectiveCount(options.n, maxPeers)
+      const { key, reply, requestId } = yield* register(peerId, limits, n)
+      const request = new PeerSyncMessages.GetPeersRequest({
+        n,
+        includeClients: options.includeClients,
+        maxClaims: limits.maxClaims,
+        maxAddressesPerClaim: limits.maxAddressesPerClaim,
+        requestId
+      }, true)
+      const exchange = Effect.gen(function*() {
+        const sent = yield* requester.send(
+          directParams(peerId, peer.publicKey, Envelope.DhtMessageType.PeerSyncRequest),
+          bodyOf(PeerSyncMessages.encodeGetPeersRequest(request))
+        )
+        const states = yield* OutboundRequester.resolve(sent)
+        // a write that fails ends the attempt now rather than at the timeout
+        yield* Effect.forEach(states.states, (state) => Deferred.await(state.result), { discard: true })
+        return yield* Deferred.await(reply)
+      })
+      return yield* exchange.pipe(
+        Effect.timeoutFail({
+          duration: config.networkDiscovery.peerSyncTimeout,
+          onTimeout: () => new DhtError.Timeout()
+        }),
+        Effect.ensuring(Ref.update(pending, HashMap.remove(key))),
+        Effect.annotateLogs({ peer: NodeId.toHex(peerId), requestId })
+      )
+    })
+
+  return PeerSync.of({
+    requestPeers,
+    handle,
+    inFlight: Effect.map(Ref.get(pending), HashMap.size)
+  })
+})
+
+/**
+ * `make` as a Layer: the service lives as long as the Layer's scope.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<PeerSync, never, Requirements> = Layer.scoped(PeerSync, make)
