@@ -1,1 +1,18 @@
-export {}
+import { DedupCache, DhtConfig, DhtMetadata, MemoryNetwork, MessageStore, NodeIdentity, PeerManager } from "@comms-dht/core"
+import { Crypto, Dht } from "@comms-dht/node"
+import { Effect, Layer, Stream } from "effect"
+
+// A node is one Layer: the Dht over a transport endpoint, a peer table, storage and an identity.
+const node = (identity: NodeIdentity.Identity) =>
+  Dht.layer(DhtConfig.localTest).pipe(
+    Layer.provideMerge(MemoryNetwork.layer({ address: "mem://quickstart" })),
+    Layer.provideMerge(Layer.mergeAll(PeerManager.layerMemory, DedupCache.layerMemory, MessageStore.layerMemory,
+      DhtMetadata.layerMemory, NodeIdentity.layer(identity)))
+  )
+
+// Print the first message that reaches this node; swap any Layer (SqliteStore, TcpTransport) without touching this.
+export const program = Effect.flatMap(Dht.Dht, (dht) =>
+  dht.inbound.pipe(Stream.take(1), Stream.runForEach((m) => Effect.log(new TextDecoder().decode(m.body)))))
+
+export const main = (identity: NodeIdentity.Identity) =>
+  program.pipe(Effect.provide(node(identity)), Effect.provide(MemoryNetwork.layerHub()), Effect.provide(Crypto.layerNode()))

@@ -8,3 +8,8 @@
  * @since 0.1.0
  */
 export * as Crypto from "./Crypto.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Dht from "./Dht.js"
