@@ -111,6 +111,23 @@ export const challenge = (fields: SignedFields, body: Uint8Array): Effect.Effect
   Effect.map(Crypto, (crypto) => crypto.dsh("challenge", 32, challengeFields(fields, body)))
 
 /**
+ * The dedup hash of SPEC §8.1: `DSH("dedup", 32, challenge, message_signature)`, over the header and body as sent or
+ * received. It covers every signed field and the signature field, and neither `hop_count` nor `message_tag`: copies
+ * over different paths share it, and a copy with a tampered header can never pre-empt the genuine one. The outbound
+ * pipeline pre-inserts it for its own broadcasts and the inbound pipeline dedups on it, so both must use this one.
+ *
+ * @since 0.1.0
+ * @category hashing
+ */
+export const dedupHash = (
+  fields: SignedFields,
+  body: Uint8Array,
+  messageSignature: Uint8Array
+): Effect.Effect<Uint8Array, never, Crypto> =>
+  Effect.map(Crypto, (crypto) =>
+    crypto.dsh("dedup", 32, [crypto.dsh("challenge", 32, challengeFields(fields, body)), messageSignature]))
+
+/**
  * Signs the challenge of `fields` and `body`; returns the encoded `MessageSignature` that goes (in clear, or sealed
  * when encrypted) into `DhtHeader.message_signature`.
  *

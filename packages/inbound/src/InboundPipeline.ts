@@ -257,12 +257,7 @@ export const validate = <M extends InboundMessages.DhtInboundMessage>(
 export const dedupHash = (
   header: MessageCrypto.ReceivedHeader,
   body: Uint8Array
-): Effect.Effect<Uint8Array, never, Crypto.Crypto> =>
-  Effect.map(Crypto.Crypto, (crypto) =>
-    crypto.dsh("dedup", 32, [
-      crypto.dsh("challenge", 32, MessageCrypto.challengeFields(header, body)),
-      header.messageSignature
-    ]))
+): Effect.Effect<Uint8Array, never, Crypto.Crypto> => MessageCrypto.dedupHash(header, body, header.messageSignature)
 
 /**
  * SPEC §7.3: records the copy in the `DedupCache` (kept until the expiry plus the skew allowance) and drops it as

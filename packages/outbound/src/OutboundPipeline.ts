@@ -242,12 +242,7 @@ export const dedupHash = (
   fields: MessageCrypto.SignedFields,
   body: Uint8Array,
   messageSignature: Uint8Array
-): Effect.Effect<Uint8Array, never, Crypto.Crypto> =>
-  Effect.map(Crypto.Crypto, (crypto) =>
-    crypto.dsh("dedup", 32, [
-      crypto.dsh("challenge", 32, MessageCrypto.challengeFields(fields, body)),
-      messageSignature
-    ]))
+): Effect.Effect<Uint8Array, never, Crypto.Crypto> => MessageCrypto.dedupHash(fields, body, messageSignature)
 
 // echoes of our own broadcast are dropped when they come back (SPEC §6.3, §8.2)
 const preInsert = (identity: NodeIdentity.Identity, prepared: Prepared, config: DhtConfig.Config) =>
