@@ -1,43 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import * as Effect from "effect/Effect"
 import * as FastCheck from "effect/FastCheck"
 import * as Option from "effect/Option"
 import * as DhtMetadata from "../src/DhtMetadata.js"
+import { dhtMetadataSuite } from "./suites/dhtMetadataSuite.js"
 
-const withMetadata = Effect.provide(DhtMetadata.layerMemory)
-
-describe("DhtMetadata.layerMemory", () => {
-  it.effect("a key is absent until set, then holds the last value written", () =>
-    Effect.gen(function*() {
-      const metadata = yield* DhtMetadata.DhtMetadata
-      expect(yield* metadata.get("OfflineTimestamp")).toEqual(Option.none())
-      yield* metadata.set("OfflineTimestamp", DhtMetadata.encodeMillis(1_000))
-      yield* metadata.set("OfflineTimestamp", DhtMetadata.encodeMillis(2_000))
-      const stored = yield* metadata.get("OfflineTimestamp")
-      expect(Option.flatMap(stored, DhtMetadata.decodeMillis)).toEqual(Option.some(2_000))
-    }).pipe(withMetadata))
-
-  it.effect("values are copied in and out", () =>
-    Effect.gen(function*() {
-      const metadata = yield* DhtMetadata.DhtMetadata
-      const value = Uint8Array.of(1, 2, 3)
-      yield* metadata.set("OfflineTimestamp", value)
-      value[0] = 9
-      const read = Option.getOrThrow(yield* metadata.get("OfflineTimestamp"))
-      expect(Array.from(read)).toEqual([1, 2, 3])
-      read[1] = 9
-      expect(Array.from(Option.getOrThrow(yield* metadata.get("OfflineTimestamp")))).toEqual([1, 2, 3])
-    }).pipe(withMetadata))
-
-  it.effect("each build starts empty", () =>
-    Effect.gen(function*() {
-      yield* Effect.flatMap(DhtMetadata.DhtMetadata, (m) => m.set("OfflineTimestamp", Uint8Array.of(1))).pipe(
-        withMetadata
-      )
-      const fresh = yield* Effect.flatMap(DhtMetadata.DhtMetadata, (m) => m.get("OfflineTimestamp")).pipe(withMetadata)
-      expect(fresh).toEqual(Option.none())
-    }))
-})
+dhtMetadataSuite("DhtMetadata.layerMemory", DhtMetadata.layerMemory)
 
 describe("u64be milliseconds", () => {
   it("encodes big-endian in 8 bytes", () => {
