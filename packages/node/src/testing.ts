@@ -33,3 +33,11 @@ export const makeNodeSeeded = (seed: Drbg.Seed, options: LayerOptions = {}): Eff
  */
 export const layerNodeSeeded = (seed: Drbg.Seed, options: LayerOptions = {}): Layer.Layer<Crypto> =>
   Layer.effect(Crypto, makeNodeSeeded(seed, options))
+
+/**
+ * The simulation's virtual time: a heap-driven `Clock`, its driver and the `MemoryNetwork` hooks (SPEC §19).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export * as VirtualClock from "./VirtualClock.js"

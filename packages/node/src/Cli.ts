@@ -1,0 +1,313 @@
+/**
+ * The `comms-dht` command line (ARCHITECTURE.md "Command line", SPEC §19), on `@effect/cli`:
+ * - `sim`: the simulation (`Simulation.run`), a progress bar on stderr when it is a terminal, then a summary table
+ *   on stdout, or with `--json` exactly one JSON object;
+ * - `keygen [--out FILE]`: a new identity from the CSPRNG as SPEC §2.1's JSON;
+ * - `run`: not yet (issue 7).
+ *
+ * Logs go to stderr for every command (logfmt): stdout carries only the result. `main` returns the process exit
+ * code, which `teardown` hands to the runtime: 0 on completion, 1 on an internal error, 2 on a usage error.
+ *
+ * @since 0.1.0
+ */
+import * as CoreCrypto from "@comms-dht/core/Crypto"
+import * as NodeId from "@comms-dht/core/NodeId"
+import * as Peer from "@comms-dht/core/Peer"
+import * as CliApp from "@effect/cli/CliApp"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as ValidationError from "@effect/cli/ValidationError"
+import * as FileSystem from "@effect/platform/FileSystem"
+import type * as PlatformError from "@effect/platform/Error"
+import type * as PlatformRuntime from "@effect/platform/Runtime"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as Option from "effect/Option"
+import * as NodeCrypto from "./Crypto.js"
+import * as Simulation from "./Simulation.js"
+
+/**
+ * SPEC §2.1's identity file: keys as 64 and the NodeId as 26 lowercase hex characters.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface IdentityFile {
+  readonly secretKey: string
+  readonly publicKey: string
+  readonly nodeId: string
+  readonly features: number
+}
+
+/**
+ * A new communication-node identity from the `Crypto` layer's CSPRNG. A key failing the key check (SPEC §4.3) is
+ * drawn again, so every identity written can be used as a destination and a claim key.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const generateIdentity: Effect.Effect<IdentityFile, never, CoreCrypto.Crypto> = Effect.gen(function*() {
+  const crypto = yield* CoreCrypto.Crypto
+  while (true) {
+    const secretKey = yield* crypto.generateSecretKey
+    const publicKey = crypto.publicKeyOf(secretKey)
+    if (!crypto.checkPublicKey(publicKey)) continue
+    return {
+      secretKey: NodeId.toHex(secretKey),
+      publicKey: NodeId.toHex(publicKey),
+      nodeId: NodeId.toHex(NodeId.fromPublicKey(publicKey)),
+      features: Peer.PeerFeatures.COMMUNICATION_NODE
+    }
+  }
+})
+
+class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
+
+class NotYet extends Data.TaggedError("NotYet")<{ readonly issue: number }> {}
+
+// --- keygen ---
+
+const keygen = Command.make(
+  "keygen",
+  {
+    out: Options.file("out").pipe(
+      Options.withDescription("write the identity to FILE (created with mode 0600; an existing file is kept)"),
+      Options.optional
+    )
+  },
+  ({ out }) =>
+    Effect.gen(function*() {
+      const identity = yield* generateIdentity.pipe(Effect.provide(NodeCrypto.layerNode()))
+      const json = JSON.stringify(identity)
+      if (Option.isNone(out)) return yield* Console.log(json)
+      const fs = yield* FileSystem.FileSystem
+      yield* fs.writeFileString(out.value, `${json}\n`, { flag: "wx", mode: 0o600 }).pipe(
+        Effect.catchTag("SystemError", (error): Effect.Effect<never, UsageError | PlatformError.SystemError> =>
+          error.reason === "AlreadyExists"
+            ? Effect.fail(new UsageError({ message: `${out.value} exists: keygen never overwrites an identity` }))
+            : Effect.fail(error))
+      )
+      yield* Console.log(JSON.stringify({ publicKey: identity.publicKey, nodeId: identity.nodeId, out: out.value }))
+    })
+).pipe(Command.withDescription("create a new identity (SPEC §2.1) as JSON"))
+
+// --- sim ---
+
+const BAR_WIDTH = 30
+
+const formatVirtual = (ms: number): string => {
+  const seconds = Math.floor(ms / 1000)
+  const h = Math.floor(seconds / 3600)
+  const m = Math.floor((seconds % 3600) / 60)
+  const s = seconds % 60
+  return h > 0 ? `${h}h${String(m).padStart(2, "0")}m` : `${m}m${String(s).padStart(2, "0")}s`
+}
+
+/** One line, redrawn in place: the terminal is stderr's, so stdout stays clean for the result. */
+const drawProgress = (progress: Simulation.Progress): Effect.Effect<void> =>
+  Effect.sync(() => {
+    const filled = Math.round(progress.fraction * BAR_WIDTH)
+    const bar = `${"#".repeat(filled)}${".".repeat(BAR_WIDTH - filled)}`
+    const percent = String(Math.round(progress.fraction * 100)).padStart(3)
+    process.stderr.write(
+      `\r\x1b[2K[${bar}] ${percent}%  step ${progress.step}/${progress.steps} ${progress.label}  ` +
+        `t+${formatVirtual(progress.virtualMs)}`
+    )
+  })
+
+const clearProgress = Effect.sync(() => {
+  process.stderr.write("\r\x1b[2K")
+})
+
+const pad = (value: string | number, width: number) => String(value).padStart(width)
+
+const row = (label: string, tally: Simulation.Tally, extra = "") =>
+  `${label.padEnd(12)}${pad(tally.expected, 10)}${pad(tally.delivered, 11)}${
+    pad(tally.expected === 0 ? "-" : (tally.delivered / tally.expected).toFixed(4), 9)
+  }${extra}`
+
+/**
+ * The summary table the command prints without `--json`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const summary = (r: Simulation.Result, store: Simulation.StoreKind): string =>
+  [
+    `comms-dht sim: ${r.nodes} nodes, degree ${r.degree}, seed ${r.seed}, ${r.messages} messages, ` +
+    `${r.offline} offline, ${store} store`,
+    "",
+    `${"".padEnd(12)}${pad("expected", 10)}${pad("delivered", 11)}${pad("ratio", 9)}`,
+    row("direct", r.direct),
+    row("broadcast", r.broadcast),
+    row("saf", r.saf, `  (${r.saf.stored} stored)`),
+    row("total", { expected: r.expected, delivered: r.delivered }),
+    "",
+    `duplicates    ${r.duplicates}`,
+    `bans          ${r.bans}`,
+    `discovery     ${r.discovery.succeeded}/${r.discovery.attempted}`,
+    `wire          ${r.wireMessages} envelopes, amplification ${r.amplification.toFixed(2)}`,
+    `propagation   ${r.propagation.wireMessages} envelopes for ${r.propagation.messages} messages, ` +
+    `mean ${r.propagation.mean.toFixed(2)}`,
+    `latency       p50 ${r.latencyMs.p50} ms, p95 ${r.latencyMs.p95} ms, max ${r.latencyMs.max} ms (virtual)`,
+    `time          ${formatVirtual(r.virtualMs)} virtual, ${(r.durationMs / 1000).toFixed(1)} s wall`
+  ].join("\n")
+
+const checkDbDir = (dir: string, nodes: number) =>
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    yield* fs.makeDirectory(dir, { recursive: true })
+    for (let i = 0; i < nodes; i++) {
+      const file = `${dir}/node-${i}.sqlite`
+      if (yield* fs.exists(file)) {
+        return yield* new UsageError({
+          message: `${file} exists: a run starts from empty stores, so give --db an empty directory`
+        })
+      }
+    }
+  })
+
+const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
+  Command.make(
+    "sim",
+    {
+      nodes: Options.integer("nodes").pipe(
+        Options.withDefault(100),
+        Options.withDescription("N, nodes in the network")
+      ),
+      degree: Options.integer("degree").pipe(
+        Options.withDefault(8),
+        Options.withDescription("K, seed peers per node")
+      ),
+      seed: Options.integer("seed").pipe(
+        Options.withDefault(1),
+        Options.withDescription("S: same seed, same network and counts")
+      ),
+      messages: Options.integer("messages").pipe(
+        Options.withDefault(1000),
+        Options.withDescription("M, point-to-point messages (plus M/10 broadcasts)")
+      ),
+      offline: Options.float("offline").pipe(
+        Options.withDefault(0.1),
+        Options.withDescription("F, the fraction of nodes that goes offline and comes back")
+      ),
+      db: Options.directory("db").pipe(
+        Options.withDescription("keep each node's sqlite store as DIR/node-<i>.sqlite (an empty or new directory)"),
+        Options.optional
+      ),
+      store: Options.choice("store", ["sqlite", "memory"]).pipe(
+        Options.withDefault("sqlite" as const),
+        Options.withDescription("sqlite (in memory unless --db) or core's memory layers")
+      ),
+      json: Options.boolean("json").pipe(Options.withDescription("print exactly one JSON object on stdout"))
+    },
+    (input) =>
+      Effect.gen(function*() {
+        const problems: Array<string> = []
+        if (input.nodes < 2) problems.push("--nodes must be at least 2")
+        if (input.degree < 1) problems.push("--degree must be at least 1")
+        if (input.messages < 0) problems.push("--messages must not be negative")
+        if (input.seed < 0) problems.push("--seed must not be negative")
+        if (!(input.offline >= 0 && input.offline <= 1)) problems.push("--offline must be between 0 and 1")
+        if (Option.isSome(input.db) && input.store !== "sqlite") problems.push("--db needs --store sqlite")
+        if (problems.length > 0) return yield* new UsageError({ message: problems.join("; ") })
+        if (Option.isSome(input.db)) yield* checkDbDir(input.db.value, input.nodes)
+        const tty = process.stderr.isTTY === true
+        const result = yield* Simulation.run({
+          nodes: input.nodes,
+          degree: input.degree,
+          seed: input.seed,
+          messages: input.messages,
+          offline: input.offline,
+          store: input.store,
+          db: Option.getOrUndefined(input.db),
+          onProgress: tty ? drawProgress : undefined
+        }, makeDhtLayer).pipe(Effect.ensuring(tty ? clearProgress : Effect.void))
+        yield* Console.log(input.json ? JSON.stringify(result) : summary(result, input.store))
+      })
+  ).pipe(Command.withDescription("simulate a network of full nodes in one process, on virtual time (SPEC §19)"))
+
+// --- run ---
+
+const runCommand = Command.make(
+  "run",
+  {
+    identity: Options.file("identity").pipe(Options.optional),
+    listen: Options.text("listen").pipe(Options.optional),
+    peer: Options.text("peer").pipe(Options.repeated),
+    db: Options.file("db").pipe(Options.optional)
+  },
+  () => Effect.fail(new NotYet({ issue: 7 }))
+).pipe(Command.withDescription("run a node over TCP (not yet: issue 7)"))
+
+// --- the program ---
+
+const VERSION = "0.1.0"
+
+/**
+ * The root command, with the simulation building each node's `Dht` with `makeDhtLayer` (`Dht.layer`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const command = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
+  Command.make("comms-dht").pipe(
+    Command.withDescription("comms-dht: a p2p DHT messaging node and its simulator"),
+    Command.withSubcommands([simCommand(makeDhtLayer), keygen, runCommand])
+  )
+
+/**
+ * Logs as logfmt on stderr, for every command.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const loggerLayer: Layer.Layer<never> = Logger.replace(
+  Logger.defaultLogger,
+  Logger.withConsoleError(Logger.logfmtLogger)
+)
+
+/**
+ * Parses `argv` (`process.argv`: runtime, script, arguments) and runs the command; succeeds with the exit code.
+ * Usage errors are reported on stderr (by `@effect/cli`, or here) and give 2; any other failure is the runtime's to
+ * report, with exit code 1.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const main = <E>(
+  makeDhtLayer: Simulation.MakeDhtLayer<E>,
+  argv: ReadonlyArray<string>
+): Effect.Effect<number, E | Simulation.SimulationError | PlatformError.PlatformError, CliApp.CliApp.Environment> =>
+  Command.run(command(makeDhtLayer), { name: "comms-dht", version: VERSION })(argv).pipe(
+    Effect.as(0),
+    Effect.catchIf(ValidationError.isValidationError, () => Effect.succeed(2)),
+    Effect.catchIf(
+      (error): error is UsageError => error instanceof UsageError,
+      (error) => Effect.as(Console.error(`comms-dht: ${error.message}`), 2)
+    ),
+    Effect.catchIf(
+      (error): error is NotYet => error instanceof NotYet,
+      (error) => Effect.as(Console.error(`not yet: issue ${error.issue}`), 2)
+    ),
+    Effect.provide(loggerLayer)
+  )
+
+/**
+ * Hands `main`'s exit code to the process: the code it succeeded with, 1 after a failure, 130 after an interrupt.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const teardown: PlatformRuntime.Teardown = (exit, onExit) => {
+  if (Exit.isSuccess(exit)) {
+    const value: unknown = exit.value
+    return onExit(typeof value === "number" ? value : 0)
+  }
+  return onExit(Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
+}
