@@ -78,7 +78,7 @@ export type Requirements =
 export interface Options {
   /**
    * `PeerSyncRequest`/`PeerSyncResponse` (SPEC §12.4), first occurrences with a successful decryption. Without it
-   * they are dropped. A failure is reported as any stage failure (`PeerValidationError` and the peer-sync tags
+   * they are dropped. A failure is reported like the failure of a stage (`PeerValidationError` and the peer-sync tags
    * ban the source `High`).
    */
   readonly peerSync?: ((message: InboundMessages.DecryptedDhtMessage) => Effect.Effect<void, Rejections.PipelineError>)
