@@ -18,7 +18,7 @@ import type { StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Hex from "./internal/hex.js"
 import { hexKey } from "./internal/hexKey.js"
-import * as MinHeap from "./internal/minHeap.js"
+import * as MinHeap from "./MinHeap.js"
 import type { PublicKey } from "./NodeId.js"
 
 /**

@@ -23,7 +23,7 @@ import type { StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Envelope from "./Envelope.js"
 import { hexKey } from "./internal/hexKey.js"
-import * as MinHeap from "./internal/minHeap.js"
+import * as MinHeap from "./MinHeap.js"
 import { NodeId, PublicKey } from "./NodeId.js"
 
 // --- model ---

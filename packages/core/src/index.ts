@@ -97,6 +97,11 @@ export * as MessageStore from "./MessageStore.js"
 /**
  * @since 0.1.0
  */
+export * as MinHeap from "./MinHeap.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as NodeId from "./NodeId.js"
 
 /**

@@ -21,6 +21,7 @@
  * @since 0.1.0
  */
 import type * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
+import * as MinHeap from "@comms-dht/core/MinHeap"
 import { Timeout } from "@comms-dht/core/DhtError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -30,7 +31,6 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Scheduler from "effect/Scheduler"
-import * as Heap from "./internal/heap.js"
 
 /**
  * 2025-01-01T00:00:00Z in unix milliseconds: where virtual time starts, far from every 0 sentinel.
@@ -167,7 +167,8 @@ const capLimit = (now: number, options: RunOptions | undefined): number =>
 export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
   Effect.sync(() => {
     const base = options.scheduler ?? Scheduler.defaultScheduler
-    const heap = Heap.make<Entry>()
+    // (at, seq) is a total order (seq is unique), so two runs pop in the same order
+    const heap = MinHeap.make<Entry>((a, b) => a.at - b.at || a.seq - b.seq)
     let now = options.startMs ?? START_MS
     let seq = 0
     let pendingTimers = 0

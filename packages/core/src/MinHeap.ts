@@ -1,10 +1,15 @@
-/** @internal */
+/**
+ * A binary min-heap over an explicit comparator. Synchronous and mutable on purpose: it indexes the in-memory
+ * stores (dedup `keepUntil`, SAF deletion times) and the simulation's `VirtualClock` wake-ups, where an operation
+ * must not cost O(n) or an allocation at 100,000 entries. Callers use lazy deletion: stale items stay in the heap and
+ * are skipped when they surface; `rebuild` and `retain` compact.
+ *
+ * @since 0.1.0
+ */
 
 /**
- * @internal
- * A binary min-heap over an explicit comparator. Synchronous and mutable on purpose: it indexes the in-memory
- * stores (dedup `keepUntil`, SAF deletion times), where an insert must not cost O(n) at 100,000 entries. Callers use
- * lazy deletion: stale items stay in the heap and are skipped when they surface, and `rebuild` compacts.
+ * @since 0.1.0
+ * @category models
  */
 export interface MinHeap<A> {
   readonly size: () => number
@@ -13,9 +18,16 @@ export interface MinHeap<A> {
   readonly pop: () => A | undefined
   /** replaces the content in O(n) (Floyd's heapify) */
   readonly rebuild: (items: Iterable<A>) => void
+  /** keeps only the items `keep` accepts, in O(n) */
+  readonly retain: (keep: (item: A) => boolean) => void
 }
 
-/** @internal `compare(a, b) < 0` puts `a` nearer the top */
+/**
+ * `compare(a, b) < 0` puts `a` nearer the top.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
 export const make = <A>(compare: (a: A, b: A) => number): MinHeap<A> => {
   let items: Array<A> = []
 
@@ -48,6 +60,10 @@ export const make = <A>(compare: (a: A, b: A) => number): MinHeap<A> => {
     items[i] = item
   }
 
+  const heapify = () => {
+    for (let i = (items.length >> 1) - 1; i >= 0; i--) siftDown(i)
+  }
+
   return {
     size: () => items.length,
     push: (item) => {
@@ -66,7 +82,11 @@ export const make = <A>(compare: (a: A, b: A) => number): MinHeap<A> => {
     },
     rebuild: (source) => {
       items = Array.from(source)
-      for (let i = (items.length >> 1) - 1; i >= 0; i--) siftDown(i)
+      heapify()
+    },
+    retain: (keep) => {
+      items = items.filter(keep)
+      heapify()
     }
   }
 }
