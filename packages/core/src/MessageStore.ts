@@ -197,6 +197,8 @@ export interface MessageStoreService {
   ) => Effect.Effect<FetchResult, StoreError>
   /** Deletes rows by id; returns how many existed. */
   readonly remove: (ids: Iterable<number>) => Effect.Effect<number, StoreError>
+  /** A row with this body hash is stored (SPEC §9.1: the message was stored, hence forwarded, before). */
+  readonly contains: (hash: Uint8Array) => Effect.Effect<boolean, StoreError>
   /** Deletes the row with this body hash, if any. */
   readonly removeByBodyHash: (hash: Uint8Array) => Effect.Effect<boolean, StoreError>
   /** Deletes every row past its deletion time; enforces no capacity (SPEC §9.2). */
@@ -684,6 +686,7 @@ export const makeMemory: Effect.Effect<MessageStoreService> = Effect.gen(functio
     fetchFor: (destination, cursor, limit, options = {}) =>
       Effect.map(Clock.currentTimeMillis, (now) => fetchFor(destination, cursor, limit, options, now)),
     remove: (ids) => Effect.suspend(() => removeAll(ids)),
+    contains: (hash) => Effect.sync(() => byHash.has(hexKey(hash))),
     removeByBodyHash: (hash) =>
       Effect.suspend(() => {
         const id = byHash.get(hexKey(hash))

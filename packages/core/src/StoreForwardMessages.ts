@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { InvalidMessageBody, InvalidSafMessage } from "./DhtError.js"
 import * as Envelope from "./Envelope.js"
+import * as EnvelopePb from "./internal/proto/envelope_pb.js"
 import * as Pb from "./internal/proto/store_forward_pb.js"
 import * as Wire from "./internal/wire.js"
 
@@ -245,3 +246,82 @@ export const StoredMessagesResponseFromBytes: Schema.Schema<StoredMessagesRespon
   decodeResponseEither,
   encodeStoredMessagesResponse
 )
+
+// --- responder side: stored rows as they are in the store ---
+
+/**
+ * A stored row as the responder sends it (SPEC §9.3 step 4): the header as stored (an encoded `DhtHeader`), not
+ * decoded again, so packing a response costs no key checks.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredRow {
+  readonly version: number
+  /** an encoded `DhtHeader` */
+  readonly header: Uint8Array
+  readonly body: Uint8Array
+  readonly storedAtMs: bigint
+  readonly id: bigint
+}
+
+/**
+ * One row ready to pack: its wire form and the bytes it adds to a response (`responseEntrySize`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PackedRow {
+  readonly size: number
+  /** @internal */
+  readonly message: Pb.StoredMessage
+}
+
+/**
+ * Prepares a row for a response; `undefined` when its stored header does not parse (a damaged row is left out
+ * rather than sent to be rejected by the requester, who would ban us for it).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const packRow = (row: StoredRow): PackedRow | undefined => {
+  const header = Wire.parse(EnvelopePb.DhtHeaderSchema, row.header)
+  if (Either.isLeft(header)) return undefined
+  const message = create(Pb.StoredMessageSchema, {
+    version: row.version,
+    dhtHeader: header.right,
+    body: row.body,
+    storedAtMs: row.storedAtMs,
+    id: row.id
+  })
+  return { size: responseEntrySize(toBinary(Pb.StoredMessageSchema, message).length), message }
+}
+
+/**
+ * A `StoredMessagesResponse` (`ForMe`) of packed rows, in the order given.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodePackedResponse = (
+  rows: ReadonlyArray<PackedRow>,
+  requestId: number,
+  more: boolean
+): Uint8Array =>
+  toBinary(
+    Pb.StoredMessagesResponseSchema,
+    create(Pb.StoredMessagesResponseSchema, {
+      messages: rows.map((row) => row.message),
+      requestId,
+      responseType: SafResponseType.ForMe,
+      more
+    })
+  )
+
+/**
+ * The response's bytes besides its rows: `request_id`, `response_type` and `more` at their largest.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const RESPONSE_OVERHEAD = 1 + 5 + 1 + 1 + 1 + 1

@@ -24,15 +24,16 @@ import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
 import type * as Peer from "@comms-dht/core/Peer"
 import type * as PeerManager from "@comms-dht/core/PeerManager"
-import type * as Transport from "@comms-dht/core/Transport"
+import * as Transport from "@comms-dht/core/Transport"
 import * as DhtHandler from "@comms-dht/inbound/DhtHandler"
 import * as InboundPipeline from "@comms-dht/inbound/InboundPipeline"
 import * as OutboundPipeline from "@comms-dht/outbound/OutboundPipeline"
+import * as StoreAndForward from "@comms-dht/store/StoreAndForward"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
 import * as Connectivity from "./Connectivity.js"
 import * as Discovery from "./Discovery.js"
 import * as NetworkDiscovery from "./NetworkDiscovery.js"
@@ -66,6 +67,11 @@ export interface DhtService {
     severity: PeerManager.Severity,
     reason: string
   ) => Effect.Effect<void, DhtError.DhtShutdown>
+  /**
+   * Asks this node's closest store-and-forward peers for the messages they hold for it (SPEC §9.3); returns how
+   * many requests went out. The node does this by itself each time it comes online when `saf.autoRequest` is set.
+   */
+  readonly requestStoredMessages: Effect.Effect<number, DhtError.StoreError>
 }
 
 /**
@@ -122,9 +128,37 @@ const joinSender = Layer.effect(
   })
 )
 
+// SPEC §9.3: the online trigger, run by connectivity each time the node comes online
+const safHooks = (config: DhtConfig.Config) =>
+  Layer.effect(
+    Connectivity.ConnectivityHooks,
+    Effect.map(StoreAndForward.StoreAndForward, (saf) => ({
+      onOnline: config.saf.autoRequest
+        ? Effect.catchAll(
+          Effect.asVoid(saf.requestStoredMessages),
+          (error) => Effect.logWarning("store-and-forward request failed", error)
+        )
+        : Effect.void
+    }))
+  )
+
+// SPEC §9.3: the new-connection trigger
+const safOnConnection = (config: DhtConfig.Config) =>
+  config.saf.autoRequest
+    ? Layer.scopedDiscard(Effect.gen(function*() {
+      const saf = yield* StoreAndForward.StoreAndForward
+      const transport = yield* Transport.Transport
+      yield* Effect.forkScoped(Stream.runForEach(transport.events, (event) =>
+        event._tag === "PeerConnected"
+          ? Effect.catchAll(saf.peerConnected(event.peer), (error) =>
+            Effect.logWarning("store-and-forward request failed", error))
+          : Effect.void))
+    }))
+    : Layer.empty
+
 /**
  * The whole node as one Layer: configuration, events, the actor, both pipelines, discovery, peer sync,
- * connectivity and network discovery, every fiber scoped to the Layer. Closing the scope stops them all and fails
+ * store-and-forward, connectivity and network discovery, every fiber scoped to the Layer. Closing the scope stops them all and fails
  * waiting callers with `DhtShutdown`.
  *
  * Discovery sends through the outbound pipeline, and the pipeline discovers unknown destinations (SPEC §6.1
@@ -148,10 +182,15 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
     })).pipe(Layer.provide(Discovery.layer), Layer.provideMerge(outbound))
     const actor = DhtActor.layer.pipe(Layer.provide(joinSender), Layer.provideMerge(discoveryLayer))
     const peerSync = PeerSync.layer.pipe(Layer.provideMerge(actor))
+    const saf = StoreAndForward.layer.pipe(Layer.provideMerge(peerSync))
     const inbound = Layer.unwrapEffect(
       Effect.map(PeerSync.PeerSync, (service) => InboundPipeline.layer({ peerSync: service.handle }))
-    ).pipe(Layer.provideMerge(peerSync))
-    const services = Layer.mergeAll(Connectivity.layer, NetworkDiscovery.layer).pipe(Layer.provideMerge(inbound))
+    ).pipe(Layer.provideMerge(saf))
+    const services = Layer.mergeAll(
+      Connectivity.layer.pipe(Layer.provide(safHooks(config))),
+      NetworkDiscovery.layer,
+      safOnConnection(config)
+    ).pipe(Layer.provideMerge(inbound))
 
     const dht = Layer.effect(
       Dht,
@@ -162,6 +201,7 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
         const events = yield* DhtEvents.DhtEvents
         const actorService = yield* DhtActor.DhtActor
         const discoveryService = yield* CoreDiscovery.Discovery
+        const safService = yield* StoreAndForward.StoreAndForward
         return Dht.of({
           identity,
           requester,
@@ -171,7 +211,8 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
           discover: discoveryService.discover,
           join: Effect.ignore(actorService.sendJoin),
           dialOrDiscover: actorService.dialDiscoverPeer,
-          banPeer: actorService.banPeer
+          banPeer: actorService.banPeer,
+          requestStoredMessages: safService.requestStoredMessages
         })
       })
     )

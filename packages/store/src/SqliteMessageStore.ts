@@ -473,6 +473,11 @@ export const make: Effect.Effect<
     fetchFor: (destination, cursor, limit, options = {}) =>
       fetchFor(destination, cursor, limit, options).pipe(lift(filename, "fetch stored messages")),
     remove: (ids) => exclusive(remove(ids)).pipe(lift(filename, "remove stored messages")),
+    contains: (hash) =>
+      sql<{ readonly found: number }>`SELECT 1 AS found FROM stored_messages WHERE body_hash = ${hash} LIMIT 1`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        lift(filename, "look up stored message")
+      ),
     removeByBodyHash: (hash) =>
       exclusive(
         sql`DELETE FROM stored_messages WHERE body_hash = ${hash} RETURNING ${sql.literal(Queries.CANDIDATE_COLUMNS)}`

@@ -29,3 +29,4 @@ export * as SqliteDedupCache from "./SqliteDedupCache.js"
  * @since 0.1.0
  */
 export * as SqliteMetadata from "./SqliteMetadata.js"
+export * as StoreAndForward from "./StoreAndForward.js"
