@@ -1,0 +1,526 @@
+import type * as Crypto from "@comms-dht/core/Crypto"
+import * as DhtConfig from "@comms-dht/core/DhtConfig"
+import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as Envelope from "@comms-dht/core/Envelope"
+import type * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
+import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
+import * as MessageStore from "@comms-dht/core/MessageStore"
+import * as NodeId from "@comms-dht/core/NodeId"
+import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
+import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
+import * as Peer from "@comms-dht/core/Peer"
+import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as StoreForward from "@comms-dht/core/StoreForwardMessages"
+import * as Transport from "@comms-dht/core/Transport"
+import * as SqliteStore from "@comms-dht/store/SqliteStore"
+import { describe, expect, it } from "@effect/vitest"
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as TestClock from "effect/TestClock"
+import * as NodeCrypto from "../src/Crypto.js"
+import * as Dht from "../src/Dht.js"
+
+const config = DhtConfig.localTest
+const START = Date.UTC(2026, 10, 25)
+const MESSAGE_TYPE = 9
+const text = (s: string) => new TextEncoder().encode(s)
+const textOf = (b: Uint8Array) => new TextDecoder().decode(b)
+
+const identity = (n: number) =>
+  Effect.map(NodeCrypto.makeNode(), (crypto) => {
+    const secretKey = NodeId.SecretKey.make(new Uint8Array(32).fill(n))
+    return NodeIdentity.make({
+      secretKey,
+      publicKey: crypto.publicKeyOf(secretKey),
+      features: Peer.PeerFeatures.COMMUNICATION_NODE
+    })
+  })
+
+const addressOf = (id: NodeIdentity.Identity) => `mem://${NodeId.toHex(id.nodeId)}`
+
+type Storage = SqliteStore.Services | NodeIdentity.NodeIdentity
+type Shared = MemoryNetwork.MemoryNetworkHub | Crypto.Crypto
+
+/** A node whose storage (sqlite, in memory) outlives its Dht: `start` and `stop` take it on and off the network. */
+interface TestNode {
+  readonly id: NodeIdentity.Identity
+  readonly storage: Context.Context<Storage>
+  readonly start: Effect.Effect<void>
+  readonly stop: Effect.Effect<void>
+  readonly dht: Effect.Effect<Dht.DhtService>
+  /** application messages delivered since the last `start` */
+  readonly inbox: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>>
+  readonly run: <A, E>(effect: Effect.Effect<A, E, Storage>) => Effect.Effect<A, E>
+}
+
+const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Config = config) =>
+  Effect.gen(function*() {
+    const id = yield* identity(n)
+    const storage = yield* Layer.build(
+      Layer.mergeAll(SqliteStore.layer({ filename: ":memory:" }), NodeIdentity.layer(id))
+    ).pipe(Effect.orDie)
+    let current: { scope: Scope.CloseableScope; dht: Dht.DhtService; inbox: Queue.Dequeue<InboundMessages.DomainMessage> } | undefined
+    const start = Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(
+        Dht.layer(cfg).pipe(Layer.provideMerge(MemoryNetwork.layer({ address: addressOf(id) })), Layer.orDie),
+        scope
+      ).pipe(Effect.provide(Context.merge(storage, shared)))
+      const dht = Context.get(context, Dht.Dht)
+      const inbox = yield* Queue.unbounded<InboundMessages.DomainMessage>()
+      yield* Effect.forkIn(Stream.runForEach(dht.inbound, (m) => Queue.offer(inbox, m)), scope)
+      yield* Effect.yieldNow()
+      current = { scope, dht, inbox }
+    })
+    const stop = Effect.suspend(() => {
+      const running = current
+      current = undefined
+      return running === undefined ? Effect.void : Scope.close(running.scope, Exit.void)
+    })
+    const node: TestNode = {
+      id,
+      storage,
+      start,
+      stop,
+      dht: Effect.suspend(() => current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.dht)),
+      inbox: Effect.suspend(() =>
+        current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.inbox)
+      ),
+      run: (effect) => Effect.provide(effect, storage)
+    }
+    yield* Effect.addFinalizer(() => stop)
+    return node
+  })
+
+const sharedLayer = Layer.mergeAll(MemoryNetwork.layerHub(), NodeCrypto.layerNode())
+
+/** `a` learns `b`'s address (unless it knows it) and dials it; after the handshake both know each other as verified peers. */
+const connect = (a: TestNode, b: TestNode) =>
+  Effect.gen(function*() {
+    yield* a.run(Effect.flatMap(PeerManager.PeerManager, (peers) =>
+      Effect.flatMap(peers.exists(b.id.nodeId), (known) => known ? Effect.void : peers.add(Peer.make({
+        publicKey: b.id.publicKey,
+        addresses: [addressOf(b.id)],
+        features: b.id.features,
+        source: "Config",
+        nowMs: 0
+      })))))
+    const dht = yield* a.dht
+    yield* dht.dialOrDiscover(b.id.publicKey)
+  }).pipe(Effect.orDie)
+
+const settle = Effect.repeatN(Effect.yieldNow(), 500)
+
+/** yields until `condition` holds (bounded, so a bug fails the test instead of hanging it) */
+const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>) =>
+  Effect.zipRight(Effect.yieldNow(), condition).pipe(
+    Effect.repeat({ until: (ok) => ok, times: 20_000 }),
+    Effect.flatMap((ok) => ok ? Effect.void : Effect.dieMessage("condition never held"))
+  )
+
+/** `from` sends to `to`'s closest nodes, encrypted for `to` (how a sender reaches a peer that is offline). */
+const sendClosest = (from: TestNode, to: TestNode, body: string, expiresIn?: Duration.Duration) =>
+  Effect.gen(function*() {
+    const dht = yield* from.dht
+    const key = to.id.publicKey
+    const sent = yield* OutboundRequester.closestBroadcast(
+      key,
+      OutboundRequester.encryptFor(key),
+      [],
+      MESSAGE_TYPE,
+      text(body),
+      expiresIn === undefined ? {} : { expiresIn: Option.some(expiresIn) }
+    ).pipe(
+      Effect.flatMap(OutboundRequester.resolve),
+      Effect.provideService(OutboundRequester.OutboundRequester, dht.requester)
+    )
+    yield* sent.waitAll
+  }).pipe(Effect.orDie)
+
+const storedCount = (node: TestNode) => node.run(Effect.flatMap(MessageStore.MessageStore, (s) => s.count))
+
+const storedFor = (holder: TestNode, dest: TestNode) =>
+  holder.run(Effect.flatMap(MessageStore.MessageStore, (s) =>
+    Effect.map(s.fetchFor(dest.id.publicKey, MessageStore.initialCursor, 1000), (r) => r.rows))).pipe(Effect.orDie)
+
+const drain = (node: TestNode) =>
+  Effect.flatMap(node.inbox, (q) => Effect.map(Queue.takeAll(q), Chunk.toReadonlyArray))
+
+const counter = (metric: Metric.Metric.Counter<number>, reason?: string) =>
+  Effect.map(
+    Metric.value(reason === undefined ? metric : Metric.tagged(metric, "reason", reason)),
+    (s) => s.count
+  )
+
+describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
+  it.scoped("a message for an offline node is stored by its closest peers and delivered once, marked via SAF", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
+      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
+      yield* connect(a, s)
+      yield* connect(s, b)
+      yield* connect(a, b)
+      yield* b.stop
+      yield* settle
+
+      yield* sendClosest(a, b, "while you were away")
+      yield* eventually(Effect.map(storedCount(s), (k) => k === 1))
+      const [row] = yield* storedFor(s, b)
+      // s knows b: High priority (§9.1 rule 9)
+      expect(row!.priority).toBe(MessageStore.Priority.High)
+
+      yield* b.start
+      yield* connect(b, s)
+      const delivered = yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      expect(delivered).toBeGreaterThanOrEqual(1)
+      const inbox = yield* b.inbox
+      const message = yield* Queue.take(inbox)
+      expect(textOf(message.body)).toBe("while you were away")
+      expect(message.isSafMessage).toBe(true)
+      expect(message.wasEncrypted).toBe(true)
+      expect(Option.map(message.origin, NodeId.toHex)).toEqual(Option.some(NodeId.toHex(a.id.publicKey)))
+
+      // asking again (past the responder's rate limit) brings nothing new: the cursor moved past the row
+      yield* TestClock.adjust("31 seconds")
+      yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      yield* settle
+      expect(yield* drain(b)).toEqual([])
+      // nothing is deleted on delivery (§9.3 step 6)
+      expect(yield* storedCount(s)).toBe(1)
+    }))
+
+  it.scoped("Low priority rows leave at their TTL, High ones stay; the returning node gets what is left", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      const [a, high, low, b] = yield* Effect.all([
+        makeNode(1, shared),
+        makeNode(2, shared),
+        makeNode(4, shared),
+        makeNode(3, shared)
+      ])
+      yield* Effect.forEach([a, high, low, b], (n) => n.start, { discard: true })
+      yield* connect(a, high)
+      yield* connect(a, low)
+      yield* connect(high, b)
+      yield* connect(a, b)
+      yield* b.stop
+      yield* settle
+
+      // expiring in two days, so the TTLs (6 h Low, 3 days High) decide, not the expiry
+      yield* sendClosest(a, b, "kept for days", Duration.days(2))
+      yield* eventually(Effect.map(
+        Effect.zipWith(storedCount(high), storedCount(low), (h, l) => h === 1 && l === 1),
+        (ok) => ok
+      ))
+      expect((yield* storedFor(low, b))[0]!.priority).toBe(MessageStore.Priority.Low)
+      expect((yield* storedFor(high, b))[0]!.priority).toBe(MessageStore.Priority.High)
+
+      // the cleanup runs on the Effect clock every saf.cleanupInterval
+      yield* TestClock.adjust("6 hours")
+      yield* TestClock.adjust("11 minutes")
+      expect(yield* storedCount(low)).toBe(0)
+      expect(yield* storedCount(high)).toBe(1)
+
+      yield* b.start
+      yield* connect(b, high)
+      yield* connect(b, low)
+      yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      const message = yield* Effect.flatMap(b.inbox, Queue.take)
+      expect(textOf(message.body)).toBe("kept for days")
+      yield* settle
+      expect(yield* drain(b)).toEqual([])
+    }))
+
+  it.scoped("120 messages for one node arrive in order across a response and its continuations", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
+      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
+      yield* connect(a, s)
+      yield* connect(s, b)
+      yield* b.stop
+      yield* settle
+      for (let i = 0; i < 120; i++) yield* sendClosest(a, b, `message ${i}`)
+      yield* eventually(Effect.map(storedCount(s), (k) => k === 120))
+
+      const sentBefore = yield* counter(DhtMetrics.safRequestsSent)
+      yield* b.start
+      yield* connect(b, s)
+      yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      const inbox = yield* b.inbox
+      const received: Array<string> = []
+      for (let i = 0; i < 120; i++) received.push(textOf((yield* Queue.take(inbox)).body))
+      expect(received).toEqual(Array.from({ length: 120 }, (_, i) => `message ${i}`))
+      // one request (b knows only s), then two continuations: 50 + 50 + 20 rows
+      expect((yield* counter(DhtMetrics.safRequestsSent)) - sentBefore).toBe(3)
+      yield* settle
+      expect(yield* drain(b)).toEqual([])
+    }))
+})
+
+// --- a responder that lies ---
+
+interface RawResponder {
+  readonly id: NodeIdentity.Identity
+  readonly transport: Transport.TransportService
+  readonly peers: PeerManager.PeerManagerService
+}
+
+const rawResponder = (n: number, shared: Context.Context<Shared>) =>
+  Effect.gen(function*() {
+    const id = yield* identity(n)
+    const context = yield* Layer.build(
+      MemoryNetwork.layer({ address: addressOf(id) }).pipe(
+        Layer.provideMerge(Layer.mergeAll(PeerManager.layerMemory, NodeIdentity.layer(id))),
+        Layer.provide(DhtConfig.layer(config)),
+        Layer.orDie
+      )
+    ).pipe(Effect.provide(shared))
+    const responder: RawResponder = {
+      id,
+      transport: Context.get(context, Transport.Transport),
+      peers: Context.get(context, PeerManager.PeerManager)
+    }
+    return responder
+  })
+
+/** The next SAF request `m` receives (raw frames, decoded as a responder would). */
+const nextRequest = (m: RawResponder) =>
+  Effect.gen(function*() {
+    const frame = yield* Queue.take(m.transport.inbound)
+    const envelope = yield* Envelope.decodeEnvelope(frame.bytes)
+    expect(envelope.header.messageType).toBe(Envelope.DhtMessageType.SafRequestMessages)
+    const body = yield* Envelope.decodeEnvelopeBody(envelope.body)
+    return yield* StoreForward.decodeStoredMessagesRequest(body.parts[0]!)
+  }).pipe(Effect.orDie)
+
+const respond = (m: RawResponder, to: NodeIdentity.Identity, response: StoreForward.StoredMessagesResponse) =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const header = new Envelope.DhtMessageHeader({
+      version: 1,
+      destination: Envelope.destinationPublicKey(to.publicKey),
+      messageSignature: new Uint8Array(0),
+      ephemeralPublicKey: Option.none(),
+      messageType: Envelope.DhtMessageType.SafStoredMessages,
+      flags: Envelope.DhtMessageFlags.NONE,
+      messageTag: 1n,
+      expires: BigInt(Math.floor(now / 1000) + 600),
+      hopCount: 0
+    }, true)
+    const body = Envelope.encodeEnvelopeBody(
+      new Envelope.EnvelopeBody({ parts: [StoreForward.encodeStoredMessagesResponse(response)] }, true)
+    )
+    const reply = yield* Deferred.make<void, DhtError.SendFailReason>()
+    yield* m.transport.send({
+      peer: to.nodeId,
+      tag: 0n,
+      bytes: Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header, body }, true)),
+      reply
+    })
+    yield* Effect.orDie(Deferred.await(reply))
+  })
+
+/** A message `from` sends `to`, as a SAF node stored it: encrypted, or signed cleartext (`cleartext`). */
+const storedMessage = (
+  from: NodeIdentity.Identity,
+  to: NodeIdentity.Identity,
+  body: string,
+  position: { readonly storedAtMs: bigint; readonly id: bigint },
+  options: { readonly expires?: bigint; readonly cleartext?: boolean } = {}
+) =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const fields = {
+      version: 1,
+      destination: Envelope.destinationPublicKey(to.publicKey),
+      messageType: Envelope.DhtMessageType.None,
+      flags: Envelope.DhtMessageFlags.NONE,
+      expires: options.expires ?? BigInt(Math.floor(now / 1000) + 3600)
+    }
+    const plaintext = Envelope.encodeEnvelopeBody(
+      yield* OutboundRequester.applicationBody(MESSAGE_TYPE, text(body))
+    )
+    if (options.cleartext === true) {
+      const messageSignature = yield* MessageCrypto.sign(from, { ...fields, ephemeralPublicKey: Option.none() }, plaintext)
+      const header = new Envelope.DhtMessageHeader({
+        ...fields,
+        messageSignature,
+        ephemeralPublicKey: Option.none(),
+        messageTag: 5n,
+        hopCount: 0
+      }, true)
+      return new StoreForward.StoredMessage({ version: 1, dhtHeader: Option.some(header), body: plaintext, ...position }, true)
+    }
+    const sealed = yield* Effect.orDie(MessageCrypto.encrypt(from, to.publicKey, fields, plaintext))
+    const header = new Envelope.DhtMessageHeader({
+      ...fields,
+      flags: sealed.flags,
+      messageSignature: sealed.messageSignature,
+      ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
+      messageTag: 5n,
+      hopCount: 0
+    }, true)
+    return new StoreForward.StoredMessage({ version: 1, dhtHeader: Option.some(header), body: sealed.body, ...position }, true)
+  })
+
+const response = (
+  request: StoreForward.StoredMessagesRequest,
+  messages: ReadonlyArray<StoreForward.StoredMessage>,
+  requestId: number = request.requestId
+) =>
+  new StoreForward.StoredMessagesResponse({
+    messages,
+    requestId,
+    responseType: StoreForward.SafResponseType.ForMe,
+    more: false
+  }, true)
+
+describe("response validation against lying responders (SPEC §9.4, §14.1)", () => {
+  it.scoped("unrequested, repeated, expired, future-dated, forged, oversized and out-of-order responses", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      yield* Effect.provide(lyingResponders(shared), shared)
+    }))
+})
+
+const lyingResponders = (shared: Context.Context<Shared>) =>
+    Effect.gen(function*() {
+      const b = yield* makeNode(3, shared)
+      const a = yield* identity(1)
+      yield* b.start
+      const responders = yield* Effect.forEach([10, 11, 12, 13, 14, 15], (n) => rawResponder(n, shared))
+      for (const m of responders) {
+        yield* b.run(Effect.flatMap(PeerManager.PeerManager, (peers) =>
+          peers.add(Peer.make({
+            publicKey: m.id.publicKey,
+            addresses: [addressOf(m.id)],
+            features: m.id.features,
+            source: "Config",
+            nowMs: 0
+          })))).pipe(Effect.orDie)
+        yield* Effect.flatMap(b.dht, (dht) => dht.dialOrDiscover(m.id.publicKey)).pipe(Effect.orDie)
+      }
+      const [unrequested, expiredAndRepeated, future, forged, tooMany, outOfOrder] = responders as [
+        RawResponder,
+        RawResponder,
+        RawResponder,
+        RawResponder,
+        RawResponder,
+        RawResponder
+      ]
+      const rejected = (reason: string) => counter(DhtMetrics.safResponsesRejected, reason)
+      const before = {
+        unrequested: yield* rejected("UnrequestedSafResponse"),
+        tooMany: yield* rejected("TooManySafMessages"),
+        invalid: yield* rejected("InvalidSafMessage")
+      }
+
+      const sent = yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      expect(sent).toBe(6)
+      const requests = yield* Effect.forEach(responders, nextRequest)
+      const [r0, r1, r2, r3, r4, r5] = requests as [
+        StoreForward.StoredMessagesRequest,
+        StoreForward.StoredMessagesRequest,
+        StoreForward.StoredMessagesRequest,
+        StoreForward.StoredMessagesRequest,
+        StoreForward.StoredMessagesRequest,
+        StoreForward.StoredMessagesRequest
+      ]
+      const now = BigInt(yield* Clock.currentTimeMillis)
+      const at = (id: number) => ({ storedAtMs: now - 1000n, id: BigInt(id) })
+
+      // an answer to a request never sent: dropped, counted, no ban
+      yield* respond(unrequested, b.id, response(r0, [yield* storedMessage(a, b.id, "unrequested", at(1))], (r0.requestId ^ 1) >>> 0))
+
+      // a good row, the same row again (a repeat), and an expired one: the good one is delivered once
+      const good = yield* storedMessage(a, b.id, "good", at(1))
+      const repeat = new StoreForward.StoredMessage({ ...good, id: 2n }, true)
+      const expired = yield* storedMessage(a, b.id, "expired", at(3), { expires: now / 1000n - 60n })
+      yield* respond(expiredAndRepeated, b.id, response(r1, [good, repeat, expired]))
+      // the same response again: its request was answered already
+      yield* respond(expiredAndRepeated, b.id, response(r1, [good]))
+
+      // stored "in the future" beyond the skew allowance: stop, ban, nothing of it delivered
+      const beforeFuture = yield* storedMessage(a, b.id, "before the future row", at(1))
+      const fromTheFuture = yield* storedMessage(a, b.id, "future", { storedAtMs: now + 3_600_000n, id: 2n })
+      yield* respond(future, b.id, response(r2, [beforeFuture, fromTheFuture]))
+
+      // signed cleartext whose signature does not verify
+      const genuine = yield* storedMessage(a, b.id, "forged", at(1), { cleartext: true })
+      const header = Option.getOrThrow(genuine.dhtHeader)
+      const signature = new Uint8Array(header.messageSignature)
+      // a bit of the Ed25519 signature itself (the last bytes of the encoded MessageSignature)
+      signature[signature.length - 1]! ^= 1
+      const forgedRow = new StoreForward.StoredMessage({
+        ...genuine,
+        dhtHeader: Option.some(new Envelope.DhtMessageHeader({ ...header, messageSignature: signature }, true))
+      }, true)
+      yield* respond(forged, b.id, response(r3, [forgedRow]))
+
+      // more rows than the request's limit
+      const many = yield* Effect.forEach(
+        Array.from({ length: r4.limit + 1 }, (_, i) => i),
+        (i) => storedMessage(a, b.id, `many ${i}`, at(i + 1))
+      )
+      yield* respond(tooMany, b.id, response(r4, many))
+
+      // rows going backwards
+      yield* respond(outOfOrder, b.id, response(r5, [
+        yield* storedMessage(a, b.id, "second", at(2)),
+        yield* storedMessage(a, b.id, "first", at(1))
+      ]))
+
+      const inbox = yield* b.inbox
+      const first = yield* Queue.take(inbox)
+      expect(textOf(first.body)).toBe("good")
+      expect(first.isSafMessage).toBe(true)
+      yield* eventually(Effect.map(rejected("InvalidSafMessage"), (k) => k - before.invalid === 3))
+      yield* settle
+      expect(yield* drain(b)).toEqual([])
+
+      expect((yield* rejected("UnrequestedSafResponse")) - before.unrequested).toBe(2)
+      expect((yield* rejected("TooManySafMessages")) - before.tooMany).toBe(1)
+      const bannedOf = (m: RawResponder) =>
+        b.run(Effect.flatMap(PeerManager.PeerManager, (peers) => peers.get(m.id.nodeId))).pipe(
+          Effect.orDie,
+          Effect.zipWith(Clock.currentTimeMillis, (peer, nowMs) => peer.isBanned(nowMs))
+        )
+      expect(yield* Effect.forEach(responders, bannedOf)).toEqual([false, false, true, true, true, true])
+
+      // the honest part moved the cursor past both rows it sent; the liars' cursors did not move
+      const cursorOf = (m: RawResponder) =>
+        b.run(Effect.flatMap(MessageStore.MessageStore, (s) => s.cursor(m.id.publicKey))).pipe(Effect.orDie)
+      expect(yield* cursorOf(expiredAndRepeated)).toEqual({ sinceMs: now - 1000n, afterId: 3n })
+      expect(yield* cursorOf(future)).toEqual(MessageStore.initialCursor)
+
+      // a message the stopped response carried is still deliverable later by an honest holder
+      const r1b = yield* Effect.gen(function*() {
+        yield* TestClock.adjust("1 second")
+        yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+        return yield* nextRequest(expiredAndRepeated)
+      })
+      expect({ sinceMs: r1b.sinceMs, afterId: r1b.afterId }).toEqual({ sinceMs: now - 1000n, afterId: 3n })
+      yield* respond(expiredAndRepeated, b.id, response(r1b, [
+        new StoreForward.StoredMessage({ ...beforeFuture, storedAtMs: now, id: 4n }, true)
+      ]))
+      expect(textOf((yield* Queue.take(inbox)).body)).toBe("before the future row")
+    })
