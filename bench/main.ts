@@ -8,6 +8,7 @@ import { codecBenches } from "./codec.js"
 import { cryptoBenches } from "./crypto.js"
 import { inboundBenches } from "./inbound.js"
 import { outboundBenches } from "./outbound.js"
+import { tcpBenches } from "./tcp.js"
 
 /**
  * A benchmark. `bound` names another task of the same run whose rate this one is compared with; `minRatio` is the
@@ -76,7 +77,7 @@ const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>):
   })
 
 const main = async () => {
-  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches()), ...(await inboundBenches())]
+  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches()), ...(await inboundBenches()), ...(await tcpBenches())]
   const results = withBounds(tasks, await run(tasks))
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")

@@ -112,6 +112,11 @@ export * as NodeIdentity from "./NodeIdentity.js"
 /**
  * @since 0.1.0
  */
+export * as Noise from "./Noise.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as OutboundRequester from "./OutboundRequester.js"
 
 /**

@@ -13,3 +13,38 @@ export * as Crypto from "./Crypto.js"
  * @since 0.1.0
  */
 export * as Dht from "./Dht.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Connectivity from "./Connectivity.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Discovery from "./Discovery.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as NetworkDiscovery from "./NetworkDiscovery.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as PeerSync from "./PeerSync.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Simulation from "./Simulation.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as TcpTransport from "./TcpTransport.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as VirtualClock from "./VirtualClock.js"
