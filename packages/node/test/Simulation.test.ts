@@ -28,6 +28,9 @@ describe("Simulation", () => {
       // two broadcasts (ceil(M / 10)), each for the 11 other nodes
       expect(result.broadcast).toEqual({ expected: 22, delivered: 22 })
       expect(result.saf.expected).toBe(6)
+      // every message sent to an offline node reached it when it came back, through store-and-forward
+      expect(result.saf.delivered).toBe(6)
+      expect(result.saf.stored).toBeGreaterThanOrEqual(6)
       expect(result.expected).toBe(20 + 22 + 6)
       expect(result.delivered).toBe(result.direct.delivered + result.broadcast.delivered + result.saf.delivered)
       expect(result.deliveryRatio).toBeCloseTo(result.delivered / result.expected, 5)

@@ -467,8 +467,12 @@ export const messageStoreSuite = <E>(
         yield* s.insert(row({ to: 1, hash: 101, bodyBytes: 60 }))
         yield* s.insert(row({ to: 2, hash: 102 }))
         expect(yield* s.totalBytes).toBe(150)
+        // what the §9.1 decision reads: "a row with this hash exists"
+        expect(yield* s.contains(bytes32(2, 101))).toBe(true)
+        expect(yield* s.contains(bytes32(2, 999))).toBe(false)
         expect(yield* s.remove([1, 42])).toBe(1)
         expect(yield* s.removeByBodyHash(bytes32(2, 101))).toBe(true)
+        expect(yield* s.contains(bytes32(2, 101))).toBe(false)
         expect(yield* s.removeByBodyHash(bytes32(2, 101))).toBe(false)
         expect(yield* s.count).toBe(1)
         expect(yield* s.totalBytes).toBe(40)
