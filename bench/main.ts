@@ -8,6 +8,7 @@ import { codecBenches } from "./codec.js"
 import { cryptoBenches } from "./crypto.js"
 import { inboundBenches } from "./inbound.js"
 import { outboundBenches } from "./outbound.js"
+import { storeBenches } from "./store.js"
 import { tcpBenches } from "./tcp.js"
 
 /**
@@ -77,7 +78,15 @@ const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>):
   })
 
 const main = async () => {
-  const tasks: ReadonlyArray<Task> = [...cryptoBenches(), ...codecBenches(), ...(await outboundBenches()), ...(await inboundBenches()), ...(await tcpBenches())]
+  const tasks: ReadonlyArray<Task> = [
+    ...cryptoBenches(),
+    ...codecBenches(),
+    ...(await outboundBenches()),
+    ...(await inboundBenches()),
+    ...(await tcpBenches()),
+    // filling the 100,000-row file takes seconds: only when a store task can be selected
+    ...(filter === undefined || /store|saf|sql/.test(filter) ? await storeBenches() : [])
+  ]
   const results = withBounds(tasks, await run(tasks))
   if (json) {
     process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")
