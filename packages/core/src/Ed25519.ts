@@ -85,6 +85,33 @@ const decodesToPoint = (bytes: Uint8Array): boolean => {
 export const checkPublicKey = (bytes: Uint8Array): bytes is PublicKey =>
   bytes.length === 32 && hasCanonicalY(bytes) && !isSmallOrderEncoding(bytes) && decodesToPoint(bytes)
 
+// The key check costs ~100 µs (a field square root in bigint arithmetic) and the same keys come back again and
+// again (destinations, relayed peers, claims), so results are memoised. The check is a pure function of the 32
+// bytes, so the memo is unobservable; it is bounded (oldest entry out first) and holds rejections too, so that a
+// peer repeating a bad key costs no more than one repeating a good one.
+const KEY_CHECK_MEMO_CAPACITY = 16_384
+const keyCheckMemo = new Map<string, boolean>()
+
+/**
+ * `checkPublicKey` through a bounded memo: for keys that arrive from the network, where the same keys repeat.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const checkPublicKeyMemo = (bytes: Uint8Array): bytes is PublicKey => {
+  if (bytes.length !== 32) return false
+  const id = Hex.encode(bytes)
+  const known = keyCheckMemo.get(id)
+  if (known !== undefined) return known
+  const ok = checkPublicKey(bytes)
+  if (keyCheckMemo.size >= KEY_CHECK_MEMO_CAPACITY) {
+    const oldest = keyCheckMemo.keys().next()
+    if (oldest.done !== true) keyCheckMemo.delete(oldest.value)
+  }
+  keyCheckMemo.set(id, ok)
+  return ok
+}
+
 /**
  * Checks 1–3 of the verification predicate (SPEC §4.3): `S < L`, `R` canonical and not small-order, `A` passes
  * the key check. The equation (check 4) is the backend's.

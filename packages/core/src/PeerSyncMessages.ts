@@ -141,7 +141,7 @@ export class PeerInfo extends Schema.Class<PeerInfo>("@comms-dht/core/PeerInfo")
    */
   get publicKeyChecked(): Option.Option<NodeId.PublicKey> {
     const key = this.publicKey
-    return Ed25519.checkPublicKey(key) ? Option.some(key) : Option.none()
+    return Ed25519.checkPublicKeyMemo(key) ? Option.some(key) : Option.none()
   }
 }
 

@@ -295,7 +295,7 @@ export const checkProof = (
         )
       }
     }
-    if (options?.keyChecked !== true && !Ed25519.checkPublicKey(publicKey)) {
+    if (options?.keyChecked !== true && !Ed25519.checkPublicKeyMemo(publicKey)) {
       return yield* fail("public key fails the key check")
     }
     for (let i = 0; i < claims.length; i++) {

@@ -9,6 +9,7 @@ import { describe, expect, it, layer } from "@effect/vitest"
 import type { CryptoService, LayerOptions } from "@comms-dht/core/Crypto"
 import { Crypto } from "@comms-dht/core/Crypto"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as Ed25519 from "@comms-dht/core/Ed25519"
 import * as Drbg from "@comms-dht/core/Drbg"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
@@ -386,6 +387,25 @@ export const cryptoSuite = (backend: {
       Effect.gen(function*() {
         const crypto = yield* Crypto
         for (const [what, key] of rejectedKeys) expect(crypto.checkPublicKey(unhex(key)), what).toBe(false)
+      }))
+
+    it.effect("the memoised key check answers as the key check, asked once or again", () =>
+      Effect.gen(function*() {
+        const crypto = yield* Crypto
+        for (const [what, key] of rejectedKeys) {
+          expect(Ed25519.checkPublicKeyMemo(unhex(key)), what).toBe(false)
+          expect(Ed25519.checkPublicKeyMemo(unhex(key)), what).toBe(false)
+        }
+        const good = crypto.publicKeyOf(yield* crypto.generateSecretKey)
+        expect([Ed25519.checkPublicKeyMemo(good), Ed25519.checkPublicKeyMemo(good)]).toEqual([true, true])
+        fc.assert(
+          fc.property(fc.uint8Array({ minLength: 0, maxLength: 40 }), (bytes) => {
+            const expected = Ed25519.checkPublicKey(bytes)
+            expect(Ed25519.checkPublicKeyMemo(bytes)).toBe(expected)
+            expect(Ed25519.checkPublicKeyMemo(bytes)).toBe(expected)
+          }),
+          { numRuns: 1000 }
+        )
       }))
 
     it.effect("accepts generated keys", () =>
