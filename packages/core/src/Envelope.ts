@@ -510,6 +510,12 @@ export class MessageSignature extends Schema.Class<MessageSignature>("@comms-dht
   signature: Wire.bytes(64, "Signature")
 }) {}
 
+// 0x0a 0x20 key(32) 0x1a 0x40 signature(64): what `encodeMessageSignature` writes (field 2 is reserved)
+const CANONICAL_SIGNATURE_LENGTH = 2 + 32 + 2 + 64
+const isCanonicalSignatureEncoding = (bytes: Uint8Array): boolean =>
+  bytes.length === CANONICAL_SIGNATURE_LENGTH && bytes[0] === 0x0a && bytes[1] === 32 && bytes[34] === 0x1a &&
+  bytes[35] === 64
+
 const decodeMessageSignatureEither = (bytes: Uint8Array): Either.Either<MessageSignature, DecodeError> => {
   const parsed = Wire.parse(Pb.MessageSignatureSchema, bytes)
   if (Either.isLeft(parsed)) return Either.left(new DecodeError({ reason: parsed.left }))
@@ -520,6 +526,12 @@ const decodeMessageSignatureEither = (bytes: Uint8Array): Either.Either<MessageS
   }
   if (signature.length !== 64) {
     return Either.left(new DecodeError({ reason: `signature of ${signature.length} bytes` }))
+  }
+  // Only the one canonical encoding (field 1, then field 3, nothing else): the dedup hash covers these bytes, so a
+  // re-encoding of a valid signature (reordered or unknown fields, another wire type) would replay its message
+  // past dedup
+  if (!isCanonicalSignatureEncoding(bytes)) {
+    return Either.left(new DecodeError({ reason: "non-canonical MessageSignature encoding" }))
   }
   return Either.right(new MessageSignature({ signerPublicKey, signature: Wire.copy(signature) }, true))
 }

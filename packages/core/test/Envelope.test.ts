@@ -342,6 +342,17 @@ describe("uint64 values (SPEC §3.7, scenario 53)", () => {
   })
 })
 
+const concat = (...parts: ReadonlyArray<Uint8Array>) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+const pbBytes = (field: number, value: Uint8Array) => concat(Uint8Array.of((field << 3) | 2, value.length), value)
+
 describe("MessageSignature, EnvelopeBody and MessageHeader decoding", () => {
   const sig = (signerPublicKey: Uint8Array, signature: Uint8Array) =>
     toBinary(Pb.MessageSignatureSchema, create(Pb.MessageSignatureSchema, { signerPublicKey, signature }))
@@ -354,6 +365,24 @@ describe("MessageSignature, EnvelopeBody and MessageHeader decoding", () => {
     expect(tag(sig(new Uint8Array(32), new Uint8Array(0)))).toBe("DecodeError")
     expect(tag(new Uint8Array(0))).toBe("DecodeError")
     expect(tag(unhex("0aff"))).toBe("DecodeError")
+  })
+
+  it.prop("only the canonical encoding of a signature decodes: a re-encoding would replay its message past dedup", [
+    Envelope.MessageSignature,
+    FastCheck.constantFrom("unknown field", "reordered", "group wire type", "repeated field")
+  ], ([signature, how]) => {
+    const canonical = Envelope.encodeMessageSignature(signature)
+    const key = pbBytes(1, signature.signerPublicKey)
+    const sig64 = pbBytes(3, signature.signature)
+    const variant = how === "unknown field"
+      ? concat(canonical, Uint8Array.of(0x18, 0x01))
+      : how === "reordered"
+      ? concat(sig64, key)
+      : how === "group wire type"
+      ? Uint8Array.from(canonical, (b, i) => i === 0 ? b ^ 1 : b)
+      : concat(key, key, sig64)
+    expect(outcome(exitOf(() => Envelope.decodeMessageSignature(canonical)))).toBe("success")
+    expect(outcome(exitOf(() => Envelope.decodeMessageSignature(variant)))).toBe("DecodeError")
   })
 
   it("EnvelopeBody needs 1 to 16 parts", () => {
