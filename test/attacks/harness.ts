@@ -102,7 +102,9 @@ const startNode = (
     ).pipe(Effect.orDie)
     const context = yield* Layer.build(
       Dht.layer(cfg).pipe(
-        Layer.provideMerge(MemoryNetwork.layer({ address: addressOf(id) })),
+        Layer.provideMerge(
+          MemoryNetwork.layer({ address: addressOf(id) }).pipe(Layer.provide(DhtConfig.layer(cfg)))
+        ),
         Layer.provide(observer),
         Layer.orDie
       )

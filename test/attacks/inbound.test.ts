@@ -149,26 +149,24 @@ describe("attacks on a live node (issue #8, SPEC §14.1)", () => {
       expect(yield* H.isBanned(s.victim, s.attacker.id)).toBe(false)
     }))
 
-  it.scoped("an oversized message is MessageTooLarge (no ban); an oversized frame closes and bans", () =>
+  it.scoped("an oversized frame is refused by the transport (FrameTooLarge): closed, the source banned Low", () =>
     Effect.gen(function*() {
+      // the frame limit is `maxMessageSize` (8 MiB by default; smaller here to keep the test light)
       const cfg = DhtConfig.unsafeMake({ maxMessageSize: 200_000, saf: { maxMessageSize: 100_000 } }, H.config)
       const { rejected, s } = yield* attack((s) =>
         Effect.gen(function*() {
           const big = yield* crafted(s.attacker, {
             signer: signerOf(s),
             encryptFor: s.victim.id.publicKey,
-            parts: [Inbound.applicationParts(H.MESSAGE_TYPE, new Uint8Array(210_000))[0]!, new Uint8Array(210_000)]
+            parts: app("x".repeat(210_000))
           })
-          yield* sendAndSettle(s, big.bytes)
-          yield* H.eventually(Effect.map(H.rejectionsSince(s.victim, 0), (all) => all.length >= 1))
-          expect(yield* H.isBanned(s.victim, s.attacker.id)).toBe(false)
-          // beyond the frame limit (8 MiB) the transport refuses the frame and bans Low
-          const frame = yield* Effect.either(s.attacker.send(new Uint8Array(8 * 1024 * 1024 + 1)))
+          yield* Effect.either(s.attacker.send(big.bytes))
           yield* Effect.repeatN(Effect.yieldNow(), 200)
-          return frame
         }), cfg)
-      expect(tagsOf(rejected)).toEqual(["MessageTooLarge"])
+      // refused before the pipeline: nothing for it to reject
+      expect(rejected).toEqual([])
       expect(yield* H.isBanned(s.victim, s.attacker.id)).toBe(true)
+      expect((yield* Ref.get(s.victim.delivered)).some((b) => b.startsWith("xxx"))).toBe(false)
     }))
 
   it.scoped("10,000 truncated and random frames: every one rejected with a §14.1 tag, the node unharmed", () =>
@@ -232,6 +230,31 @@ describe("attacks on a live node (issue #8, SPEC §14.1)", () => {
       expect(sent).toBeGreaterThan(0)
       for (const r of rejected) expect(knownTags, r.error._tag).toContain(r.error._tag)
     }), 120_000)
+
+  it.scoped("a flood over the frame rate limit bans its source for a short while (§11.5)", () =>
+    Effect.gen(function*() {
+      const floodsBefore = yield* H.counter(DhtMetrics.inboundRejected, "Flooding")
+      const cfg = DhtConfig.unsafeMake({ floodBanMaxMsgCount: 100 }, H.config)
+      const { result: written, s } = yield* attack((s) =>
+        Effect.gen(function*() {
+          const gossip = yield* crafted(s.attacker, { signer: signerOf(s), parts: app("flood") })
+          let written = 0
+          for (let i = 0; i < 300; i++) {
+            const ok = yield* Effect.either(s.attacker.send(gossip.bytes))
+            if (ok._tag === "Left") break
+            written++
+          }
+          yield* Effect.repeatN(Effect.yieldNow(), 200)
+          return written
+        }), cfg)
+      // the connection was closed at the limit: the rest could not be written
+      expect(written).toBeLessThan(300)
+      expect(yield* H.isBanned(s.victim, s.attacker.id)).toBe(true)
+      expect((yield* H.counter(DhtMetrics.inboundRejected, "Flooding")) - floodsBefore).toBeGreaterThanOrEqual(0)
+      // a short ban: gone after the flood ban duration
+      yield* TestClock.adjust("11 minutes")
+      expect(yield* H.isBanned(s.victim, s.attacker.id)).toBe(false)
+    }))
 
   it.scoped("a Sybil flood of join messages adds at most the per-source hourly budget of peers", () =>
     Effect.gen(function*() {
