@@ -3,10 +3,12 @@
  * - `sim`: the simulation (`Simulation.run`), a progress bar on stderr when it is a terminal, then a summary table
  *   on stdout, or with `--json` exactly one JSON object;
  * - `keygen [--out FILE]`: a new identity from the CSPRNG as SPEC §2.1's JSON;
- * - `run`: not yet (issue 7).
+ * - `run --identity FILE --listen HOST:PORT [--peer PUBLICKEY@HOST:PORT]… [--db FILE] [--config FILE]`: one node
+ *   over TCP on sqlite, speaking JSON lines: events on stdout, commands on stdin (README "Run a real node").
  *
  * Logs go to stderr for every command (logfmt): stdout carries only the result. `main` returns the process exit
- * code, which `teardown` hands to the runtime: 0 on completion, 1 on an internal error, 2 on a usage error.
+ * code, which `teardownFor` hands to the runtime: 0 on completion, 1 on an internal error, 2 on a usage error; an
+ * interrupted `sim` gives 130, while SIGINT/SIGTERM is how a `run` node is meant to stop, so it gives 0.
  *
  * @since 0.1.0
  */
@@ -17,18 +19,20 @@ import * as CliApp from "@effect/cli/CliApp"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import * as ValidationError from "@effect/cli/ValidationError"
+import * as NodeStream from "@effect/platform-node/NodeStream"
 import * as FileSystem from "@effect/platform/FileSystem"
 import type * as PlatformError from "@effect/platform/Error"
 import type * as PlatformRuntime from "@effect/platform/Runtime"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
-import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
 import * as NodeCrypto from "./Crypto.js"
+import * as CliRun from "./internal/cliRun.js"
 import * as Simulation from "./Simulation.js"
 
 /**
@@ -66,10 +70,6 @@ export const generateIdentity: Effect.Effect<IdentityFile, never, CoreCrypto.Cry
   }
 })
 
-class UsageError extends Data.TaggedError("UsageError")<{ readonly message: string }> {}
-
-class NotYet extends Data.TaggedError("NotYet")<{ readonly issue: number }> {}
-
 // --- keygen ---
 
 const keygen = Command.make(
@@ -87,9 +87,11 @@ const keygen = Command.make(
       if (Option.isNone(out)) return yield* Console.log(json)
       const fs = yield* FileSystem.FileSystem
       yield* fs.writeFileString(out.value, `${json}\n`, { flag: "wx", mode: 0o600 }).pipe(
-        Effect.catchTag("SystemError", (error): Effect.Effect<never, UsageError | PlatformError.SystemError> =>
+        Effect.catchTag("SystemError", (error): Effect.Effect<never, CliRun.UsageError | PlatformError.SystemError> =>
           error.reason === "AlreadyExists"
-            ? Effect.fail(new UsageError({ message: `${out.value} exists: keygen never overwrites an identity` }))
+            ? Effect.fail(
+              new CliRun.UsageError({ message: `${out.value} exists: keygen never overwrites an identity` })
+            )
             : Effect.fail(error))
       )
       yield* Console.log(JSON.stringify({ publicKey: identity.publicKey, nodeId: identity.nodeId, out: out.value }))
@@ -165,7 +167,7 @@ const checkDbDir = (dir: string, nodes: number) =>
     for (let i = 0; i < nodes; i++) {
       const file = `${dir}/node-${i}.sqlite`
       if (yield* fs.exists(file)) {
-        return yield* new UsageError({
+        return yield* new CliRun.UsageError({
           message: `${file} exists: a run starts from empty stores, so give --db an empty directory`
         })
       }
@@ -215,7 +217,7 @@ const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
         if (input.seed < 0) problems.push("--seed must not be negative")
         if (!(input.offline >= 0 && input.offline <= 1)) problems.push("--offline must be between 0 and 1")
         if (Option.isSome(input.db) && input.store !== "sqlite") problems.push("--db needs --store sqlite")
-        if (problems.length > 0) return yield* new UsageError({ message: problems.join("; ") })
+        if (problems.length > 0) return yield* new CliRun.UsageError({ message: problems.join("; ") })
         if (Option.isSome(input.db)) yield* checkDbDir(input.db.value, input.nodes)
         const tty = process.stderr.isTTY === true
         const result = yield* Simulation.run({
@@ -234,31 +236,67 @@ const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
 
 // --- run ---
 
-const runCommand = Command.make(
-  "run",
-  {
-    identity: Options.file("identity").pipe(Options.optional),
-    listen: Options.text("listen").pipe(Options.optional),
-    peer: Options.text("peer").pipe(Options.repeated),
-    db: Options.file("db").pipe(Options.optional)
-  },
-  () => Effect.fail(new NotYet({ issue: 7 }))
-).pipe(Command.withDescription("run a node over TCP (not yet: issue 7)"))
+/**
+ * What `run` takes from its surroundings. The binary uses `Crypto.layerNode()` and stdin; tests swap them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunEnvironment {
+  /** the node's Crypto layer; a deterministic (seeded) one is refused with exit code 2 (SPEC §4) */
+  readonly crypto?: Layer.Layer<CoreCrypto.Crypto>
+  /** the JSON-line commands (default: stdin) */
+  readonly input?: Stream.Stream<Uint8Array>
+}
+
+const runCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>, environment: RunEnvironment) =>
+  Command.make(
+    "run",
+    {
+      identity: Options.file("identity", { exists: "yes" }).pipe(
+        Options.withDescription("the identity written by comms-dht keygen --out")
+      ),
+      listen: Options.text("listen").pipe(
+        Options.withDescription("HOST:PORT to listen on (port 0 picks a free port, reported in the ready line)")
+      ),
+      peer: Options.text("peer").pipe(
+        Options.withDescription("PUBLICKEY@HOST:PORT of a seed peer, dialled at start (repeatable)"),
+        Options.repeated
+      ),
+      db: Options.file("db").pipe(
+        Options.withDescription("the node's sqlite file, kept across restarts (default: an in-memory database)"),
+        Options.optional
+      ),
+      config: Options.file("config", { exists: "yes" }).pipe(
+        Options.withDescription("a JSON file of DhtConfig fields (SPEC §17); the others keep their defaults"),
+        Options.optional
+      )
+    },
+    (input) =>
+      CliRun.run(
+        { identity: input.identity, listen: input.listen, peers: input.peer, db: input.db, config: input.config },
+        makeDhtLayer,
+        {
+          crypto: environment.crypto ?? NodeCrypto.layerNode(),
+          input: environment.input ?? NodeStream.stdin
+        }
+      )
+  ).pipe(Command.withDescription("run a node over TCP: JSON lines out on stdout, commands in on stdin"))
 
 // --- the program ---
 
 const VERSION = "0.1.0"
 
 /**
- * The root command, with the simulation building each node's `Dht` with `makeDhtLayer` (`Dht.layer`).
+ * The root command: the simulation and `run` build each node's `Dht` with `makeDhtLayer` (`Dht.layer`).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const command = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
+export const command = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>, environment: RunEnvironment = {}) =>
   Command.make("comms-dht").pipe(
     Command.withDescription("comms-dht: a p2p DHT messaging node and its simulator"),
-    Command.withSubcommands([simCommand(makeDhtLayer), keygen, runCommand])
+    Command.withSubcommands([simCommand(makeDhtLayer), keygen, runCommand(makeDhtLayer, environment)])
   )
 
 /**
@@ -282,21 +320,30 @@ export const loggerLayer: Layer.Layer<never> = Logger.replace(
  */
 export const main = <E>(
   makeDhtLayer: Simulation.MakeDhtLayer<E>,
-  argv: ReadonlyArray<string>
+  argv: ReadonlyArray<string>,
+  environment: RunEnvironment = {}
 ): Effect.Effect<number, E | Simulation.SimulationError | PlatformError.PlatformError, CliApp.CliApp.Environment> =>
-  Command.run(command(makeDhtLayer), { name: "comms-dht", version: VERSION })(argv).pipe(
+  Command.run(command(makeDhtLayer, environment), { name: "comms-dht", version: VERSION })(argv).pipe(
     Effect.as(0),
     Effect.catchIf(ValidationError.isValidationError, () => Effect.succeed(2)),
     Effect.catchIf(
-      (error): error is UsageError => error instanceof UsageError,
+      (error): error is CliRun.UsageError => error instanceof CliRun.UsageError,
       (error) => Effect.as(Console.error(`comms-dht: ${error.message}`), 2)
     ),
     Effect.catchIf(
-      (error): error is NotYet => error instanceof NotYet,
-      (error) => Effect.as(Console.error(`not yet: issue ${error.issue}`), 2)
+      (error): error is CliRun.RunFailed => error instanceof CliRun.RunFailed,
+      (error) => Effect.as(Console.error(`comms-dht run: ${error.message}`), 1)
     ),
     Effect.provide(loggerLayer)
   )
+
+const teardownWith = (interrupted: number): PlatformRuntime.Teardown => (exit, onExit) => {
+  if (Exit.isSuccess(exit)) {
+    const value: unknown = exit.value
+    return onExit(typeof value === "number" ? value : 0)
+  }
+  return onExit(Cause.isInterruptedOnly(exit.cause) ? interrupted : 1)
+}
 
 /**
  * Hands `main`'s exit code to the process: the code it succeeded with, 1 after a failure, 130 after an interrupt.
@@ -304,10 +351,17 @@ export const main = <E>(
  * @since 0.1.0
  * @category utils
  */
-export const teardown: PlatformRuntime.Teardown = (exit, onExit) => {
-  if (Exit.isSuccess(exit)) {
-    const value: unknown = exit.value
-    return onExit(typeof value === "number" ? value : 0)
-  }
-  return onExit(Cause.isInterruptedOnly(exit.cause) ? 130 : 1)
-}
+export const teardown: PlatformRuntime.Teardown = teardownWith(130)
+
+const SUBCOMMANDS: ReadonlySet<string> = new Set(["sim", "keygen", "run"])
+
+/**
+ * The teardown for `argv` (`process.argv`): `teardown`, except that an interrupted `run` exits with 0, since a
+ * signal is how a node is stopped and its scope has closed by then (the database included).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const teardownFor = (argv: ReadonlyArray<string>): PlatformRuntime.Teardown =>
+  // the subcommand is the first argument naming one: root options take no such values, subcommand options follow it
+  argv.slice(2).find((arg) => SUBCOMMANDS.has(arg)) === "run" ? teardownWith(0) : teardown

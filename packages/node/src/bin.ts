@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * The `comms-dht` executable: the command line of `Cli`, with each simulated node built by `Dht.layer`, run on
- * Node's platform Layers. The only place in the library that runs an Effect (STYLE.md §7); the process exit code is
- * the one `Cli.main` returns (`Cli.teardown`).
+ * The `comms-dht` executable: the command line of `Cli`, with each node built by `Dht.layer`, run on Node's
+ * platform Layers. The only place in the library that runs an Effect (STYLE.md §7); the process exit code is the one
+ * `Cli.main` returns, or after a signal the one `Cli.teardownFor` gives (0 for `run`, whose scope has closed).
  *
  * @since 0.1.0
  */
@@ -14,5 +14,5 @@ import * as Dht from "./Dht.js"
 
 Cli.main(Dht.layer, process.argv).pipe(
   Effect.provide(NodeContext.layer),
-  NodeRuntime.runMain({ disablePrettyLogger: true, teardown: Cli.teardown })
+  NodeRuntime.runMain({ disablePrettyLogger: true, teardown: Cli.teardownFor(process.argv) })
 )

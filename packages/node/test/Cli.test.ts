@@ -12,6 +12,7 @@ import * as Cli from "../src/Cli.js"
 import * as NodeCrypto from "../src/Crypto.js"
 import * as Dht from "../src/Dht.js"
 import type * as Simulation from "../src/Simulation.js"
+import * as NodeTesting from "../src/testing.js"
 
 /** Commands that never reach the simulation get a `Dht` Layer that cannot be built. */
 const noDht: Simulation.MakeDhtLayer<string> = () => Layer.fail("no Dht in this test")
@@ -23,14 +24,18 @@ interface Outcome {
 }
 
 /** Runs `comms-dht ...args` in-process, with stdout and stderr captured line by line. */
-export const runCli = <E>(args: ReadonlyArray<string>, makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
+export const runCli = <E>(
+  args: ReadonlyArray<string>,
+  makeDhtLayer: Simulation.MakeDhtLayer<E>,
+  environment: Cli.RunEnvironment = {}
+) =>
   Effect.gen(function*() {
     const stdout = yield* Ref.make<Array<string>>([])
     const stderr = yield* Ref.make<Array<string>>([])
     const base = yield* Effect.console
     const capture = (ref: Ref.Ref<Array<string>>) => (...parts: ReadonlyArray<unknown>) =>
       Ref.update(ref, (lines) => [...lines, ...parts.map(String).join(" ").split("\n")])
-    const code = yield* Cli.main(makeDhtLayer, ["node", "comms-dht", ...args]).pipe(
+    const code = yield* Cli.main(makeDhtLayer, ["node", "comms-dht", ...args], environment).pipe(
       Effect.withConsole({ ...base, log: capture(stdout), error: capture(stderr) }),
       Effect.provide(NodeContext.layer)
     )
@@ -95,12 +100,48 @@ describe("comms-dht keygen", () => {
 })
 
 describe("comms-dht run and usage errors", () => {
-  it.effect("run is not there yet: it says so on stderr and exits 2", () =>
+  it.live("run refuses what it cannot start with, on stderr and with exit code 2, before opening anything", () =>
     Effect.gen(function*() {
-      const outcome = yield* runCli(["run", "--listen", "127.0.0.1:4000"], noDht)
-      expect(outcome.code).toBe(2)
-      expect(outcome.stderr).toContain("not yet: issue 7")
-      expect(outcome.stdout.filter((line) => line.length > 0)).toEqual([])
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "comms-dht-run-usage-"))
+      const file = path.join(dir, "identity.json")
+      expect((yield* runCli(["keygen", "--out", file], noDht)).code).toBe(0)
+      const identity = yield* checkIdentity(fs.readFileSync(file, "utf8"))
+      const refused = (outcome: Outcome, text: string) => {
+        expect(outcome.code).toBe(2)
+        expect(outcome.stderr.join("\n")).toContain(text)
+        expect(outcome.stdout.filter((line) => line.length > 0)).toEqual([])
+      }
+      const listen = ["--identity", file, "--listen", "127.0.0.1:0"]
+
+      // SPEC §4: a seeded layer would repeat ephemeral keys and nonces across restarts
+      refused(yield* runCli(["run", ...listen], noDht, { crypto: NodeTesting.layerNodeSeeded(1) }), "deterministic")
+      // SPEC §2.1: a small-order key (the identity point) fails the key check wherever a key is accepted
+      const smallOrder = `01${"00".repeat(31)}`
+      refused(yield* runCli(["run", ...listen, "--peer", `${smallOrder}@127.0.0.1:1`], noDht), "valid 64-hex-digit")
+      const noPort = `${identity.publicKey}@nowhere`
+      refused(yield* runCli(["run", ...listen, "--peer", noPort], noDht), "PUBLICKEY@HOST:PORT")
+      refused(yield* runCli(["run", "--identity", file, "--listen", "localhost"], noDht), "expected HOST:PORT")
+
+      const other = (yield* Cli.generateIdentity.pipe(Effect.provide(NodeCrypto.layerNode()))).publicKey
+      const mismatched = path.join(dir, "mismatched.json")
+      fs.writeFileSync(mismatched, JSON.stringify({ ...identity, publicKey: other }))
+      refused(
+        yield* runCli(["run", "--identity", mismatched, "--listen", "127.0.0.1:0"], noDht),
+        "publicKey is not the public key of secretKey"
+      )
+      const garbage = path.join(dir, "garbage.json")
+      fs.writeFileSync(garbage, "{\"secretKey\": 1}")
+      refused(
+        yield* runCli(["run", "--identity", garbage, "--listen", "127.0.0.1:0"], noDht),
+        "is not an identity written by comms-dht keygen"
+      )
+      const config = path.join(dir, "config.json")
+      fs.writeFileSync(config, JSON.stringify({ saf: { maxMessageSize: 9_000_000 } }))
+      refused(yield* runCli(["run", ...listen, "--config", config], noDht), "saf.maxMessageSize")
+
+      const absent = path.join(dir, "absent.json")
+      expect((yield* runCli(["run", "--identity", absent, "--listen", "127.0.0.1:0"], noDht)).code).toBe(2)
+      fs.rmSync(dir, { recursive: true })
     }))
 
   it.effect("sim refuses impossible inputs before building anything, with exit code 2", () =>
