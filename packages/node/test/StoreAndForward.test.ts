@@ -204,6 +204,30 @@ describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
       expect(yield* storedCount(s)).toBe(1)
     }))
 
+  it.scoped("a node that restarts within the responder's rate-limit interval is served at once", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
+      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
+      yield* connect(a, s)
+      yield* connect(s, b)
+      // b asks (nothing there yet), goes offline, mail arrives for it, b is back seconds later and asks again
+      yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      yield* settle
+      yield* b.stop
+      yield* settle
+      yield* sendClosest(a, b, "missed while restarting")
+      yield* eventually(Effect.map(storedCount(s), (k) => k === 1))
+      yield* TestClock.adjust("5 seconds")
+      yield* b.start
+      yield* connect(b, s)
+      yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
+      const message = yield* Effect.flatMap(b.inbox, Queue.take)
+      expect(textOf(message.body)).toBe("missed while restarting")
+      expect(message.isSafMessage).toBe(true)
+    }))
+
   it.scoped("Low priority rows leave at their TTL, High ones stay; the returning node gets what is left", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(START)

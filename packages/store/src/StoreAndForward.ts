@@ -5,7 +5,8 @@
  * importing the other.
  *
  * State lives in the service, one per node: the in-flight requests keyed by `(responder, request_id)`, the per-
- * requester rate limit of the responder side, and the completion counters of §9.5. A scoped fiber runs the cleanup
+ * requester rate limit of the responder side (forgotten when the requester disconnects), and the completion
+ * counters of §9.5. A scoped fiber runs the cleanup
  * of §9.2 on the Effect clock; sends run in fibers of the service's scope, so the inbound pipeline never waits on
  * the outbound queue.
  *
@@ -30,6 +31,7 @@ import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as SafStage from "@comms-dht/core/SafStage"
 import * as StoreForward from "@comms-dht/core/StoreForwardMessages"
+import * as Transport from "@comms-dht/core/Transport"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -41,6 +43,7 @@ import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 
 /**
  * @since 0.1.0
@@ -389,7 +392,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       yield* Metric.increment(requestsReceived)
       const { maxMessageSize, saf } = yield* config
       const source = message.sourcePeer
-      const sourceKey = NodeId.toHex(source.publicKey)
+      const sourceKey = NodeId.toHex(source.nodeId)
       const now = yield* Clock.currentTimeMillis
       const cursor = MessageStore.clampCursor({ sinceMs: request.sinceMs, afterId: request.afterId })
       const last = served.get(sourceKey)
@@ -627,6 +630,18 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     }
     return result
   })
+
+  // the rate limit is per connection: a requester that reconnects (a restart) is served at once, not 30 s later
+  const transport = yield* Effect.serviceOption(Transport.Transport)
+  if (Option.isSome(transport)) {
+    yield* Effect.forkIn(
+      Stream.runForEach(transport.value.events, (event) =>
+        Effect.sync(() => {
+          if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
+        })),
+      scope
+    )
+  }
 
   const { saf } = yield* config
   yield* Effect.forkIn(
