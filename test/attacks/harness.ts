@@ -61,6 +61,7 @@ export interface Victim {
   /** the bodies of every application message delivered, in order */
   readonly delivered: Ref.Ref<ReadonlyArray<string>>
   readonly rejections: Ref.Ref<ReadonlyArray<Rejection>>
+  readonly transport: Transport.TransportService
   readonly run: <A, E>(effect: Effect.Effect<A, E, Storage | Crypto.Crypto>) => Effect.Effect<A, E>
 }
 
@@ -69,6 +70,8 @@ export interface Attacker {
   readonly transport: Transport.TransportService
   /** writes one frame to the victim; the outcome of the write, not of the processing */
   readonly send: (bytes: Uint8Array) => Effect.Effect<void, DhtError.SendFailReason>
+  /** queues frames for the victim, waiting for their writes only when the batch is done (a flood) */
+  readonly sendAll: (frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void>
   readonly run: <A, E>(effect: Effect.Effect<A, E, Crypto.Crypto>) => Effect.Effect<A, E>
 }
 
@@ -111,12 +114,21 @@ const startNode = (
     ).pipe(Effect.provide(Context.merge(storage, shared)))
     const dht = Context.get(context, Dht.Dht)
     const inbox = yield* Queue.unbounded<InboundMessages.DomainMessage>()
-    const delivered = yield* Ref.make<ReadonlyArray<string>>([])
+    const bodies: Array<string> = []
+    const delivered = yield* Ref.make<ReadonlyArray<string>>(bodies)
     yield* Effect.forkScoped(Stream.runForEach(dht.inbound, (m) =>
-      Effect.zipRight(Ref.update(delivered, (all) => [...all, textOf(m.body)]), Queue.offer(inbox, m))))
+      Effect.zipRight(Effect.sync(() => bodies.push(textOf(m.body))), Queue.offer(inbox, m))))
     yield* Effect.yieldNow()
     const all = Context.merge(storage, shared)
-    const victim: Victim = { id, dht, inbox, delivered, rejections, run: (effect) => Effect.provide(effect, all) }
+    const victim: Victim = {
+      id,
+      dht,
+      inbox,
+      delivered,
+      rejections,
+      transport: Context.get(context, Transport.Transport),
+      run: (effect) => Effect.provide(effect, all)
+    }
     return victim
   })
 
@@ -165,6 +177,16 @@ export const scene = (cfg: DhtConfig.Config = config) =>
           const reply = yield* Deferred.make<void, DhtError.SendFailReason>()
           yield* transport.send({ peer: victim.id.nodeId, tag: 0n, bytes, reply })
           yield* Deferred.await(reply)
+        }),
+      sendAll: (frames) =>
+        Effect.gen(function*() {
+          const replies: Array<Deferred.Deferred<void, DhtError.SendFailReason>> = []
+          for (const bytes of frames) {
+            const reply = yield* Deferred.make<void, DhtError.SendFailReason>()
+            yield* transport.send({ peer: victim.id.nodeId, tag: 0n, bytes, reply })
+            replies.push(reply)
+          }
+          yield* Effect.forEach(replies, (reply) => Effect.ignore(Deferred.await(reply)), { discard: true })
         }),
       run: (effect) => Effect.provide(effect, shared)
     }
