@@ -2,7 +2,8 @@
  * Inbound pipeline benchmarks. `inbound.encrypted-direct`: one encrypted direct message (a 1 KiB application body)
  * through every stage of a running `InboundPipeline.layer` — from the transport's inbox to the application's
  * subscription — decrypted and verified, each message fresh; bound: `inbound.crypto-only`, the crypto that message
- * cannot avoid (ECDH + KDF, opening the sealed signature, verifying it, opening the body) done alone in the same run.
+ * cannot avoid (the challenge and the dedup hash, ECDH + KDF, opening the sealed signature, verifying it through a
+ * fresh verification memo, opening the body) done alone in the same run.
  * `inbound.forward`: a message for another key, forwarded by the node (F1) until the outbound pipeline hands it to
  * the transport. Both on the node backend (`@comms-dht/node/Crypto`); the `noble` set repeats the first pair on the
  * portable backend.
@@ -220,12 +221,21 @@ const encryptedPair = async (
   }
   const nextMessage = cycle(pool, reset)
 
-  // the same messages' crypto alone, without the memo
-  const bare = await Effect.runPromise(make({ verifyMemoCapacity: 0 }))
-  const nextBare = cycle(pool, async () => {})
+  // the same messages' crypto alone, as the node does it: the challenge (one hash of the body) and the dedup hash
+  // from it (SPEC §8.1), then ECDH + KDF, opening the signature, verifying it over that challenge through the
+  // verification memo (SPEC §4: every verification goes through it; fresh, like the node's, so every lookup
+  // misses), opening the body
+  const alone = { crypto: await Effect.runPromise(make()) }
+  const nextAlone = cycle(pool, async () => {
+    alone.crypto = await Effect.runPromise(make())
+  })
   const cryptoOnly = (message: Sealed) =>
     Effect.runPromise(
-      Effect.provideService(MessageCrypto.decryptBytes(receiver, message.header, message.body), Crypto.Crypto, bare)
+      MessageCrypto.challenge(message.header, message.body).pipe(
+        Effect.tap((challenge) => MessageCrypto.dedupHashOf(challenge, message.header.messageSignature)),
+        Effect.flatMap((challenge) => MessageCrypto.decryptBytes(receiver, message.header, message.body, challenge)),
+        Effect.provideService(Crypto.Crypto, alone.crypto)
+      )
     )
 
   let tag = 0
@@ -239,7 +249,7 @@ const encryptedPair = async (
       )
     )
   return [
-    { name: `${prefix}crypto-only`, fn: async () => void (await cryptoOnly(await nextBare())) },
+    { name: `${prefix}crypto-only`, fn: async () => void (await cryptoOnly(await nextAlone())) },
     {
       name: `${prefix}encrypted-direct`,
       fn: async () => step((await nextMessage()).bytes),

@@ -1,10 +1,14 @@
 /**
- * Outbound pipeline benchmarks: one encrypted direct request (a 1 KiB application body) through broadcast, encrypt
- * and serialize on a two-node `MemoryNetwork`, until the transport has written it (`outbound.encrypted-direct`),
- * against the crypto that request cannot avoid — ECDH + KDF, sealing the padded body, signing, sealing the
- * signature — done alone in the same run (`outbound.crypto-only`). The ratio is the share of a request's cost that
- * is crypto. Both use the node backend (`@comms-dht/node/Crypto`); the `noble` pair repeats them on the portable
- * backend.
+ * Outbound pipeline benchmarks: one encrypted direct request (a 1 KiB application body) through the live requester
+ * — its bounded queue, then broadcast, encrypt and serialize — until the transport has taken the frame and reported
+ * it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF, sealing the
+ * padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The ratio is
+ * the share of a request's cost that is crypto. Both use the node backend (`@comms-dht/node/Crypto`); the `noble`
+ * pair repeats them on the portable backend.
+ *
+ * The transport is the benchmark's own: it collects each frame and completes its send state at once, so the figure
+ * is the pipeline's and not an in-process network's. `outbound.memory-network` sends the same request over a
+ * two-node `MemoryNetwork` (connection queue, writer fiber, the receiver's inbox), for comparison; it has no bound.
  */
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DedupCache from "@comms-dht/core/DedupCache"
@@ -19,10 +23,13 @@ import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Transport from "@comms-dht/core/Transport"
 import * as NodeCrypto from "@comms-dht/node/Crypto"
 import * as OutboundPipeline from "@comms-dht/outbound/OutboundPipeline"
+import type * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { Task } from "./main.js"
 
 const BODY_BYTES = 1024
@@ -35,27 +42,95 @@ const identity = (crypto: Crypto.CryptoService) =>
       features: Peer.PeerFeatures.COMMUNICATION_NODE
     }))
 
+const peerOf = (id: NodeIdentity.Identity) =>
+  Peer.make({
+    publicKey: id.publicKey,
+    addresses: [`mem://${NodeId.toHex(id.nodeId)}`],
+    features: id.features,
+    source: "Config",
+    nowMs: 0
+  })
+
+/**
+ * A transport connected to `peers`: `send` takes the frame (the latest is kept, to be checked) and reports it
+ * written.
+ */
+const benchTransport = (peers: ReadonlyArray<NodeId.NodeId>) => {
+  const sent: { last: Transport.OutboundMessage | undefined } = { last: undefined }
+  const transport = Transport.Transport.of({
+    send: (message) =>
+      Effect.suspend(() => {
+        sent.last = message
+        return Deferred.succeed(message.reply, undefined)
+      }),
+    inbound: Effect.runSync(Queue.bounded<Transport.InboundMessage>(1)),
+    dial: () => Effect.void,
+    disconnect: () => Effect.void,
+    isConnected: (peer) => Effect.succeed(peers.some((p) => NodeId.equals(p, peer))),
+    connectedPeers: Effect.succeed(peers),
+    events: Stream.never,
+    listenAddresses: ["mem://bench"]
+  })
+  return { transport, sent }
+}
+
+/** The sender's requester on the bench transport, its peer table holding the receiver. */
+const onBenchTransport = (
+  crypto: Crypto.CryptoService,
+  sender: NodeIdentity.Identity,
+  receiver: NodeIdentity.Identity
+) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const { sent, transport } = benchTransport([receiver.nodeId])
+    const context = yield* Layer.buildWithScope(
+      OutboundPipeline.layer().pipe(
+        Layer.provideMerge(Layer.mergeAll(
+          Layer.succeed(Transport.Transport, transport),
+          Layer.succeed(Crypto.Crypto, crypto),
+          NodeIdentity.layer(sender),
+          DedupCache.layerMemory,
+          Layer.effect(
+            PeerManager.PeerManager,
+            Effect.tap(PeerManager.makeMemory, (table) => Effect.orDie(table.add(peerOf(receiver))))
+          )
+        ))
+      ),
+      scope
+    )
+    // every frame must be the whole encrypted envelope for the receiver
+    const check = Effect.suspend(() => {
+      const frame = sent.last
+      return frame !== undefined && NodeId.equals(frame.peer, receiver.nodeId) && frame.bytes.length > 6_000
+        ? Effect.void
+        : Effect.dieMessage("a benchmark request did not reach the transport")
+    })
+    return { context, check }
+  })
+
 const endpoint = (id: NodeIdentity.Identity) =>
   MemoryNetwork.layer().pipe(
     Layer.provideMerge(Layer.mergeAll(PeerManager.layerMemory, NodeIdentity.layer(id))),
     Layer.orDie
   )
 
-/** Two connected nodes; the receiver drains its inbox. Returns one request, run to the written state. */
-const twoNodes = (crypto: Crypto.CryptoService) =>
+/** The sender's requester on a two-node `MemoryNetwork`, connected to the receiver, which drains its inbox. */
+const onMemoryNetwork = (
+  crypto: Crypto.CryptoService,
+  sender: NodeIdentity.Identity,
+  receiver: NodeIdentity.Identity
+) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const cryptoLayer = Layer.succeed(Crypto.Crypto, crypto)
     const hub = yield* Layer.buildWithScope(MemoryNetwork.layerHub(), scope)
     const shared = Layer.merge(Layer.succeedContext(hub), cryptoLayer)
-    const sender = yield* identity(crypto)
-    const receiver = yield* identity(crypto)
     const receiving = yield* Layer.buildWithScope(Layer.provide(endpoint(receiver), shared), scope)
     yield* Effect.flatMap(Transport.Transport, (t) => Effect.forever(Queue.take(t.inbound))).pipe(
       Effect.provide(receiving),
       Effect.forkIn(scope)
     )
-    const sending = yield* Layer.buildWithScope(
+    const context = yield* Layer.buildWithScope(
       OutboundPipeline.layer().pipe(
         Layer.provideMerge(Layer.mergeAll(endpoint(sender), DedupCache.layerMemory)),
         Layer.provideMerge(shared)
@@ -63,28 +138,35 @@ const twoNodes = (crypto: Crypto.CryptoService) =>
       scope
     )
     yield* Effect.gen(function*() {
-      yield* Effect.orDie((yield* PeerManager.PeerManager).add(Peer.make({
-        publicKey: receiver.publicKey,
-        addresses: [`mem://${NodeId.toHex(receiver.nodeId)}`],
-        features: receiver.features,
-        source: "Config",
-        nowMs: 0
-      })))
+      yield* Effect.orDie((yield* PeerManager.PeerManager).add(peerOf(receiver)))
       yield* Effect.orDie((yield* Transport.Transport).dial(receiver.nodeId))
-    }).pipe(Effect.provide(sending))
-    const payload = new Uint8Array(BODY_BYTES).fill(7)
-    const request = OutboundRequester.sendDirectEncrypted(receiver.publicKey, 1, payload).pipe(
-      Effect.flatMap(OutboundRequester.resolve),
-      Effect.flatMap((states) => states.waitSingle),
-      Effect.flatMap((written) => written ? Effect.void : Effect.dieMessage("a benchmark request was not written")),
-      Effect.provide(sending)
-    )
-    return { sender, receiver, request }
+    }).pipe(Effect.provide(context))
+    return { context, check: Effect.void }
   })
 
-const pair = async (prefix: string, make: () => Effect.Effect<Crypto.CryptoService>): Promise<Array<Task>> => {
+/** One request, run until its one send state reports the frame written. */
+const request = (
+  receiver: NodeIdentity.Identity,
+  context: Context.Context<OutboundRequester.OutboundRequester>,
+  check: Effect.Effect<void>
+) =>
+  OutboundRequester.sendDirectEncrypted(receiver.publicKey, 1, new Uint8Array(BODY_BYTES).fill(7)).pipe(
+    Effect.flatMap(OutboundRequester.resolve),
+    Effect.flatMap((states) => states.waitSingle),
+    Effect.flatMap((written) => written ? check : Effect.dieMessage("a benchmark request was not written")),
+    Effect.provide(context)
+  )
+
+const pair = async (
+  prefix: string,
+  make: () => Effect.Effect<Crypto.CryptoService>,
+  withMemoryNetwork: boolean
+): Promise<Array<Task>> => {
   const crypto = await Effect.runPromise(make())
-  const { receiver, request, sender } = await Effect.runPromise(twoNodes(crypto))
+  const sender = await Effect.runPromise(identity(crypto))
+  const receiver = await Effect.runPromise(identity(crypto))
+  const bench = await Effect.runPromise(onBenchTransport(crypto, sender, receiver))
+  const direct = request(receiver, bench.context, bench.check)
   // the same request's crypto, alone: the plaintext the pipeline encrypts, the fields it signs
   const plaintext = Envelope.encodeEnvelopeBody(
     await Effect.runPromise(OutboundRequester.applicationBody(1, new Uint8Array(BODY_BYTES).fill(7)))
@@ -102,18 +184,22 @@ const pair = async (prefix: string, make: () => Effect.Effect<Crypto.CryptoServi
     crypto
   )
   let sink = 0
-  return [
+  const tasks: Array<Task> = [
     { name: `${prefix}crypto-only`, fn: () => void (sink ^= Effect.runSync(cryptoOnly).body.length) },
     {
       name: `${prefix}encrypted-direct`,
-      fn: () => Effect.runPromise(request),
+      fn: () => Effect.runPromise(direct),
       bound: `${prefix}crypto-only`
     }
   ]
+  if (!withMemoryNetwork) return tasks
+  const memory = await Effect.runPromise(onMemoryNetwork(crypto, sender, receiver))
+  const overMemory = request(receiver, memory.context, memory.check)
+  return [...tasks, { name: `${prefix}memory-network`, fn: () => Effect.runPromise(overMemory) }]
 }
 
 /** `outbound.*` (node backend) and `outbound.noble.*`. */
 export const outboundBenches = async (): Promise<ReadonlyArray<Task>> => [
-  ...(await pair("outbound.", () => NodeCrypto.makeNode())),
-  ...(await pair("outbound.noble.", () => Crypto.makeNoble()))
+  ...(await pair("outbound.", () => NodeCrypto.makeNode(), true)),
+  ...(await pair("outbound.noble.", () => Crypto.makeNoble(), false))
 ]
