@@ -20,9 +20,10 @@ import * as DhtMetrics from "./DhtMetrics.js"
 import * as Ed25519 from "./Ed25519.js"
 import * as Wire from "./internal/wire.js"
 import * as MessageCrypto from "./MessageCrypto.js"
-import type { PublicKey, SecretKey } from "./NodeId.js"
+import type { NodeId, PublicKey, SecretKey } from "./NodeId.js"
 import type { AddressSource } from "./Peer.js"
 import { Peer, PeerAddress, PeerClaim } from "./Peer.js"
+import type { PeerManagerService } from "./PeerManager.js"
 
 // --- claim signatures (§4.7): the construction is MessageCrypto's; these build and check whole claims ---
 
@@ -457,3 +458,93 @@ export const applyClaims = (
     claimUpdatedAt: newest.claim.identitySignature.updatedAt
   }, true)
 }
+
+// --- a completed handshake (SPEC §2.5, §4.8) ---
+
+/**
+ * The remote end of a completed transport handshake: who it proved to be and the claims it proved.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectedRemote {
+  readonly publicKey: PublicKey
+  readonly nodeId: NodeId
+  readonly features: number
+  readonly accepted: ReadonlyArray<AcceptedClaim>
+}
+
+/**
+ * The local record of a peer a handshake just authenticated: its proven claims applied, the dialled address kept
+ * and marked seen, online, verified (SPEC §2.5, §4.8). Every transport records its peers this way.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const connectedPeer = (
+  existing: Peer | undefined,
+  remote: ConnectedRemote,
+  now: number,
+  maxAddressesPerPeer: number,
+  dialledAddress: string | undefined
+): Peer => {
+  const base = existing ?? new Peer({
+    publicKey: remote.publicKey,
+    nodeId: remote.nodeId,
+    addresses: [],
+    features: remote.features,
+    flags: 0,
+    bannedReason: "",
+    addedAt: now
+  })
+  const claimed = applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
+  let addresses = claimed.addresses
+  if (dialledAddress !== undefined) {
+    // the address we reached stays even if the peer's newest claim no longer lists it
+    const dialled = addresses.find((a) => a.address === dialledAddress) ??
+      base.addresses.find((a) => a.address === dialledAddress)
+    const seen = new PeerAddress({
+      ...(dialled ?? { address: dialledAddress, source: "Config" as const }),
+      lastSeen: now,
+      connectionFailures: 0
+    }, true)
+    addresses = addresses.some((a) => a.address === dialledAddress)
+      ? addresses.map((a) => a.address === dialledAddress ? seen : a)
+      : [...addresses, seen]
+  }
+  const { offlineAt: _offlineAt, ...rest } = claimed
+  // built from a stored record and validated handshake fields: nothing left to check
+  return new Peer({
+    ...rest,
+    addresses,
+    features: remote.features,
+    lastSeen: now,
+    verifiedAt: claimed.verifiedAt ?? now
+  }, true)
+}
+
+/**
+ * Writes `connectedPeer` into the table (updating the peer's record, or adding it); a storage failure is logged
+ * and the connection goes on with the record unsaved.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const recordConnected = (
+  peers: PeerManagerService,
+  remote: ConnectedRemote,
+  options: { readonly maxAddressesPerPeer: number; readonly dialledAddress: string | undefined }
+): Effect.Effect<Peer> =>
+  Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const make = (existing: Peer | undefined) =>
+      connectedPeer(existing, remote, now, options.maxAddressesPerPeer, options.dialledAddress)
+    return yield* peers.update(remote.nodeId, (p) => make(p)).pipe(
+      Effect.catchTag("PeerNotFound", () => {
+        const peer = make(undefined)
+        return Effect.as(peers.add(peer), peer)
+      }),
+      Effect.catchTag("StoreError", (e) =>
+        Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
+    )
+  })

@@ -700,63 +700,11 @@ const activate = (hub: Hub, connection: Connection, dialledAddress: string): Eff
       yield* PubSub.publish(side.local.events, { _tag: "PeerConnected", peer, outbound: side.outbound })
     }), { discard: true })
 
-const connectedPeer = (
-  existing: Peer | undefined,
-  remote: RemoteIdentity,
-  now: number,
-  maxAddressesPerPeer: number,
-  dialledAddress: string | undefined
-): Peer => {
-  const base = existing ?? new Peer({
-    publicKey: remote.publicKey,
-    nodeId: remote.nodeId,
-    addresses: [],
-    features: remote.features,
-    flags: 0,
-    bannedReason: "",
-    addedAt: now
-  })
-  const claimed = PeerValidator.applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
-  let addresses = claimed.addresses
-  if (dialledAddress !== undefined) {
-    // the address we reached stays even if the peer's newest claim no longer lists it
-    const dialled = addresses.find((a) => a.address === dialledAddress) ??
-      base.addresses.find((a) => a.address === dialledAddress)
-    const seen = new PeerAddress({
-      ...(dialled ?? { address: dialledAddress, source: "Config" as const }),
-      lastSeen: now,
-      connectionFailures: 0
-    }, true)
-    addresses = addresses.some((a) => a.address === dialledAddress)
-      ? addresses.map((a) => a.address === dialledAddress ? seen : a)
-      : [...addresses, seen]
-  }
-  const { offlineAt: _offlineAt, ...rest } = claimed
-  // built from a stored record and validated handshake fields: nothing left to check
-  return new Peer({
-    ...rest,
-    addresses,
-    features: remote.features,
-    lastSeen: now,
-    verifiedAt: claimed.verifiedAt ?? now
-  }, true)
-}
-
 /** verifiedAt, lastSeen, addresses and claim of the remote in the local table (SPEC §2.5, §4.8). */
 const recordConnected = (side: Side, dialledAddress: string | undefined): Effect.Effect<Peer> =>
-  Effect.gen(function*() {
-    const local = side.local
-    const now = yield* Clock.currentTimeMillis
-    const max = local.config.peerValidator.maxAddressesPerPeer
-    const make = (existing: Peer | undefined) => connectedPeer(existing, side.remote, now, max, dialledAddress)
-    return yield* local.peers.update(side.remote.nodeId, (p) => make(p)).pipe(
-      Effect.catchTag("PeerNotFound", () => {
-        const peer = make(undefined)
-        return Effect.as(local.peers.add(peer), peer)
-      }),
-      Effect.catchTag("StoreError", (e) =>
-        Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
-    )
+  PeerValidator.recordConnected(side.local.peers, side.remote, {
+    maxAddressesPerPeer: side.local.config.peerValidator.maxAddressesPerPeer,
+    dialledAddress
   })
 
 // --- frames ---

@@ -8,11 +8,9 @@ import * as HandshakePayload from "@comms-dht/core/HandshakePayload"
 import * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey, SecretKey } from "@comms-dht/core/NodeId"
 import { equals, fromPublicKey, toHex } from "@comms-dht/core/NodeId"
-import type { PeerClaim } from "@comms-dht/core/Peer"
-import { Peer, PeerAddress } from "@comms-dht/core/Peer"
+import type { Peer, PeerClaim } from "@comms-dht/core/Peer"
 import type { PeerManagerService } from "@comms-dht/core/PeerManager"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
@@ -241,66 +239,13 @@ export const handshake = (
     return { transport, remote }
   })
 
-// --- the peer record (SPEC §2.5, §4.8) ---
-
-const connectedPeer = (
-  existing: Peer | undefined,
-  remote: RemoteIdentity,
-  now: number,
-  maxAddressesPerPeer: number,
-  dialledAddress: string | undefined
-): Peer => {
-  const base = existing ?? new Peer({
-    publicKey: remote.publicKey,
-    nodeId: remote.nodeId,
-    addresses: [],
-    features: remote.features,
-    flags: 0,
-    bannedReason: "",
-    addedAt: now
-  })
-  const claimed = PeerValidator.applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
-  let addresses = claimed.addresses
-  if (dialledAddress !== undefined) {
-    // the address we reached stays even if the peer's newest claim no longer lists it
-    const dialled = addresses.find((a) => a.address === dialledAddress) ??
-      base.addresses.find((a) => a.address === dialledAddress)
-    const seen = new PeerAddress({
-      ...(dialled ?? { address: dialledAddress, source: "Config" as const }),
-      lastSeen: now,
-      connectionFailures: 0
-    }, true)
-    addresses = addresses.some((a) => a.address === dialledAddress)
-      ? addresses.map((a) => a.address === dialledAddress ? seen : a)
-      : [...addresses, seen]
-  }
-  const { offlineAt: _offlineAt, ...rest } = claimed
-  // built from a stored record and validated handshake fields: nothing left to check
-  return new Peer({
-    ...rest,
-    addresses,
-    features: remote.features,
-    lastSeen: now,
-    verifiedAt: claimed.verifiedAt ?? now
-  }, true)
-}
-
 /** @internal verifiedAt, lastSeen, addresses and claim of the remote in the local table, as MemoryNetwork does */
 export const recordConnected = (
   local: LocalIdentity,
   remote: RemoteIdentity,
   dialledAddress: string | undefined
 ): Effect.Effect<Peer> =>
-  Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
-    const max = local.config.peerValidator.maxAddressesPerPeer
-    const make = (existing: Peer | undefined) => connectedPeer(existing, remote, now, max, dialledAddress)
-    return yield* local.peers.update(remote.nodeId, (p) => make(p)).pipe(
-      Effect.catchTag("PeerNotFound", () => {
-        const peer = make(undefined)
-        return Effect.as(local.peers.add(peer), peer)
-      }),
-      Effect.catchTag("StoreError", (e) =>
-        Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
-    )
+  PeerValidator.recordConnected(local.peers, remote, {
+    maxAddressesPerPeer: local.config.peerValidator.maxAddressesPerPeer,
+    dialledAddress
   })
