@@ -30,6 +30,7 @@ export type DshLabel =
   | "verify_memo"
   | "sim_identity"
   | "sim_drbg"
+  | "receipt"
 
 /**
  * An X25519 key pair (raw 32-byte scalar and u-coordinate).

@@ -336,6 +336,26 @@ export class InvalidSafMessage extends Schema.TaggedError<InvalidSafMessage>()("
 }) {}
 
 /**
+ * A delivery receipt (docs/spec-departures.md §2) that moves nothing: undecodable (`Malformed`), for no message this
+ * node waits on or holds (`UnknownMessage`), from anyone but the message's destination (`WrongSigner`), or whose
+ * signature over the hash does not verify with the destination's key (`BadSignature`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidReceipt extends Schema.TaggedError<InvalidReceipt>()("InvalidReceipt", {
+  reason: Schema.Literal("Malformed", "UnknownMessage", "WrongSigner", "BadSignature")
+}) {}
+
+/**
+ * A reliable send (docs/spec-departures.md §2) had neither been delivered nor expired when its caller stopped waiting.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class DeliveryTimeout extends Schema.TaggedError<DeliveryTimeout>()("DeliveryTimeout", {}) {}
+
+/**
  * @since 0.1.0
  * @category errors
  */
@@ -575,6 +595,7 @@ export type StageError =
   | SafResponseTooLate
   | TooManySafMessages
   | InvalidSafMessage
+  | InvalidReceipt
   | TooManyPeersReceived
   | DuplicatePeerReceived
   | EmptyPeerMessageReceived

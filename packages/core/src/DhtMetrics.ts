@@ -94,3 +94,12 @@ export const inboundHopCount = Metric.histogram(
   "comms_dht_inbound_hop_count",
   MetricBoundaries.fromIterable([0, 1, 2, 3, 4, 6, 8, 12, 16, 32])
 )
+
+/**
+ * Delivery receipts (docs/spec-departures.md §2), by `event`: `sent` (by a destination), `accepted` (verified by
+ * an origin), `rejected`, `safCleaned` (stored copies a store-and-forward node removed on a receipt).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const receipts = counter("comms_dht_receipts_total", "delivery receipts by event")

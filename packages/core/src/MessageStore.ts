@@ -16,6 +16,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type { Config, SafConfig } from "./DhtConfig.js"
 import { DhtConfig, millis } from "./DhtConfig.js"
@@ -201,6 +202,8 @@ export interface MessageStoreService {
   readonly contains: (hash: Uint8Array) => Effect.Effect<boolean, StoreError>
   /** Deletes the row with this body hash, if any. */
   readonly removeByBodyHash: (hash: Uint8Array) => Effect.Effect<boolean, StoreError>
+  /** The destination of the row with this body hash, if one is stored: whose receipt may remove it (ours). */
+  readonly destinationOf: (hash: Uint8Array) => Effect.Effect<Option.Option<PublicKey>, StoreError>
   /** Deletes every row past its deletion time; enforces no capacity (SPEC §9.2). */
   readonly cleanup: Effect.Effect<CleanupResult, StoreError>
   /** Running totals. */
@@ -692,6 +695,13 @@ export const makeMemory: Effect.Effect<MessageStoreService> = Effect.gen(functio
         const id = byHash.get(hexKey(hash))
         return id === undefined ? Effect.succeed(false) : Effect.as(removeAll([id]), true)
       }),
+    destinationOf: (hash) =>
+      Effect.sync(() =>
+        Option.fromNullable(byHash.get(hexKey(hash))).pipe(
+          Option.flatMapNullable((id) => rows.get(id)),
+          Option.map((row) => row.destinationPublicKey)
+        )
+      ),
     cleanup: Effect.flatMap(Clock.currentTimeMillis, cleanup),
     count: Effect.sync(() => rows.size),
     totalBytes: Effect.sync(() => bytes),

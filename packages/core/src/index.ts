@@ -142,6 +142,11 @@ export * as PeerValidator from "./PeerValidator.js"
 /**
  * @since 0.1.0
  */
+export * as Receipts from "./Receipts.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as StoreForwardMessages from "./StoreForwardMessages.js"
 
 /**

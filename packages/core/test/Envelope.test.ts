@@ -71,7 +71,8 @@ describe("Envelope model", () => {
       SafRequestMessages: Pb.DhtMessageType.DhtMessageTypeSafRequestMessages,
       SafStoredMessages: Pb.DhtMessageType.DhtMessageTypeSafStoredMessages,
       PeerSyncRequest: Pb.DhtMessageType.DhtMessageTypePeerSyncRequest,
-      PeerSyncResponse: Pb.DhtMessageType.DhtMessageTypePeerSyncResponse
+      PeerSyncResponse: Pb.DhtMessageType.DhtMessageTypePeerSyncResponse,
+      Receipt: Pb.DhtMessageType.DhtMessageTypeReceipt
     })
     expect(Envelope.messageTypeName(Envelope.DhtMessageType.SafStoredMessages)).toBe("SafStoredMessages")
     expect(Envelope.isDhtMessageType(4)).toBe(false)
@@ -84,7 +85,9 @@ describe("Envelope model", () => {
   it("flag helpers", () => {
     expect(Envelope.isEncrypted(Envelope.DhtMessageFlags.ENCRYPTED)).toBe(true)
     expect(Envelope.isEncrypted(Envelope.DhtMessageFlags.NONE)).toBe(false)
-    expect(Envelope.hasUnknownFlags(0x02)).toBe(true)
+    expect(Envelope.hasUnknownFlags(0x04)).toBe(true)
+    expect(Envelope.hasUnknownFlags(Envelope.DhtMessageFlags.RECEIPT_REQUESTED)).toBe(false)
+    expect(Envelope.isReceiptRequested(0x03)).toBe(true)
     expect(Envelope.hasUnknownFlags(0x80000000)).toBe(true)
     expect(Envelope.hasUnknownFlags(0x01)).toBe(false)
     expect(Envelope.withFlags(Envelope.DhtMessageFlags.NONE, Envelope.DhtMessageFlags.ENCRYPTED)).toBe(1)
@@ -287,10 +290,11 @@ describe("Envelope decoding rules (SPEC §3.7)", () => {
     expect(error).toEqual(new InvalidMessageType({ value: 99 }))
   })
 
-  it("a flag bit other than ENCRYPTED is InvalidMessageFlags", () => {
-    expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x02 })))).toBe("InvalidMessageFlags")
+  it("a flag bit other than ENCRYPTED and RECEIPT_REQUESTED is InvalidMessageFlags", () => {
+    expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x04 })))).toBe("InvalidMessageFlags")
     expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x80000000 })))).toBe("InvalidMessageFlags")
-    expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x03 })))).toBe("InvalidMessageFlags")
+    expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x07 })))).toBe("InvalidMessageFlags")
+    expect(decodeTag(rawEnvelope(baseHeader({ flags: 0x02 })))).toBe("success")
   })
 
   it("an unsupported version is not a decode error (SPEC §7.2 rejects it)", () => {

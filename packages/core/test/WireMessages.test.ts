@@ -216,7 +216,7 @@ describe("store and forward messages (SPEC §3.4)", () => {
   })
 
   it("a stored header failing §3.7 makes the response InvalidSafMessage{Malformed}", () => {
-    const bad = create(PbEnvelope.DhtHeaderSchema, { ...header, flags: 2 })
+    const bad = create(PbEnvelope.DhtHeaderSchema, { ...header, flags: 4 })
     const exit = exitOf(() => StoreForwardMessages.decodeStoredMessagesResponse(response([{}, { dhtHeader: bad }])))
     expect(outcome(exit)).toBe("InvalidSafMessage")
     expect(Exit.isFailure(exit) && Option.getOrThrow(Cause.failureOption(exit.cause)).reason).toBe("Malformed")

@@ -33,11 +33,13 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Connectivity from "./Connectivity.js"
 import * as Discovery from "./Discovery.js"
 import * as NetworkDiscovery from "./NetworkDiscovery.js"
 import * as PeerSync from "./PeerSync.js"
+import * as Reliable from "./Reliable.js"
 
 /**
  * @since 0.1.0
@@ -72,6 +74,15 @@ export interface DhtService {
    * many requests went out. The node does this by itself each time it comes online when `saf.autoRequest` is set.
    */
   readonly requestStoredMessages: Effect.Effect<number, DhtError.StoreError>
+  /**
+   * Sends an application message encrypted for `request.destination` and asks for a receipt; the `Delivery` follows
+   * it to `Delivered` or `Expired`, retrying over other strategies on `policy` (default `Reliable.defaultPolicy`)
+   * and leaving it to store-and-forward after that (ours, docs/spec-departures.md §2).
+   */
+  readonly sendReliable: (
+    request: Reliable.ReliableRequest,
+    policy?: Schedule.Schedule<unknown>
+  ) => Effect.Effect<Reliable.Delivery, DhtError.SendFailure>
 }
 
 /**
@@ -183,9 +194,13 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
     const actor = DhtActor.layer.pipe(Layer.provide(joinSender), Layer.provideMerge(discoveryLayer))
     const peerSync = PeerSync.layer.pipe(Layer.provideMerge(actor))
     const saf = StoreAndForward.layer.pipe(Layer.provideMerge(peerSync))
+    const reliable = Reliable.layer.pipe(Layer.provideMerge(saf))
     const inbound = Layer.unwrapEffect(
-      Effect.map(PeerSync.PeerSync, (service) => InboundPipeline.layer({ peerSync: service.handle }))
-    ).pipe(Layer.provideMerge(saf))
+      Effect.map(
+        Effect.all([PeerSync.PeerSync, Reliable.Reliable]),
+        ([sync, receipts]) => InboundPipeline.layer({ peerSync: sync.handle, receipts: receipts.receipts })
+      )
+    ).pipe(Layer.provideMerge(reliable))
     const services = Layer.mergeAll(
       Connectivity.layer.pipe(Layer.provide(safHooks(config))),
       NetworkDiscovery.layer,
@@ -202,6 +217,7 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
         const actorService = yield* DhtActor.DhtActor
         const discoveryService = yield* CoreDiscovery.Discovery
         const safService = yield* StoreAndForward.StoreAndForward
+        const reliableService = yield* Reliable.Reliable
         return Dht.of({
           identity,
           requester,
@@ -212,7 +228,8 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
           join: Effect.ignore(actorService.sendJoin),
           dialOrDiscover: actorService.dialDiscoverPeer,
           banPeer: actorService.banPeer,
-          requestStoredMessages: safService.requestStoredMessages
+          requestStoredMessages: safService.requestStoredMessages,
+          sendReliable: reliableService.sendReliable
         })
       })
     )

@@ -45,9 +45,11 @@ import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
+import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Dht from "./Dht.js"
 import * as Recorder from "./internal/simRecorder.js"
+import type * as Reliable from "./Reliable.js"
 import { makeNodeSeeded } from "./testing.js"
 import * as VirtualClock from "./VirtualClock.js"
 
@@ -127,6 +129,18 @@ export interface Result {
   readonly latencyMs: { readonly p50: number; readonly p95: number; readonly max: number }
   readonly discovery: { readonly attempted: number; readonly succeeded: number }
   readonly bans: number
+  /**
+   * Reliable sends (ours, docs/spec-departures.md §2): every fourth step-5 message and every step-6 message ask for a
+   * receipt; how many were `Delivered`, virtual ms from send to Delivered (p50, p95), and the stored SAF copies
+   * their receipts removed.
+   */
+  readonly receipts: {
+    readonly requested: number
+    readonly delivered: number
+    readonly p50Ms: number
+    readonly p95Ms: number
+    readonly safCleaned: number
+  }
   /** virtual ms from the start to the end of step 8 */
   readonly virtualMs: number
   readonly durationMs: number
@@ -173,6 +187,8 @@ const WORK_CAP = Duration.minutes(30)
 const OFFLINE_WAIT = Duration.minutes(10)
 const DISCOVERY_PAIRS = 50
 const SAF_PER_OFFLINE = 2
+// every fourth step-5 message is sent reliably (a share of the even-numbered, direct ones)
+const RELIABLE_EVERY = 4
 
 /** distinct values of [0, n) other than `except`, drawn from Effect's `Random`: at most n − 1 of them */
 const sampleDistinct = (n: number, k: number, except: number): Effect.Effect<Array<number>> =>
@@ -297,6 +313,9 @@ const simulate = <E>(
     const propagationFrames = yield* Ref.make(0)
     const bans = yield* Ref.make(0)
     const safStored = yield* Ref.make(0)
+    const safCleaned = yield* Ref.make(0)
+    const deliveries: Array<Reliable.Delivery> = []
+    let reliableRequested = 0
 
     const hub = yield* MemoryNetwork.makeHub({
       ...vc.hubHooks,
@@ -324,6 +343,12 @@ const simulate = <E>(
               Effect.tap(
                 messages.insert(row),
                 (inserted) => inserted._tag === "Inserted" ? Ref.update(safStored, (k) => k + 1) : Effect.void
+              ),
+            // only receipts remove a row by its hash
+            removeByBodyHash: (hash) =>
+              Effect.tap(
+                messages.removeByBodyHash(hash),
+                (removed) => removed ? Ref.update(safCleaned, (k) => k + 1) : Effect.void
               )
           })
         )
@@ -542,6 +567,19 @@ const simulate = <E>(
           Effect.asVoid
         ))
 
+    // a reliable send is followed by its `Delivery`, read when the run is over
+    const sendReliable = (from: number, request: Reliable.ReliableRequest, policy?: Schedule.Schedule<unknown>) => {
+      reliableRequested++
+      return withRunning(from, (r) =>
+        r.dht.sendReliable(request, policy).pipe(
+          Effect.tap((delivery) => Effect.sync(() => deliveries.push(delivery))),
+          Effect.catchAll((error) =>
+            Effect.logDebug("simulated reliable send failed").pipe(Effect.annotateLogs({ from, reason: error._tag }))
+          ),
+          Effect.asVoid
+        ))
+    }
+
     const trafficProgress = (step: number, label: string, expected: number) =>
       Effect.suspend(() => report(step, label, expected === 0 ? 1 : recorder.deliveredCount() / expected))
 
@@ -554,7 +592,9 @@ const simulate = <E>(
       recorder.expect("direct", k, to)
       const body = Recorder.encodeBody("direct", k, now5)
       const key = nodeAt(to).identity.publicKey
-      if (k % 2 === 0) {
+      if (k % RELIABLE_EVERY === 0) {
+        sends.push(sendReliable(from, { destination: key, messageType: Recorder.SIM_MESSAGE_TYPE, body }))
+      } else if (k % 2 === 0) {
         sends.push(send(from, OutboundRequester.sendDirectEncrypted(key, Recorder.SIM_MESSAGE_TYPE, body)))
       } else {
         const tag = yield* OutboundRequester.randomTag
@@ -602,16 +642,13 @@ const simulate = <E>(
         const k = safIndex++
         recorder.expect("saf", k, dest)
         const key = nodeAt(dest).identity.publicKey
-        safSends.push(send(
-          from,
-          OutboundRequester.closestBroadcast(
-            key,
-            OutboundRequester.encryptFor(key),
-            [],
-            Recorder.SIM_MESSAGE_TYPE,
-            Recorder.encodeBody("saf", k, now6)
-          )
-        ))
+        // to the destination's closest nodes, as a closest broadcast, once: store-and-forward holds it from there
+        safSends.push(sendReliable(from, {
+          destination: key,
+          messageType: Recorder.SIM_MESSAGE_TYPE,
+          body: Recorder.encodeBody("saf", k, now6),
+          strategies: ["closest"]
+        }, Schedule.stop))
       }
     }
     yield* work("messages for offline nodes", Effect.all(safSends, { concurrency: "unbounded", discard: true }))
@@ -631,6 +668,12 @@ const simulate = <E>(
     const allExpected = trafficExpected + safIndex
     yield* quiesce("store and forward", trafficProgress(8, "store and forward", allExpected))
     const end = yield* Clock.currentTimeMillis
+    const receiptTimes: Array<number> = []
+    for (const delivery of deliveries) {
+      const status = yield* delivery.status
+      if (status._tag === "Delivered") receiptTimes.push(status.elapsedMs)
+    }
+    receiptTimes.sort((a, b) => a - b)
     yield* report(8, "closing", 1)
     yield* work("closing", Effect.forEach(nodes, (node) => stop(node.index), { discard: true }))
 
@@ -675,6 +718,13 @@ const simulate = <E>(
       },
       discovery: { attempted: pairs.length, succeeded: yield* Ref.get(discovered) },
       bans: yield* Ref.get(bans),
+      receipts: {
+        requested: reliableRequested,
+        delivered: receiptTimes.length,
+        p50Ms: Recorder.percentile(receiptTimes, 0.5),
+        p95Ms: Recorder.percentile(receiptTimes, 0.95),
+        safCleaned: yield* Ref.get(safCleaned)
+      },
       virtualMs: end - t0
     }
   })

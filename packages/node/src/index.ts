@@ -48,3 +48,8 @@ export * as TcpTransport from "./TcpTransport.js"
  * @since 0.1.0
  */
 export * as VirtualClock from "./VirtualClock.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Reliable from "./Reliable.js"

@@ -46,6 +46,13 @@ describe("Simulation", () => {
       expect(result.latencyMs.p50).toBeLessThanOrEqual(result.latencyMs.p95)
       expect(result.latencyMs.p95).toBeLessThanOrEqual(result.latencyMs.max)
       expect(result.discovery.succeeded).toBeLessThanOrEqual(result.discovery.attempted)
+      // every fourth step-5 message (5 of 20) and the 6 step-6 messages asked for a receipt, and got it
+      expect(result.receipts).toMatchObject({ requested: 11, delivered: 11 })
+      expect(result.receipts.p50Ms).toBeGreaterThanOrEqual(5)
+      expect(result.receipts.p50Ms).toBeLessThanOrEqual(result.receipts.p95Ms)
+      // the receipts of the step-6 messages removed their stored copies, and nothing else
+      expect(result.receipts.safCleaned).toBeGreaterThanOrEqual(6)
+      expect(result.receipts.safCleaned).toBeLessThanOrEqual(result.saf.stored)
       // step 6 waits 10 virtual minutes: the whole run is longer than that, in virtual time
       expect(result.virtualMs).toBeGreaterThan(10 * 60_000)
       expect(Object.keys(result)).toEqual([
@@ -67,6 +74,7 @@ describe("Simulation", () => {
         "latencyMs",
         "discovery",
         "bans",
+        "receipts",
         "virtualMs",
         "durationMs"
       ])

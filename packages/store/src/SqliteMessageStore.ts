@@ -48,6 +48,9 @@ const MessageRow = Schema.Struct({
   body_hash: Blob.pipe(Schema.compose(StoredMessage.fields.bodyHash))
 })
 const decodeMessages = Schema.decodeUnknown(Schema.Array(MessageRow))
+const decodeDestination = Schema.decodeUnknown(Schema.Array(Schema.Struct({
+  destination_pubkey: MessageRow.fields.destination_pubkey
+})))
 
 const toMessage = (r: typeof MessageRow.Type) =>
   new StoredMessage({
@@ -483,6 +486,12 @@ export const make: Effect.Effect<
         sql`DELETE FROM stored_messages WHERE body_hash = ${hash} RETURNING ${sql.literal(Queries.CANDIDATE_COLUMNS)}`
           .pipe(Effect.flatMap(decodeInfo), Effect.flatMap(removed), Effect.map((n) => n > 0))
       ).pipe(lift(filename, "remove stored message")),
+    destinationOf: (hash) =>
+      sql`SELECT destination_pubkey FROM stored_messages WHERE body_hash = ${hash} LIMIT 1`.pipe(
+        Effect.flatMap(decodeDestination),
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.destination_pubkey)),
+        lift(filename, "look up stored message")
+      ),
     cleanup: exclusive(cleanup).pipe(lift(filename, "clean up stored messages")),
     count: Effect.sync(() => count),
     totalBytes: Effect.sync(() => bytes),

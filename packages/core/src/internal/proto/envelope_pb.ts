@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envelope.proto.
  */
 export const file_envelope: GenFile = /*@__PURE__*/
-  fileDesc("Cg5lbnZlbG9wZS5wcm90bxISY29tbXNfZGh0LmVudmVsb3BlIp8CCglEaHRIZWFkZXISDQoFbWFqb3IYASABKA0SEQoHdW5rbm93bhgDIAEoCEgAEhQKCnB1YmxpY19rZXkYBCABKAxIABIZChFtZXNzYWdlX3NpZ25hdHVyZRgGIAEoDBIcChRlcGhlbWVyYWxfcHVibGljX2tleRgHIAEoDBI4CgxtZXNzYWdlX3R5cGUYCCABKA4yIi5jb21tc19kaHQuZW52ZWxvcGUuRGh0TWVzc2FnZVR5cGUSDQoFZmxhZ3MYCiABKA0SEwoLbWVzc2FnZV90YWcYCyABKAQSDwoHZXhwaXJlcxgMIAEoBBIRCglob3BfY291bnQYDSABKA1CDQoLZGVzdGluYXRpb25KBAgCEANKBAgFEAZKBAgJEAoiSgoLRGh0RW52ZWxvcGUSLQoGaGVhZGVyGAEgASgLMh0uY29tbXNfZGh0LmVudmVsb3BlLkRodEhlYWRlchIMCgRib2R5GAIgASgMIkYKEE1lc3NhZ2VTaWduYXR1cmUSGQoRc2lnbmVyX3B1YmxpY19rZXkYASABKAwSEQoJc2lnbmF0dXJlGAMgASgMSgQIAhADIh0KDEVudmVsb3BlQm9keRINCgVwYXJ0cxgBIAMoDCI0Cg1NZXNzYWdlSGVhZGVyEhQKDG1lc3NhZ2VfdHlwZRgBIAEoBRINCgVub25jZRgCIAEoBCqUAgoORGh0TWVzc2FnZVR5cGUSFgoSRGh0TWVzc2FnZVR5cGVOb25lEAASFgoSRGh0TWVzc2FnZVR5cGVKb2luEAESGwoXRGh0TWVzc2FnZVR5cGVEaXNjb3ZlcnkQAhIjCh9EaHRNZXNzYWdlVHlwZURpc2NvdmVyeVJlc3BvbnNlEAMSJAogRGh0TWVzc2FnZVR5cGVTYWZSZXF1ZXN0TWVzc2FnZXMQFBIjCh9EaHRNZXNzYWdlVHlwZVNhZlN0b3JlZE1lc3NhZ2VzEBUSIQodRGh0TWVzc2FnZVR5cGVQZWVyU3luY1JlcXVlc3QQHhIiCh5EaHRNZXNzYWdlVHlwZVBlZXJTeW5jUmVzcG9uc2UQH2IGcHJvdG8z");
+  fileDesc("Cg5lbnZlbG9wZS5wcm90bxISY29tbXNfZGh0LmVudmVsb3BlIp8CCglEaHRIZWFkZXISDQoFbWFqb3IYASABKA0SEQoHdW5rbm93bhgDIAEoCEgAEhQKCnB1YmxpY19rZXkYBCABKAxIABIZChFtZXNzYWdlX3NpZ25hdHVyZRgGIAEoDBIcChRlcGhlbWVyYWxfcHVibGljX2tleRgHIAEoDBI4CgxtZXNzYWdlX3R5cGUYCCABKA4yIi5jb21tc19kaHQuZW52ZWxvcGUuRGh0TWVzc2FnZVR5cGUSDQoFZmxhZ3MYCiABKA0SEwoLbWVzc2FnZV90YWcYCyABKAQSDwoHZXhwaXJlcxgMIAEoBBIRCglob3BfY291bnQYDSABKA1CDQoLZGVzdGluYXRpb25KBAgCEANKBAgFEAZKBAgJEAoiSgoLRGh0RW52ZWxvcGUSLQoGaGVhZGVyGAEgASgLMh0uY29tbXNfZGh0LmVudmVsb3BlLkRodEhlYWRlchIMCgRib2R5GAIgASgMIkYKEE1lc3NhZ2VTaWduYXR1cmUSGQoRc2lnbmVyX3B1YmxpY19rZXkYASABKAwSEQoJc2lnbmF0dXJlGAMgASgMSgQIAhADIh0KDEVudmVsb3BlQm9keRINCgVwYXJ0cxgBIAMoDCI0Cg1NZXNzYWdlSGVhZGVyEhQKDG1lc3NhZ2VfdHlwZRgBIAEoBRINCgVub25jZRgCIAEoBCqvAgoORGh0TWVzc2FnZVR5cGUSFgoSRGh0TWVzc2FnZVR5cGVOb25lEAASFgoSRGh0TWVzc2FnZVR5cGVKb2luEAESGwoXRGh0TWVzc2FnZVR5cGVEaXNjb3ZlcnkQAhIjCh9EaHRNZXNzYWdlVHlwZURpc2NvdmVyeVJlc3BvbnNlEAMSJAogRGh0TWVzc2FnZVR5cGVTYWZSZXF1ZXN0TWVzc2FnZXMQFBIjCh9EaHRNZXNzYWdlVHlwZVNhZlN0b3JlZE1lc3NhZ2VzEBUSIQodRGh0TWVzc2FnZVR5cGVQZWVyU3luY1JlcXVlc3QQHhIiCh5EaHRNZXNzYWdlVHlwZVBlZXJTeW5jUmVzcG9uc2UQHxIZChVEaHRNZXNzYWdlVHlwZVJlY2VpcHQQIGIGcHJvdG8z");
 
 /**
  * @generated from message comms_dht.envelope.DhtHeader
@@ -64,7 +64,7 @@ export type DhtHeader = Message<"comms_dht.envelope.DhtHeader"> & {
   messageType: DhtMessageType;
 
   /**
-   * DhtMessageFlags
+   * DhtMessageFlags (ENCRYPTED 0x01, ours: RECEIPT_REQUESTED 0x02)
    *
    * @generated from field: uint32 flags = 10;
    */
@@ -200,7 +200,7 @@ export const MessageHeaderSchema: GenMessage<MessageHeader> = /*@__PURE__*/
   messageDesc(file_envelope, 4);
 
 /**
- * Values 0-3 and 20-21 are Tari's; 30-31 are ours (peer sync replaces Tari's RPC, §12).
+ * Values 0-3 and 20-21 are Tari's; 30-32 are ours (peer sync replaces Tari's RPC, §12; 32: receipts).
  *
  * @generated from enum comms_dht.envelope.DhtMessageType
  */
@@ -250,6 +250,13 @@ export enum DhtMessageType {
    * @generated from enum value: DhtMessageTypePeerSyncResponse = 31;
    */
   DhtMessageTypePeerSyncResponse = 31,
+
+  /**
+   * ours: end-to-end delivery receipt (docs/spec-departures.md §2)
+   *
+   * @generated from enum value: DhtMessageTypeReceipt = 32;
+   */
+  DhtMessageTypeReceipt = 32,
 }
 
 /**
