@@ -157,6 +157,8 @@ export const summary = (r: Simulation.Result, store: Simulation.StoreKind): stri
     `propagation   ${r.propagation.wireMessages} envelopes for ${r.propagation.messages} messages, ` +
     `mean ${r.propagation.mean.toFixed(2)}`,
     `latency       p50 ${r.latencyMs.p50} ms, p95 ${r.latencyMs.p95} ms, max ${r.latencyMs.max} ms (virtual)`,
+    `receipts      ${r.receipts.delivered}/${r.receipts.requested} delivered, p50 ${r.receipts.p50Ms} ms, ` +
+    `p95 ${r.receipts.p95Ms} ms (virtual), ${r.receipts.safCleaned} SAF copies removed`,
     `time          ${formatVirtual(r.virtualMs)} virtual, ${(r.durationMs / 1000).toFixed(1)} s wall`
   ].join("\n")
 

@@ -208,5 +208,7 @@ describe("comms-dht sim", () => {
       expect(table).toContain("comms-dht sim: 6 nodes, degree 3, seed 1, 4 messages, 0 offline, memory store")
       expect(table).toMatch(/direct\s+4\s+4\s+1\.0000/)
       expect(table).toMatch(/duplicates\s+0/)
+      // one of the four direct messages (every fourth) went reliably and came back Delivered
+      expect(table).toMatch(/receipts\s+1\/1 delivered/)
     }))
 })

@@ -22,9 +22,11 @@ import * as Encoding from "effect/Encoding"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as NodeBuffer from "node:buffer"
 import * as Dht from "../Dht.js"
+import * as Reliable from "../Reliable.js"
 import type * as Simulation from "../Simulation.js"
 import * as TcpTransport from "../TcpTransport.js"
 import { formatAddress, parseHostPort } from "./tcpTransport.js"
@@ -233,7 +235,9 @@ const SendCommand = Schema.Struct({
     encrypt: Schema.optional(Schema.Boolean),
     messageType: Schema.optionalWith(Schema.Int.pipe(Schema.between(-0x8000_0000, 0x7fff_ffff)), {
       default: () => 0
-    })
+    }),
+    /** ask for a receipt, retry, and report `delivery` lines until Delivered or Expired (issue #9) */
+    reliable: Schema.optionalWith(Schema.Boolean, { default: () => false })
   }),
   id: Id
 })
@@ -268,6 +272,8 @@ interface Node {
   readonly peers: PeerManager.PeerManagerService
   readonly crypto: Crypto.CryptoService
   readonly config: DhtConfig.Config
+  /** the node's: what a command leaves running ends with it */
+  readonly scope: Scope.Scope
 }
 
 const send = (node: Node, command: typeof SendCommand.Type["send"], id: CommandId) =>
@@ -279,6 +285,7 @@ const send = (node: Node, command: typeof SendCommand.Type["send"], id: CommandI
         onLeft: () => Effect.fail(bad("body is not valid base64")),
         onRight: Effect.succeed
       })
+    if (command.reliable) return yield* sendReliable(node, command, to, body, id)
     const encrypt = command.encrypt ?? command.strategy !== "flood"
     if (command.strategy === "flood" && encrypt) {
       return yield* bad("flood sends in clear to every connected node (SPEC §6.6): drop \"encrypt\" or set it false")
@@ -321,6 +328,48 @@ const send = (node: Node, command: typeof SendCommand.Type["send"], id: CommandI
       failed: results.failures.map((failure) => ({ peer: hex(failure.peer), reason: failure.reason._tag })),
       pending: states.peers.map(hex).filter((peer) => !done.has(peer))
     })
+  })
+
+// A receipt can only come back for a message encrypted for its destination, sent toward it: direct, closest or
+// propagate (the first attempt's strategy; the retries take the others in turn).
+const sendReliable = (
+  node: Node,
+  command: typeof SendCommand.Type["send"],
+  to: NodeId.PublicKey,
+  body: Uint8Array,
+  id: CommandId
+) =>
+  Effect.gen(function*() {
+    if (command.encrypt === false) return yield* bad("a reliable send is encrypted for its destination: drop \"encrypt\"")
+    const first = command.strategy
+    if (first !== "direct" && first !== "closest" && first !== "propagate") {
+      return yield* bad(`a reliable send goes toward its destination: strategy direct, closest or propagate, not ${first}`)
+    }
+    const strategies: ReadonlyArray<Reliable.AttemptStrategy> = [
+      first,
+      ...(["direct", "closest", "propagate"] as const).filter((s) => s !== first)
+    ]
+    const delivery = yield* node.dht.sendReliable({ destination: to, messageType: command.messageType, body, strategies })
+      .pipe(Effect.mapError((error) => new CommandError({ error: error._tag, message: error.message })))
+    const hash = hex(delivery.messageHash)
+    yield* emit({ type: "sent", id, to: hex(to), reliable: true, hash })
+    // the status lines follow on their own: the command is done once the send is under way
+    yield* Effect.forkIn(
+      delivery.changes.pipe(
+        Stream.takeUntil(Reliable.isFinal),
+        Stream.runForEach((status) =>
+          emit({
+            type: "delivery",
+            id,
+            hash,
+            status: status._tag,
+            ...(status._tag === "Delivered" ? { elapsedMs: status.elapsedMs } : {}),
+            ...(status._tag === "Sent" || status._tag === "Stored" ? { attempts: status.attempts } : {})
+          })
+        )
+      ),
+      node.scope
+    )
   })
 
 const discover = (node: Node, key: string, id: CommandId) =>
@@ -492,7 +541,7 @@ export const run = <E>(
     const serve = Effect.gen(function*() {
       const dht = yield* Dht.Dht
       const tcp = yield* TcpTransport.TcpTransport
-      const node: Node = { dht, tcp, peers: yield* PeerManager.PeerManager, crypto, config }
+      const node: Node = { dht, tcp, peers: yield* PeerManager.PeerManager, crypto, config, scope: yield* Effect.scope }
       yield* Effect.forkScoped(Stream.runForEach(dht.inbound, messageLine))
       yield* Effect.forkScoped(Stream.runForEach(dht.events, eventLine))
       yield* Effect.forkScoped(Stream.runForEach(tcp.events, connectionLine))
