@@ -64,6 +64,7 @@ interface TestNode {
   /** application messages delivered since the last `start` */
   readonly inbox: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>>
   readonly run: <A, E>(effect: Effect.Effect<A, E, Storage>) => Effect.Effect<A, E>
+  readonly transport: Effect.Effect<Transport.TransportService>
 }
 
 const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Config = config) =>
@@ -72,7 +73,12 @@ const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Con
     const storage = yield* Layer.build(
       Layer.mergeAll(SqliteStore.layer({ filename: ":memory:" }), NodeIdentity.layer(id))
     ).pipe(Effect.orDie)
-    let current: { scope: Scope.CloseableScope; dht: Dht.DhtService; inbox: Queue.Dequeue<InboundMessages.DomainMessage> } | undefined
+    let current: {
+      scope: Scope.CloseableScope
+      dht: Dht.DhtService
+      inbox: Queue.Dequeue<InboundMessages.DomainMessage>
+      transport: Transport.TransportService
+    } | undefined
     const start = Effect.gen(function*() {
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(
@@ -83,7 +89,7 @@ const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Con
       const inbox = yield* Queue.unbounded<InboundMessages.DomainMessage>()
       yield* Effect.forkIn(Stream.runForEach(dht.inbound, (m) => Queue.offer(inbox, m)), scope)
       yield* Effect.yieldNow()
-      current = { scope, dht, inbox }
+      current = { scope, dht, inbox, transport: Context.get(context, Transport.Transport) }
     })
     const stop = Effect.suspend(() => {
       const running = current
@@ -99,7 +105,10 @@ const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Con
       inbox: Effect.suspend(() =>
         current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.inbox)
       ),
-      run: (effect) => Effect.provide(effect, storage)
+      run: (effect) => Effect.provide(effect, storage),
+      transport: Effect.suspend(() =>
+        current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.transport)
+      )
     }
     yield* Effect.addFinalizer(() => stop)
     return node
@@ -226,6 +235,33 @@ describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
       const message = yield* Effect.flatMap(b.inbox, Queue.take)
       expect(textOf(message.body)).toBe("missed while restarting")
       expect(message.isSafMessage).toBe(true)
+    }))
+
+  it.scoped("a new SAF neighbour is asked once per time online, not again at every reconnection", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      const shared = yield* Layer.build(sharedLayer)
+      const auto = DhtConfig.unsafeMake({ saf: { autoRequest: true } }, config)
+      // only b asks by itself: the counter is process-wide
+      const [s1, s2, b] = yield* Effect.all([makeNode(2, shared), makeNode(4, shared), makeNode(3, shared, auto)])
+      yield* Effect.forEach([s1, s2, b], (n) => n.start, { discard: true })
+      const sent = counter(DhtMetrics.safRequestsSent)
+      // b comes online through s1: the online trigger asks it
+      const before = yield* sent
+      yield* connect(b, s1)
+      yield* eventually(Effect.map(sent, (k) => k - before === 1))
+      // a new connection to another SAF node among b's closest: asked on connecting
+      yield* connect(b, s2)
+      yield* eventually(Effect.map(sent, (k) => k - before === 2))
+      // the same neighbour again after it restarted, b online all along: nothing new to ask it for
+      yield* s2.stop
+      yield* settle
+      yield* s2.start
+      yield* connect(b, s2)
+      yield* settle
+      expect((yield* sent) - before).toBe(2)
+      // coming online again (an explicit request is the online trigger) asks every neighbour
+      expect(yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)).toBe(2)
     }))
 
   it.scoped("Low priority rows leave at their TTL, High ones stay; the returning node gets what is left", () =>
@@ -538,7 +574,8 @@ const lyingResponders = (shared: Context.Context<Shared>) =>
 
       // a message the stopped response carried is still deliverable later by an honest holder
       const r1b = yield* Effect.gen(function*() {
-        yield* TestClock.adjust("1 second")
+        // past saf.minRequestInterval: a responder that stayed connected is not asked again sooner
+        yield* TestClock.adjust("31 seconds")
         yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)
         return yield* nextRequest(expiredAndRepeated)
       })

@@ -168,6 +168,10 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
 
   const inflight = new Map<string, Inflight>()
   const served = new Map<string, Served>()
+  // The responders asked since the node last came online (NodeId hex → when). §9.3's new-connection trigger asks a
+  // SAF neighbour the online trigger did not: not again at every reconnection, which while a node joins (peer sync
+  // dialling, pools refreshing) made 1,400 requests for 60 nodes, 23 a node, where 8 do.
+  const asked = new Map<string, number>()
 
   const config = DhtConfig.DhtConfig
   const fork = <A, E>(effect: Effect.Effect<A, E>) =>
@@ -304,6 +308,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
         ended: false
       }
       inflight.set(entry.key, entry)
+      asked.set(NodeId.toHex(responder.nodeId), entry.sentAt)
       const request = new StoreForward.StoredMessagesRequest({
         requestId,
         limit: saf.maxReturnedMessages,
@@ -351,24 +356,29 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   const requestStoredMessages: StoreAndForwardService["requestStoredMessages"] = Effect.gen(function*() {
     const { saf } = yield* config
     const maxAge = DhtConfig.millis(saf.maxInflightRequestAge)
-    const targets = yield* safNeighbours(saf.numNeighbouringNodes)
-    const trigger: Trigger = { remaining: targets.length, done: false }
     const now = yield* Clock.currentTimeMillis
-    for (const target of targets) {
-      // a request already on its way to this responder (a new connection's) counts for this trigger
+    const trigger: Trigger = { remaining: 0, done: false }
+    const toAsk: Array<Peer.Peer> = []
+    asked.clear()
+    for (const target of yield* safNeighbours(saf.numNeighbouringNodes)) {
       const pending = pendingFor(target.nodeId, now, maxAge)
-      if (pending !== undefined && pending.trigger === undefined) {
+      if (pending === undefined) {
+        toAsk.push(target)
+      } else if (pending.trigger === undefined) {
+        // a request already on its way to this responder (a new connection's) counts for this trigger
         pending.trigger = trigger
-        continue
+        trigger.remaining += 1
       }
-      yield* sendRequest(target, yield* store.cursor(target.publicKey), trigger, 0)
     }
-    if (targets.length === 0) {
+    // counted before any is sent: a send that fails at once ends its request, and must not end the trigger early
+    trigger.remaining += toAsk.length
+    for (const target of toAsk) yield* sendRequest(target, yield* store.cursor(target.publicKey), trigger, 0)
+    if (trigger.remaining === 0) {
       yield* completeTrigger(trigger)
     } else {
       yield* fork(Effect.delay(completeTrigger(trigger), Duration.millis(maxAge)))
     }
-    return targets.length
+    return toAsk.length
   })
 
   const peerConnected: StoreAndForwardService["peerConnected"] = (peer) =>
@@ -377,6 +387,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       if (!saf.autoRequest || !Peer.hasFeatures(peer.features, Peer.PeerFeatures.DHT_STORE_FORWARD)) return
       const now = yield* Clock.currentTimeMillis
       if (pendingFor(peer.nodeId, now, DhtConfig.millis(saf.maxInflightRequestAge)) !== undefined) return
+      if (asked.has(NodeId.toHex(peer.nodeId))) return
       const neighbours = yield* safNeighbours(saf.numNeighbouringNodes)
       const known = neighbours.find((p) => NodeId.equals(p.nodeId, peer.nodeId))
       if (known === undefined) return
@@ -627,6 +638,11 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     const servedLimit = DhtConfig.millis(saf.minRequestInterval)
     for (const [key, value] of Array.from(served)) {
       if (now - value.at >= servedLimit) served.delete(key)
+    }
+    // a node online for days forgets, after the Low priority TTL, which neighbours it asked
+    const askedLimit = DhtConfig.millis(saf.lowPriorityMsgStorageTtl)
+    for (const [key, at] of Array.from(asked)) {
+      if (now - at >= askedLimit) asked.delete(key)
     }
     return result
   })
