@@ -155,14 +155,15 @@ export const make = (options: {
   readonly nowMs: number
   readonly flags?: number
 }): Peer =>
+  // typed inputs (a branded key, strings, numbers): re-validating them cost more than the rest of a peer-sync round
   new Peer({
     publicKey: options.publicKey,
     nodeId: fromPublicKey(options.publicKey),
     addresses: options.addresses.map((address) =>
-      new PeerAddress({ address, connectionFailures: 0, source: options.source })
+      new PeerAddress({ address, connectionFailures: 0, source: options.source }, true)
     ),
     features: options.features,
     flags: options.flags ?? PeerFlags.NONE,
     bannedReason: "",
     addedAt: options.nowMs
-  })
+  }, true)

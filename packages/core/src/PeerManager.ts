@@ -220,7 +220,7 @@ const step = (
 
 const withoutBan = (peer: Peer): Peer => {
   const { bannedUntil: _until, ...rest } = peer
-  return new Peer({ ...rest, bannedReason: "" })
+  return new Peer({ ...rest, bannedReason: "" }, true)
 }
 
 /**
@@ -243,7 +243,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
   const get = (nodeId: NodeId) =>
     Effect.flatMap(peers, (map) =>
       Option.match(HashMap.get(map, toHex(nodeId)), {
-        onNone: () => Effect.fail(new PeerNotFound({ nodeId })),
+        onNone: () => Effect.fail(new PeerNotFound({ nodeId }, true)),
         onSome: Effect.succeed
       }))
 
@@ -270,7 +270,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
         }
       })
     }).pipe(
-      Effect.flatMap((o) => Option.isSome(o) ? Effect.succeed(o.value) : Effect.fail(new PeerNotFound({ nodeId })))
+      Effect.flatMap((o) => Option.isSome(o) ? Effect.succeed(o.value) : Effect.fail(new PeerNotFound({ nodeId }, true)))
     )
 
   return PeerManager.of({
@@ -291,7 +291,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
       const nodeId = fromPublicKey(key)
       return Effect.flatMap(
         get(nodeId),
-        (peer) => equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }))
+        (peer) => equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }, true))
       )
     },
     exists: (nodeId) => Effect.map(peers, HashMap.has(toHex(nodeId))),
@@ -310,7 +310,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
           const until = now + durationMs
           return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
             ? peer
-            : new Peer({ ...peer, bannedUntil: until, bannedReason: reason })
+            : new Peer({ ...peer, bannedUntil: until, bannedReason: reason }, true)
         })),
     unban: (nodeId) => Effect.asVoid(update(nodeId, withoutBan)),
     update,

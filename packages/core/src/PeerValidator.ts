@@ -496,7 +496,7 @@ export const connectedPeer = (
     flags: 0,
     bannedReason: "",
     addedAt: now
-  })
+  }, true)
   const claimed = applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
   let addresses = claimed.addresses
   if (dialledAddress !== undefined) {

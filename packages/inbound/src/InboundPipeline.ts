@@ -303,7 +303,7 @@ const dedupWith = <M extends InboundMessages.DhtInboundMessage>(message: M, chal
     switch (result._tag) {
       case "Inserted": {
         if (result.hits > config.dedupAllowedMessageOccurrences) {
-          return yield* new DhtError.Duplicate({ hits: result.hits })
+          return yield* new DhtError.Duplicate({ hits: result.hits }, true)
         }
         return Option.some(deduplicated(message, result.hits, hash, message.mayForward))
       }

@@ -114,7 +114,7 @@ const sameAddresses = (a: ReadonlyArray<Peer.PeerAddress>, b: ReadonlyArray<Peer
 
 const withoutBan = (peer: Peer.Peer): Peer.Peer => {
   const { bannedUntil: _until, ...rest } = peer
-  return new Peer.Peer({ ...rest, bannedReason: "" })
+  return new Peer.Peer({ ...rest, bannedReason: "" }, true)
 }
 
 const MINUTE_MS = 60_000
@@ -254,7 +254,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
     const get = (nodeId: NodeId.NodeId) =>
       Effect.suspend(() =>
         Option.match(getSync(nodeId), {
-          onNone: () => Effect.fail(new PeerNotFound({ nodeId })),
+          onNone: () => Effect.fail(new PeerNotFound({ nodeId }, true)),
           onSome: Effect.succeed
         })
       )
@@ -342,7 +342,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         return Effect.flatMap(
           get(nodeId),
           (peer) =>
-            NodeId.equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }))
+            NodeId.equals(peer.publicKey, key) ? Effect.succeed(peer) : Effect.fail(new PeerNotFound({ nodeId }, true))
         )
       },
       exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
@@ -360,7 +360,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
             const until = now + durationMs
             return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
               ? peer
-              : new Peer.Peer({ ...peer, bannedUntil: until, bannedReason: reason })
+              : new Peer.Peer({ ...peer, bannedUntil: until, bannedReason: reason }, true)
           }))),
       unban: (nodeId) => locked(Effect.asVoid(update(nodeId, withoutBan))),
       update: (nodeId, f) => locked(update(nodeId, f)),
