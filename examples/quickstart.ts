@@ -2,12 +2,14 @@ import { DedupCache, DhtConfig, DhtMetadata, MemoryNetwork, MessageStore, NodeId
 import { Crypto, Dht } from "@comms-dht/node"
 import { Effect, Layer, Stream } from "effect"
 
-// A node is one Layer: the Dht over a transport endpoint, a peer table, storage and an identity.
+// A node is one Layer: the Dht over a transport endpoint, a peer table, storage and an identity, all under one config
+// (the transport and the storage read their limits from it too).
 const node = (identity: NodeIdentity.Identity) =>
   Dht.layer(DhtConfig.localTest).pipe(
     Layer.provideMerge(MemoryNetwork.layer({ address: "mem://quickstart" })),
     Layer.provideMerge(Layer.mergeAll(PeerManager.layerMemory, DedupCache.layerMemory, MessageStore.layerMemory,
-      DhtMetadata.layerMemory, NodeIdentity.layer(identity)))
+      DhtMetadata.layerMemory, NodeIdentity.layer(identity))),
+    Layer.provide(DhtConfig.layer(DhtConfig.localTest))
   )
 
 // Print the first message that reaches this node; swap any Layer (SqliteStore, TcpTransport) without touching this.

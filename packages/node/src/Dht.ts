@@ -169,8 +169,13 @@ const safOnConnection = (config: DhtConfig.Config) =>
 
 /**
  * The whole node as one Layer: configuration, events, the actor, both pipelines, discovery, peer sync,
- * store-and-forward, connectivity and network discovery, every fiber scoped to the Layer. Closing the scope stops them all and fails
- * waiting callers with `DhtShutdown`.
+ * store-and-forward, connectivity and network discovery, every fiber scoped to the Layer. Closing the scope stops
+ * them all and fails waiting callers with `DhtShutdown`.
+ *
+ * `config` reaches what this Layer builds. The transport and the storage are built beside it, and read their bounds
+ * (frame limit, flood rule, peer-table and SAF limits) from the `DhtConfig` reference too: give them the same config
+ * with `Layer.provide(DhtConfig.layer(config))` over the whole node, as `examples/quickstart.ts` does, or they keep
+ * the defaults.
  *
  * Discovery sends through the outbound pipeline, and the pipeline discovers unknown destinations (SPEC §6.1
  * step 3): the pipeline gets a function that waits for the discovery service, which is built on top of it.
