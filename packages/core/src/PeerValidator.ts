@@ -548,3 +548,47 @@ export const recordConnected = (
         Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
     )
   })
+
+// --- dial bookkeeping (SPEC §6.5, §11) ---
+
+/**
+ * How a dial went, as every transport records it in the peer's table entry: an `Attempt` on an address is about to
+ * start, it `Failed`, or every address failed and the peer is `Offline`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DialRecord =
+  | { readonly _tag: "Attempt"; readonly address: string; readonly now: number }
+  | { readonly _tag: "Failed"; readonly address: string }
+  | { readonly _tag: "Offline"; readonly now: number }
+
+const withAddress = (peer: Peer, address: string, f: (a: PeerAddress) => PeerAddress): Peer =>
+  new Peer({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) }, true)
+
+/**
+ * Writes a `DialRecord` into the table. A peer that is gone is left alone and a storage failure is logged: either
+ * way the dial goes on.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const recordDial = (peers: PeerManagerService, nodeId: NodeId, record: DialRecord): Effect.Effect<void> =>
+  peers.update(nodeId, (peer) => {
+    switch (record._tag) {
+      case "Attempt":
+        return withAddress(peer, record.address, (a) => new PeerAddress({ ...a, lastAttempt: record.now }, true))
+      case "Failed":
+        return withAddress(
+          peer,
+          record.address,
+          (a) => new PeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 }, true)
+        )
+      case "Offline":
+        return new Peer({ ...peer, offlineAt: record.now }, true)
+    }
+  }).pipe(
+    Effect.catchTag("PeerNotFound", () => Effect.void),
+    Effect.catchTag("StoreError", (e) => Effect.logWarning("peer update failed", e)),
+    Effect.asVoid
+  )

@@ -223,17 +223,24 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       return Option.some(Option.isSome(known) ? MessageStore.Priority.High : MessageStore.Priority.Low)
     })
 
+  // The priority `decide` found, for `handle` to store with: the message's dedup hash is the same array object from
+  // one stage to the next, so the peer-table queries of §9.1 run once per message, not once per stage.
+  const decided = new WeakMap<Uint8Array, MessageStore.Priority>()
+
   const decide = (message: InboundMessages.DecryptedDhtMessage) =>
     Effect.gen(function*() {
       const priority = yield* storePriority(message)
       if (Option.isNone(priority)) return { isSafStored: false, isAlreadyForwarded: false }
+      decided.set(message.dedupHash, priority.value)
       const existed = yield* store.contains(message.dedupHash)
       return { isSafStored: true, isAlreadyForwarded: existed }
     })
 
   const storeMessage = (message: InboundMessages.DecryptedDhtMessage) =>
     Effect.gen(function*() {
-      const priority = yield* storePriority(message)
+      const known = decided.get(message.dedupHash)
+      decided.delete(message.dedupHash)
+      const priority = known === undefined ? yield* storePriority(message) : Option.some(known)
       if (Option.isNone(priority)) return false
       const { header } = message
       if (header.destination._tag !== "PublicKey") return false

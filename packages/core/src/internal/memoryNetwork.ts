@@ -36,7 +36,7 @@ import type { HubOptions } from "../MemoryNetwork.js"
 import type { NodeId, PublicKey } from "../NodeId.js"
 import { equals, fromPublicKey, toHex } from "../NodeId.js"
 import type { PeerClaim } from "../Peer.js"
-import { Peer, PeerAddress } from "../Peer.js"
+import { Peer } from "../Peer.js"
 import type { PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
@@ -387,16 +387,6 @@ const attempt = (
     return { responder, address, atDialler, atResponder }
   })
 
-const updatePeer = (local: Endpoint, nodeId: NodeId, f: (peer: Peer) => Peer): Effect.Effect<void> =>
-  local.peers.update(nodeId, f).pipe(
-    Effect.catchTag("PeerNotFound", () => Effect.void),
-    Effect.catchTag("StoreError", (e) => Effect.logWarning("peer update failed", e)),
-    Effect.asVoid
-  )
-
-const withAddress = (peer: Peer, address: string, f: (a: PeerAddress) => PeerAddress): Peer =>
-  new Peer({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) }, true)
-
 /** Every address of the peer, most recently seen first, one attempt each (SPEC §6.5). */
 const dialAddresses = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Handshaked, DialError> =>
   Effect.gen(function*() {
@@ -411,19 +401,17 @@ const dialAddresses = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect
     for (const { address } of ordered) {
       attempts++
       const now = yield* Clock.currentTimeMillis
-      yield* updatePeer(local, remote, (p) =>
-        withAddress(p, address, (a) => new PeerAddress({ ...a, lastAttempt: now }, true)))
+      yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Attempt", address, now })
       const result = yield* Effect.either(attempt(hub, local, peer.publicKey, address))
       if (Either.isRight(result)) return result.right
-      yield* updatePeer(local, remote, (p) =>
-        withAddress(p, address, (a) => new PeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 }, true)))
+      yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Failed", address })
       yield* Effect.logDebug("memory dial attempt failed").pipe(
         Effect.annotateLogs({ peer: toHex(remote), address, reason: result.left._tag })
       )
     }
     // every address failed: the peer is offline (maxFailuresMarkOffline = 1)
     const now = yield* Clock.currentTimeMillis
-    yield* updatePeer(local, remote, (p) => new Peer({ ...p, offlineAt: now }, true))
+    yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Offline", now })
     yield* PubSub.publish(local.events, { _tag: "DialFailed", nodeId: remote })
     return yield* new DialFailed({ attempts })
   })

@@ -161,7 +161,7 @@ export interface Listener {
 
 /**
  * @internal
- * Listens on `host:port` (0: any free port) and hands each accepted connection to `onConnection`, synchronously in
+ * Listens on `host:port` (port 0 takes a free one) and hands each accepted connection to `onConnection`, synchronously in
  * Node's callback: the callback must only fork.
  */
 export const listen = (

@@ -5,8 +5,6 @@ import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import type * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey } from "@comms-dht/core/NodeId"
 import { equals, toHex } from "@comms-dht/core/NodeId"
-import type { Peer } from "@comms-dht/core/Peer"
-import { PeerAddress, Peer as PeerClass } from "@comms-dht/core/Peer"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
 import type { ConnectionEvent, InboundMessage, OutboundMessage } from "@comms-dht/core/Transport"
 import * as Cause from "effect/Cause"
@@ -367,16 +365,6 @@ export const dial = (endpoint: Endpoint, peer: NodeId): Effect.Effect<void, Dial
     yield* ensureConnection(endpoint, slot)
   })
 
-const updatePeer = (endpoint: Endpoint, nodeId: NodeId, f: (peer: Peer) => Peer): Effect.Effect<void> =>
-  endpoint.local.peers.update(nodeId, f).pipe(
-    Effect.catchTag("PeerNotFound", () => Effect.void),
-    Effect.catchTag("StoreError", (e) => Effect.logWarning("peer update failed", e)),
-    Effect.asVoid
-  )
-
-const withAddress = (peer: Peer, address: string, f: (a: PeerAddress) => PeerAddress): Peer =>
-  new PeerClass({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) }, true)
-
 type AttemptFailure = SocketFailure | { readonly _tag: "HandshakeFailed"; readonly reason: string }
 
 /** Every TCP address of the peer, most recently seen first; each retried (jittered backoff) on connection errors. */
@@ -400,22 +388,20 @@ const dialPeer = (endpoint: Endpoint, remote: NodeId): Effect.Effect<Conn, DialE
       if (Option.isNone(target)) continue
       attempts++
       const now = yield* Clock.currentTimeMillis
-      yield* updatePeer(endpoint, remote, (p) =>
-        withAddress(p, address, (a) => new PeerAddress({ ...a, lastAttempt: now }, true)))
+      yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Attempt", address, now })
       const { host, port } = target.value
       const result = yield* attemptAddress(endpoint, peer.publicKey, host, port, address).pipe(
         Effect.retry({ schedule: retry, while: (e) => e._tag === "SocketFailure" }),
         Effect.either
       )
       if (Either.isRight(result)) return result.right
-      yield* updatePeer(endpoint, remote, (p) =>
-        withAddress(p, address, (a) => new PeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 }, true)))
+      yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Failed", address })
       yield* Effect.logDebug("tcp dial attempt failed").pipe(
         Effect.annotateLogs({ peer: toHex(remote), address, reason: result.left.reason })
       )
     }
     const now = yield* Clock.currentTimeMillis
-    yield* updatePeer(endpoint, remote, (p) => new PeerClass({ ...p, offlineAt: now }, true))
+    yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Offline", now })
     yield* PubSub.publish(endpoint.events, { _tag: "DialFailed", nodeId: remote })
     return yield* new DialFailed({ attempts })
   })
