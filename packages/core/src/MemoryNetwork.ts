@@ -225,7 +225,8 @@ export const make = (
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* Queue.bounded<InboundMessage>(config.inboundQueueCapacity),
       events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
-      closing: yield* Ref.make(false)
+      closing: yield* Ref.make(false),
+      open: new Map()
     }
     const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>
       HashMap.has(endpoints, address)

@@ -43,7 +43,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
-import type * as Queue from "effect/Queue"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as DhtHandler from "./DhtHandler.js"
@@ -282,7 +282,29 @@ export const dedup = <M extends InboundMessages.DhtInboundMessage>(
   Option.Option<M>,
   DhtError.Duplicate,
   DedupCache.DedupCache | Crypto.Crypto | DhtActor.DhtActor
-> => Effect.flatMap(MessageCrypto.challenge(message.header, message.body), (challenge) => dedupWith(message, challenge))
+> =>
+  Effect.flatMap(
+    MessageCrypto.challenge(message.header, message.body),
+    (challenge) => dedupWith(message, challenge, failDuplicate<M>)
+  )
+
+const failDuplicate = <M>(hits: number): Effect.Effect<Option.Option<M>, DhtError.Duplicate> =>
+  Effect.fail(new DhtError.Duplicate({ hits }, true))
+
+// what `Rejections.report` does with a `Duplicate` (count it, show it to an observer), building the error only for
+// an observer: most frames a node receives are copies of a message it has (a flood reaches every node about
+// `gossipFactor` times), and an error object with its stack trace was the largest single cost of dropping one
+const dropDuplicate = <M extends InboundMessages.DhtInboundMessage>(message: M) => (hits: number) =>
+  Effect.flatMap(Effect.serviceOption(Rejections.Observer), (observer) =>
+    Effect.as(
+      Option.isNone(observer)
+        ? Metric.increment(DhtMetrics.inboundDuplicates)
+        : Effect.zipRight(
+          Metric.increment(DhtMetrics.inboundDuplicates),
+          observer.value(new DhtError.Duplicate({ hits }, true), blameOf(message))
+        ),
+      Option.none<M>()
+    ))
 
 // `Object.assign` rather than `{ ...message, more }`: on Node 20 the spread takes V8's slow path, microseconds a
 // message; a fresh object either way, keeping whatever else `M` carries
@@ -294,7 +316,11 @@ const deduplicated = <M extends InboundMessages.DhtInboundMessage>(
 ): M => Object.assign({}, message, { dedupHitCount: hits, dedupHash: hash, mayForward })
 
 // `dedup` from the message's challenge (§8.1), which `front` computes once for this stage and the signature check
-const dedupWith = <M extends InboundMessages.DhtInboundMessage>(message: M, challenge: Uint8Array) =>
+const dedupWith = <M extends InboundMessages.DhtInboundMessage, E>(
+  message: M,
+  challenge: Uint8Array,
+  onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
+) =>
   Effect.gen(function*() {
     const config = yield* DhtConfig.DhtConfig
     const hash = yield* MessageCrypto.dedupHashOf(challenge, message.header.messageSignature)
@@ -302,9 +328,7 @@ const dedupWith = <M extends InboundMessages.DhtInboundMessage>(message: M, chal
     const result = yield* Actor.insertDedup(hash, message.sourcePeer.publicKey, keepUntil)
     switch (result._tag) {
       case "Inserted": {
-        if (result.hits > config.dedupAllowedMessageOccurrences) {
-          return yield* new DhtError.Duplicate({ hits: result.hits }, true)
-        }
+        if (result.hits > config.dedupAllowedMessageOccurrences) return yield* onDuplicate(result.hits)
         return Option.some(deduplicated(message, result.hits, hash, message.mayForward))
       }
       case "Full":
@@ -664,7 +688,7 @@ const front = (raw: Transport.InboundMessage) =>
     if (Option.isNone(valid)) return none
     // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
     const challenge = yield* MessageCrypto.challenge(valid.value.header, valid.value.body)
-    const unique = yield* blamed(blame)(dedupWith(valid.value, challenge))
+    const unique = yield* blamed(blame)(dedupWith(valid.value, challenge, dropDuplicate(valid.value)))
     if (Option.isNone(unique)) return none
     const opened = yield* blamed(blame)(decryptWith(unique.value, challenge))
     if (Option.isNone(opened)) return none
@@ -814,11 +838,25 @@ export const make = (
           size >= capacity ? Metric.increment(shedSubscriber) : Effect.void,
           PubSub.publish(pubsub, message)
         ))
-    // small pulls: the transport's bounded inbox, not a chunk taken out of it, is what holds frames back (§13.1)
-    yield* Stream.fromQueue(transport.inbound, { maxChunkSize: 16 }).pipe(
-      pipeline(options),
-      Stream.runForEach(publish),
-      Effect.forkScoped
+    // The live node runs `handle` on worker fibers taking from the transport's bounded inbox, not `pipeline` on a
+    // stream of it: same stages and concurrency, without the stream's pull machinery and per-element forks, which
+    // cost more than dropping a duplicate does (docs/spec-departures.md §3). Frames taken together may be delivered
+    // in either order, as on any two connections.
+    const one = handle(options)
+    const worker = Effect.forever(
+      Effect.flatMap(Queue.take(transport.inbound), (raw) =>
+        Effect.flatMap(one(raw), (messages) => {
+          const only = messages.length === 1 ? messages[0] : undefined
+          return only !== undefined
+            ? publish(only)
+            : messages.length === 0
+            ? Effect.void
+            : Effect.forEach(messages, publish, { discard: true })
+        }))
+    )
+    const concurrency = Math.max(1, options.concurrency ?? CONCURRENCY)
+    yield* Effect.forkScoped(
+      Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
     )
     return Inbound.of({ messages: Stream.fromPubSub(pubsub), subscribe: PubSub.subscribe(pubsub) })
   })

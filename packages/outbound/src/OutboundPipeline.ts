@@ -284,7 +284,9 @@ export const encrypt = Effect.fnUntraced(function*(selected: Selected) {
   const prepared = Option.isSome(params.customHeader)
     ? forwarded(params.customHeader.value, request.body)
     : yield* prepare(identity, params, request.body, expires, config.protocolVersion)
-  if (isBroadcast) yield* preInsert(identity, prepared, config)
+  // a forward's hash is in the cache already: the inbound dedup stage put it there (a message it could not record
+  // is never forwarded, §7.3), so §6.3's check would find it and insert nothing
+  if (isBroadcast && Option.isNone(params.customHeader)) yield* preInsert(identity, prepared, config)
   const hopCount = Option.match(params.customHeader, { onNone: () => 0, onSome: (h) => h.hopCount })
   // the replies made in one step rather than an Effect per peer
   const fiberId = yield* Effect.fiberId

@@ -95,6 +95,25 @@ export interface Endpoint {
   readonly inbox: Queue.Queue<InboundMessage>
   readonly events: PubSub.PubSub<ConnectionEvent>
   readonly closing: Ref.Ref<boolean>
+  /**
+   * The open connections by remote NodeId hex, kept beside `slots` so that `connectedPeers` and `isConnected` read
+   * a map instead of polling every slot (the outbound pipeline asks once per request). Written where a connection
+   * opens (`connect`) and where it stops being open (`violation`, `teardown`).
+   */
+  readonly open: Map<string, OpenConnection>
+}
+
+/** @internal */
+export interface OpenConnection {
+  readonly connection: Connection
+  readonly remote: NodeId
+}
+
+const forgetOpen = (connection: Connection): void => {
+  for (const side of connection.sides) {
+    const open = side.local.open
+    if (open.get(side.remote.hex)?.connection === connection) open.delete(side.remote.hex)
+  }
 }
 
 /** @internal the outbound side of a (future) connection to one peer: its queue and writer */
@@ -659,7 +678,10 @@ const establish = (
         connection: Option.some(connection)
       }))
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
-    for (const side of connection.sides) yield* Deferred.succeed(side.slot.connected, connection)
+    for (const side of connection.sides) {
+      side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
+      yield* Deferred.succeed(side.slot.connected, connection)
+    }
     return Option.some(connection)
   })
 
@@ -820,6 +842,7 @@ const violation = (
       (state): readonly [boolean, ConnectionState] => state === "Open" ? [true, "Closing"] : [false, state]
     )
     if (!first) return
+    forgetOpen(connection)
     const local = side.local
     const remote = side.remote
     yield* Effect.logWarning("peer banned by the memory transport").pipe(
@@ -895,6 +918,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
   Effect.gen(function*() {
     const previous = yield* Ref.getAndSet(connection.state, "Closed")
     if (previous === "Closed") return
+    forgetOpen(connection)
     for (const side of connection.sides) yield* Ref.set(side.slot.dead, true)
     yield* Ref.update(hub.pairs, (pairs) =>
       Option.match(HashMap.get(pairs, connection.key), {
@@ -986,20 +1010,11 @@ export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.E
 
 /** @internal */
 export const connectedPeers = (endpoint: Endpoint): Effect.Effect<ReadonlyArray<NodeId>> =>
-  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
-    Effect.map(
-      Effect.forEach(Array.from(HashMap.values(slots)), (slot) =>
-        Effect.map(liveConnection(slot), Option.map(() => slot.remote))),
-      (found) => found.filter(Option.isSome).map((o) => o.value)
-    ))
+  Effect.sync(() => Array.from(endpoint.open.values(), (open) => open.remote))
 
 /** @internal */
 export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boolean> =>
-  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
-    Option.match(HashMap.get(slots, toHex(peer)), {
-      onNone: () => Effect.succeed(false),
-      onSome: (slot) => Effect.map(liveConnection(slot), Option.isSome)
-    }))
+  Effect.sync(() => endpoint.open.has(toHex(peer)))
 
 /**
  * @internal
