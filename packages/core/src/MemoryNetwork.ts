@@ -23,6 +23,7 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
+import * as MutableRef from "effect/MutableRef"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
@@ -221,11 +222,11 @@ export const make = (
       crypto,
       peers,
       spawn: (effect) => spawn(effect, { immediate: false }),
-      slots: yield* Ref.make(HashMap.empty<string, Internal.Slot>()),
+      slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* Queue.bounded<InboundMessage>(config.inboundQueueCapacity),
       events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
-      closing: yield* Ref.make(false),
+      closing: MutableRef.make(false),
       open: new Map()
     }
     const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>

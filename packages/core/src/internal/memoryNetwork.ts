@@ -89,12 +89,12 @@ export interface Endpoint {
   readonly peers: PeerManagerService
   readonly spawn: Spawn
   /** one per remote peer being dialled or connected, by NodeId hex */
-  readonly slots: Ref.Ref<HashMap.HashMap<string, Slot>>
+  readonly slots: MutableRef.MutableRef<HashMap.HashMap<string, Slot>>
   /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
   readonly lock: Effect.Semaphore
   readonly inbox: Queue.Queue<InboundMessage>
   readonly events: PubSub.PubSub<ConnectionEvent>
-  readonly closing: Ref.Ref<boolean>
+  readonly closing: MutableRef.MutableRef<boolean>
   /**
    * The open connections by remote NodeId hex, kept beside `slots` so that `connectedPeers` and `isConnected` read
    * a map instead of polling every slot (the outbound pipeline asks once per request). Written where a connection
@@ -124,7 +124,7 @@ export interface Slot {
   readonly connected: Deferred.Deferred<Connection, DialError>
   readonly writer: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
   /** set once its dial failed or its connection closed: a new message then gets a new slot (and a new dial) */
-  readonly dead: Ref.Ref<boolean>
+  readonly dead: MutableRef.MutableRef<boolean>
 }
 
 /** @internal a frame as carried by a link */
@@ -390,7 +390,7 @@ const attempt = (
       yield* networkDelay(hub, there + back).pipe(Effect.ensuring(inFlightDown(hub)))
     }
     const still = yield* lookup(hub, address)
-    if (Option.isNone(still) || still.value !== responder || (yield* Ref.get(responder.closing))) {
+    if (Option.isNone(still) || still.value !== responder || (yield* Effect.sync(() => MutableRef.get(responder.closing)))) {
       return yield* Effect.fail(unreachable)
     }
     const atDialler = yield* validatePayload(hub, local, responder.payload, expected)
@@ -444,7 +444,7 @@ const failSlotMessages = (slot: Slot, error: DialError | ConnectionClosed | Tran
   )
 
 const closedReason = (endpoint: Endpoint): Effect.Effect<ConnectionClosed | TransportShutdown> =>
-  Effect.map(Ref.get(endpoint.closing), (closing) => closing ? new TransportShutdown() : new ConnectionClosed())
+  Effect.map(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) => closing ? new TransportShutdown() : new ConnectionClosed())
 
 /** The slot for `remote`, made (with its writer) if there is none; run under `endpoint.lock`. */
 const slotFor = (
@@ -454,12 +454,12 @@ const slotFor = (
   dial: boolean
 ): Effect.Effect<{ readonly slot: Slot; readonly created: boolean }> => {
   const remoteHex = toHex(remote)
-  return Effect.flatMap(Ref.get(endpoint.slots), (slots) => {
+  return Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.slots)), (slots) => {
     const existing = HashMap.get(slots, remoteHex)
     if (Option.isNone(existing)) return newSlot(hub, endpoint, remote, remoteHex, dial)
     const slot = existing.value
     return Effect.flatMap(
-      Ref.get(slot.dead),
+      Effect.sync(() => MutableRef.get(slot.dead)),
       (dead) => dead ? newSlot(hub, endpoint, remote, remoteHex, dial) : Effect.succeed({ slot, created: false })
     )
   })
@@ -473,9 +473,9 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
       queue: yield* Queue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
       connected: yield* Deferred.make<Connection, DialError>(),
       writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
-      dead: yield* Ref.make(false)
+      dead: MutableRef.make(false)
     }
-    yield* Ref.update(endpoint.slots, HashMap.set(remoteHex, slot))
+    yield* Effect.sync(() => MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot)))
     const fiber = yield* Effect.sync(() => endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial))))
     yield* Ref.set(slot.writer, Option.some(fiber))
     return { slot, created: true }
@@ -484,10 +484,10 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
 /** Removes a slot whose dial failed and fails what it holds; under the lock, so no send slips in after. */
 const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
   endpoint.lock.withPermits(1)(
-    Ref.set(slot.dead, true).pipe(Effect.zipRight(Ref.update(endpoint.slots, (slots) =>
+    Effect.sync(() => MutableRef.set(slot.dead, true)).pipe(Effect.zipRight(Effect.sync(() => MutableRef.update(endpoint.slots, (slots) =>
       Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
         ? HashMap.remove(slots, slot.remoteHex)
-        : slots)), Effect.zipRight(failSlotMessages(slot, error)))
+        : slots))), Effect.zipRight(failSlotMessages(slot, error)))
   )
 
 const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Effect.Effect<void> =>
@@ -496,7 +496,7 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
       const exit = yield* Effect.exit(connect(hub, endpoint, slot.remote))
       // an inbound connection may have completed it first; the first completion stands. Marked dead before the
       // failure is visible, so that a send following a failed dial() dials again instead of joining this slot.
-      if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) yield* Ref.set(slot.dead, true)
+      if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) yield* Effect.sync(() => MutableRef.set(slot.dead, true))
       yield* Deferred.done(slot.connected, exit)
     }
     const result = yield* Effect.either(Deferred.await(slot.connected))
@@ -635,16 +635,16 @@ const makeSide = (
 /** The slot of `endpoint` for `remote`, unless the endpoint is shutting down. */
 const attachSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId) =>
   endpoint.lock.withPermits(1)(
-    Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+    Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
       closing ? Effect.succeed(Option.none()) : Effect.map(slotFor(hub, endpoint, remote, false), Option.some))
   )
 
 const dropSlot = (endpoint: Endpoint, slot: Slot) =>
   endpoint.lock.withPermits(1)(
-    Ref.update(endpoint.slots, (slots) =>
+    Effect.sync(() => MutableRef.update(endpoint.slots, (slots) =>
       Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
         ? HashMap.remove(slots, slot.remoteHex)
-        : slots)
+        : slots))
   ).pipe(Effect.zipRight(interruptUnlessSelf(slot.writer)))
 
 /** Builds the connection and records it as the pair's; under `hub.lock`. `None` when an end is shutting down. */
@@ -919,7 +919,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     const previous = yield* Ref.getAndSet(connection.state, "Closed")
     if (previous === "Closed") return
     forgetOpen(connection)
-    for (const side of connection.sides) yield* Ref.set(side.slot.dead, true)
+    for (const side of connection.sides) yield* Effect.sync(() => MutableRef.set(side.slot.dead, true))
     yield* Ref.update(hub.pairs, (pairs) =>
       Option.match(HashMap.get(pairs, connection.key), {
         onNone: () => pairs,
@@ -934,10 +934,10 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     for (const side of connection.sides) {
       const local = side.local
       yield* local.lock.withPermits(1)(
-        Ref.update(local.slots, (slots) =>
+        Effect.sync(() => MutableRef.update(local.slots, (slots) =>
           Option.exists(HashMap.get(slots, side.slot.remoteHex), (s) => s === side.slot)
             ? HashMap.remove(slots, side.slot.remoteHex)
-            : slots)
+            : slots))
       )
       yield* interruptUnlessSelf(side.slot.writer)
       yield* interruptUnlessSelf(side.reader)
@@ -956,15 +956,28 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
 /** @internal */
 export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Effect.Effect<void> => {
   if (equals(message.peer, endpoint.nodeId)) return Deferred.fail(message.reply, new DialFailed({ attempts: 0 }))
-  const enqueue = Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+  const enqueue = Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
     closing
       ? Effect.succeed<SendOutcome>("Shutdown")
       : Effect.flatMap(slotFor(hub, endpoint, message.peer, true), ({ slot }) =>
         Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => queued ? "Queued" : "Full")))
-  return Effect.flatMap(endpoint.lock.withPermits(1)(enqueue), (outcome) =>
+  const answer = (outcome: SendOutcome): Effect.Effect<void> =>
     outcome === "Queued"
       ? Effect.void
-      : Deferred.fail(message.reply, outcome === "Shutdown" ? new TransportShutdown() : new QueueFull()))
+      : Deferred.fail(message.reply, outcome === "Shutdown" ? new TransportShutdown() : new QueueFull())
+  // The common case, a live slot, without the lock: the lookup and the offer run in one synchronous step, so no
+  // removal can come between them, and every removal marks the slot dead before it drains the queue, so an offer to
+  // a slot that was not yet dead is drained (and answered) by it. A semaphore per send cost more than the rest of
+  // the send together.
+  return Effect.suspend(() => {
+    if (!MutableRef.get(endpoint.closing)) {
+      const slot = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
+      if (Option.isSome(slot) && !MutableRef.get(slot.value.dead)) {
+        return answer(slot.value.queue.unsafeOffer(message) ? "Queued" : "Full")
+      }
+    }
+    return Effect.flatMap(endpoint.lock.withPermits(1)(enqueue), answer)
+  })
 }
 
 type SendOutcome = "Queued" | "Shutdown" | "Full"
@@ -974,7 +987,7 @@ export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<
   Effect.gen(function*() {
     if (equals(peer, endpoint.nodeId)) return yield* new DialFailed({ attempts: 0 })
     const slot = yield* endpoint.lock.withPermits(1)(
-      Effect.flatMap(Ref.get(endpoint.closing), (closing) =>
+      Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
         closing
           ? Effect.fail(new TransportShutdown())
           : Effect.map(slotFor(hub, endpoint, peer, true), ({ slot }) => slot))
@@ -1000,7 +1013,7 @@ const liveConnection = (slot: Slot): Effect.Effect<Option.Option<Connection>> =>
 
 /** @internal */
 export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void> =>
-  Effect.flatMap(Ref.get(endpoint.slots), (slots) =>
+  Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.slots)), (slots) =>
     Option.match(HashMap.get(slots, toHex(peer)), {
       onNone: () => Effect.void,
       onSome: (slot) =>
@@ -1024,23 +1037,23 @@ export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boo
  */
 export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
   Effect.gen(function*() {
-    yield* Ref.set(endpoint.closing, true)
+    yield* Effect.sync(() => MutableRef.set(endpoint.closing, true))
     yield* Ref.update(hub.endpoints, (endpoints) =>
       Option.exists(HashMap.get(endpoints, endpoint.address), (e) => e === endpoint)
         ? HashMap.remove(endpoints, endpoint.address)
         : endpoints)
-    const slots = Array.from(HashMap.values(yield* Ref.get(endpoint.slots)))
+    const slots = Array.from(HashMap.values(yield* Effect.sync(() => MutableRef.get(endpoint.slots))))
     for (const slot of slots) {
       // a connection closing after a violation too: its teardown runs in a fiber this scope is about to stop
       const connection = yield* connectionOf(slot)
       if (Option.isSome(connection)) {
         yield* teardown(hub, connection.value)
       } else {
-        yield* Ref.set(slot.dead, true)
+        yield* Effect.sync(() => MutableRef.set(slot.dead, true))
         yield* interruptUnlessSelf(slot.writer)
         yield* Deferred.fail(slot.connected, new TransportShutdown())
         yield* endpoint.lock.withPermits(1)(
-          Ref.update(endpoint.slots, HashMap.remove(slot.remoteHex)).pipe(
+          Effect.sync(() => MutableRef.update(endpoint.slots, HashMap.remove(slot.remoteHex))).pipe(
             Effect.zipRight(failSlotMessages(slot, new TransportShutdown()))
           )
         )
