@@ -274,7 +274,10 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       Effect.as(skipped)
     )
 
-  const learn = (info: PeerSyncMessages.PeerInfo, source: NodeId.NodeId): Effect.Effect<Learnt, DhtError.StoreError> =>
+  const learn = (
+    info: PeerSyncMessages.PeerInfo,
+    source: NodeId.NodeId
+  ): Effect.Effect<Learnt, DhtError.StoreError, Crypto.Crypto | DhtConfig.DhtConfig> =>
     Effect.gen(function*() {
       const checked = info.publicKeyChecked
       if (Option.isNone(checked)) return yield* skipRelayed(info, "public key fails the key check")
@@ -330,7 +333,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         case "SkippedCapacity":
           return skipped
       }
-    }).pipe(Effect.provide(context), Effect.provideService(DhtConfig.DhtConfig, config))
+    })
 
   const learnAll = (response: PeerSyncMessages.PeerSyncResponse, source: NodeId.NodeId) =>
     Effect.gen(function*() {
@@ -348,7 +351,8 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       }
       const outcome: SyncOutcome = { numNew, numDuplicate, numSkipped, newPeers }
       return outcome
-    })
+      // provided once per response rather than per peer: each `provide` merges a context and sets a fiber ref
+    }).pipe(Effect.provide(context), Effect.provideService(DhtConfig.DhtConfig, config))
 
   const resolve = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>
     Effect.gen(function*() {

@@ -679,8 +679,10 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     requestStoredMessages,
     peerConnected,
     stage: SafStage.SafStage.of({
-      decide: (message) => Effect.provide(decide(message), context),
-      handle: (message, decision) => Effect.provide(handle(message, decision), context)
+      // run on the services this was made with, in place of the caller's: `provide` would merge the two, copying
+      // the node's whole context twice for every forwarded message
+      decide: (message) => Effect.mapInputContext(decide(message), () => context),
+      handle: (message, decision) => Effect.mapInputContext(handle(message, decision), () => context)
     }),
     inflight: Effect.sync(() => inflight.size),
     cleanup
