@@ -8,6 +8,7 @@ import { codecBenches } from "./codec.js"
 import { cryptoBenches } from "./crypto.js"
 import { inboundBenches } from "./inbound.js"
 import { outboundBenches } from "./outbound.js"
+import { simScaling, type SimScalingResult, SIZES } from "./sim.js"
 import { storeBenches } from "./store.js"
 import { tcpBenches } from "./tcp.js"
 
@@ -38,6 +39,10 @@ interface Result {
 const json = process.argv.includes("--json")
 const filter = process.argv.find((a) => a.startsWith("--filter="))?.slice("--filter=".length)
 const time = Number(process.argv.find((a) => a.startsWith("--time="))?.slice("--time=".length) ?? 500)
+// seconds of predicted wall time a `sim.scaling` size may take; 0 leaves the simulations out
+const simSizes = process.argv.find((a) => a.startsWith("--sim-sizes="))?.slice("--sim-sizes=".length).split(",")
+  .map(Number) ?? SIZES
+const simBudget = Number(process.argv.find((a) => a.startsWith("--sim-budget="))?.slice("--sim-budget=".length) ?? 900)
 
 const run = async (tasks: ReadonlyArray<Task>): Promise<Array<Result>> => {
   const bench = new Bench({ time, warmupTime: Math.min(200, time / 2) })
@@ -88,8 +93,13 @@ const main = async () => {
     ...(filter === undefined || /store|saf|sql/.test(filter) ? await storeBenches() : [])
   ]
   const results = withBounds(tasks, await run(tasks))
+  // whole simulations, each in a process of its own, after the microbenchmarks so they do not share the heap
+  const sims: Array<SimScalingResult> = simBudget > 0 && (filter === undefined || "sim.scaling".includes(filter) ||
+      filter.startsWith("sim"))
+    ? await simScaling(simSizes, simBudget * 1000, (line) => process.stderr.write(`${line}\n`))
+    : []
   if (json) {
-    process.stdout.write(JSON.stringify({ node: process.version, results }) + "\n")
+    process.stdout.write(JSON.stringify({ node: process.version, results: [...results, ...sims] }) + "\n")
     return
   }
   const pad = (s: string, n: number) => s.padEnd(n)
@@ -101,6 +111,15 @@ const main = async () => {
     process.stdout.write(
       `${pad(r.name, 32)} ${r.opsPerSec.toFixed(0).padStart(12)} ${r.rme.toFixed(1).padStart(6)}  ${versus}\n`
     )
+  }
+  for (const r of sims) {
+    const line = r.skipped === true
+      ? `skipped (predicted ${((r.predictedMs ?? 0) / 1000).toFixed(0)} s)`
+      : r.ratio !== undefined
+      ? `${r.ratio.toFixed(2)}× from 1000 nodes (target ≤ ${r.maxRatio}×: ${r.ok === true ? "ok" : "MISSED"})`
+      : `${((r.wallMs ?? 0) / 1000).toFixed(1)} s, delivered ${((r.deliveryRatio ?? 0) * 100).toFixed(2)} %, ` +
+        `${((r.peakRssPerNodeBytes ?? 0) / 1e6).toFixed(1)} MB/node peak`
+    process.stdout.write(`${pad(r.name, 32)} ${r.opsPerSec.toFixed(0).padStart(12)} ${"".padStart(6)}  ${line}\n`)
   }
 }
 
