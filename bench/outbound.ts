@@ -4,7 +4,8 @@
  * it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF, sealing the
  * padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The ratio is
  * the share of a request's cost that is crypto. Both use the node backend (`@comms-dht/node/Crypto`); the `noble`
- * pair repeats them on the portable backend.
+ * pair repeats them on the portable backend. Requests go one after the other, 32 to a call, and rates are per
+ * request.
  *
  * The transport is the benchmark's own: it collects each frame and completes its send state at once, so the figure
  * is the pipeline's and not an in-process network's. `outbound.memory-network` sends the same request over a
@@ -144,18 +145,22 @@ const onMemoryNetwork = (
     return { context, check: Effect.void }
   })
 
-/** One request, run until its one send state reports the frame written. */
+/** Requests per call of a task (see `Task.batch`). */
+const BATCH = 32
+
+/** `BATCH` requests one after the other, each run until its one send state reports the frame written. */
 const request = (
   receiver: NodeIdentity.Identity,
   context: Context.Context<OutboundRequester.OutboundRequester>,
   check: Effect.Effect<void>
-) =>
-  OutboundRequester.sendDirectEncrypted(receiver.publicKey, 1, new Uint8Array(BODY_BYTES).fill(7)).pipe(
+) => {
+  const one = OutboundRequester.sendDirectEncrypted(receiver.publicKey, 1, new Uint8Array(BODY_BYTES).fill(7)).pipe(
     Effect.flatMap(OutboundRequester.resolve),
     Effect.flatMap((states) => states.waitSingle),
-    Effect.flatMap((written) => written ? check : Effect.dieMessage("a benchmark request was not written")),
-    Effect.provide(context)
+    Effect.flatMap((written) => written ? check : Effect.dieMessage("a benchmark request was not written"))
   )
+  return Effect.provide(Effect.repeatN(one, BATCH - 1), context)
+}
 
 const pair = async (
   prefix: string,
@@ -179,23 +184,24 @@ const pair = async (
     expires: 1_735_700_400n
   }
   const cryptoOnly = Effect.provideService(
-    MessageCrypto.encrypt(sender, receiver.publicKey, fields, plaintext),
+    Effect.repeatN(MessageCrypto.encrypt(sender, receiver.publicKey, fields, plaintext), BATCH - 1),
     Crypto.Crypto,
     crypto
   )
   let sink = 0
   const tasks: Array<Task> = [
-    { name: `${prefix}crypto-only`, fn: () => void (sink ^= Effect.runSync(cryptoOnly).body.length) },
+    { name: `${prefix}crypto-only`, fn: () => void (sink ^= Effect.runSync(cryptoOnly).body.length), batch: BATCH },
     {
       name: `${prefix}encrypted-direct`,
       fn: () => Effect.runPromise(direct),
-      bound: `${prefix}crypto-only`
+      bound: `${prefix}crypto-only`,
+      batch: BATCH
     }
   ]
   if (!withMemoryNetwork) return tasks
   const memory = await Effect.runPromise(onMemoryNetwork(crypto, sender, receiver))
   const overMemory = request(receiver, memory.context, memory.check)
-  return [...tasks, { name: `${prefix}memory-network`, fn: () => Effect.runPromise(overMemory) }]
+  return [...tasks, { name: `${prefix}memory-network`, fn: () => Effect.runPromise(overMemory), batch: BATCH }]
 }
 
 /** `outbound.*` (node backend) and `outbound.noble.*`. */
