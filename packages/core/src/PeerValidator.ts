@@ -11,16 +11,20 @@
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
+import type { HandshakeFailed } from "./DhtError.js"
 import { PeerValidationError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Ed25519 from "./Ed25519.js"
+import * as HandshakePayload from "./HandshakePayload.js"
 import * as Wire from "./internal/wire.js"
 import * as MessageCrypto from "./MessageCrypto.js"
 import type { NodeId, PublicKey, SecretKey } from "./NodeId.js"
+import { equals, fromPublicKey, toHex } from "./NodeId.js"
 import type { AddressSource } from "./Peer.js"
 import { Peer, PeerAddress, PeerClaim } from "./Peer.js"
 import type { PeerManagerService } from "./PeerManager.js"
@@ -473,6 +477,91 @@ export interface ConnectedRemote {
   readonly features: number
   readonly accepted: ReadonlyArray<AcceptedClaim>
 }
+
+/**
+ * What a transport has to check a handshake payload with (SPEC §4.8).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HandshakeCheck {
+  readonly config: DhtConfig.Config
+  readonly crypto: Crypto.CryptoService
+  readonly peers: PeerManagerService
+  /** this node */
+  readonly self: NodeId
+  /** the key the dialler meant to reach; undefined on the responder */
+  readonly expected: PublicKey | undefined
+  /** the identity key check (a transport may remember its answers) */
+  readonly checkKey: (key: Uint8Array) => Effect.Effect<boolean>
+  /**
+   * The transport's own binding of the payload to its channel, checked after the identity and before the table
+   * (TCP: the Noise static key signed by the identity); a failure is its reason and detail.
+   */
+  readonly bind?: (
+    payload: HandshakePayload.NoiseHandshakePayload,
+    publicKey: PublicKey
+  ) => Effect.Effect<Option.Option<readonly [string, string]>>
+  /** counts, logs and fails with the reason (`Decode`, `UnsupportedVersion`, `InvalidKey`, …) */
+  readonly fail: (reason: string, detail: string) => Effect.Effect<never, HandshakeFailed>
+}
+
+/**
+ * A remote that passed `validateHandshake`: its identity and the claims it proved.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HandshakeRemote extends ConnectedRemote {
+  readonly hex: string
+}
+
+/**
+ * SPEC §4.8's checks of the payload a remote sent in its handshake, in order: it decodes, its protocol version is
+ * supported, its identity key passes the key check, it is the key that was dialled, it is not this node, the
+ * transport's binding holds, its NodeId is not known with another key, and its claim is valid (and not older than
+ * the stored one). Every transport authenticates its peers with this one function.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const validateHandshake = (
+  bytes: Uint8Array,
+  check: HandshakeCheck
+): Effect.Effect<HandshakeRemote, HandshakeFailed> =>
+  Effect.gen(function*() {
+    const { fail } = check
+    const decoded = yield* Effect.either(HandshakePayload.decode(bytes))
+    if (Either.isLeft(decoded)) return yield* fail("Decode", decoded.left.reason)
+    const payload = decoded.right
+    if (!check.config.supportedVersions.includes(payload.protocolVersion)) {
+      return yield* fail("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
+    }
+    const publicKey = payload.identityPublicKey
+    if (!(yield* check.checkKey(publicKey))) return yield* fail("InvalidKey", "identity key check failed")
+    if (check.expected !== undefined && !equals(publicKey, check.expected)) {
+      return yield* fail("IdentityMismatch", "not the key that was dialled")
+    }
+    const nodeId = fromPublicKey(publicKey)
+    if (equals(nodeId, check.self)) return yield* fail("IdentityMismatch", "connection to ourselves")
+    if (check.bind !== undefined) {
+      const unbound = yield* check.bind(payload, publicKey)
+      if (Option.isSome(unbound)) return yield* fail(unbound.value[0], unbound.value[1])
+    }
+    const stored = yield* Effect.option(check.peers.get(nodeId))
+    if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
+      return yield* fail("IdentityMismatch", "NodeId known with another key")
+    }
+    const accepted = yield* validateClaims(publicKey, [payload.claim], {
+      storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
+      keyChecked: true
+    }).pipe(
+      Effect.provideService(Crypto.Crypto, check.crypto),
+      Effect.provideService(DhtConfig.DhtConfig, check.config),
+      Effect.catchTag("PeerValidationError", (e) => fail("InvalidClaim", e.reason))
+    )
+    return { publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted }
+  })
 
 /**
  * The local record of a peer a handshake just authenticated: its proven claims applied, the dialled address kept

@@ -34,7 +34,7 @@ import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
 import type { HubOptions } from "../MemoryNetwork.js"
 import type { NodeId, PublicKey } from "../NodeId.js"
-import { equals, fromPublicKey, toHex } from "../NodeId.js"
+import { equals, toHex } from "../NodeId.js"
 import type { PeerClaim } from "../Peer.js"
 import { Peer } from "../Peer.js"
 import type { PeerManagerService } from "../PeerManager.js"
@@ -68,13 +68,7 @@ export const KEY_CHECK_MEMO = 65_536
 export type Spawn = <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
 
 /** @internal what one side learnt of the other in the handshake */
-export interface RemoteIdentity {
-  readonly publicKey: PublicKey
-  readonly nodeId: NodeId
-  readonly hex: string
-  readonly features: number
-  readonly accepted: ReadonlyArray<PeerValidator.AcceptedClaim>
-}
+export type RemoteIdentity = PeerValidator.HandshakeRemote
 
 /** @internal one node's presence on the hub */
 export interface Endpoint {
@@ -328,33 +322,14 @@ const validatePayload = (
   bytes: Uint8Array,
   expected: PublicKey | undefined
 ): Effect.Effect<RemoteIdentity, HandshakeFailed> =>
-  Effect.gen(function*() {
-    const decoded = yield* Effect.either(HandshakePayload.decode(bytes))
-    if (Either.isLeft(decoded)) return yield* handshakeFailed("Decode", decoded.left.reason)
-    const payload = decoded.right
-    if (!local.config.supportedVersions.includes(payload.protocolVersion)) {
-      return yield* handshakeFailed("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
-    }
-    const publicKey = payload.identityPublicKey
-    if (!(yield* checkKey(hub, publicKey))) return yield* handshakeFailed("InvalidKey", "identity key check failed")
-    if (expected !== undefined && !equals(publicKey, expected)) {
-      return yield* handshakeFailed("IdentityMismatch", "not the key that was dialled")
-    }
-    const nodeId = fromPublicKey(publicKey)
-    if (equals(nodeId, local.nodeId)) return yield* handshakeFailed("IdentityMismatch", "connection to ourselves")
-    const stored = yield* Effect.option(local.peers.get(nodeId))
-    if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
-      return yield* handshakeFailed("IdentityMismatch", "NodeId known with another key")
-    }
-    const accepted = yield* PeerValidator.validateClaims(publicKey, [payload.claim], {
-      storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
-      keyChecked: true
-    }).pipe(
-      Effect.provideService(Crypto.Crypto, local.crypto),
-      Effect.provideService(DhtConfig.DhtConfig, local.config),
-      Effect.catchTag("PeerValidationError", (e) => handshakeFailed("InvalidClaim", e.reason))
-    )
-    return { publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted }
+  PeerValidator.validateHandshake(bytes, {
+    config: local.config,
+    crypto: local.crypto,
+    peers: local.peers,
+    self: local.nodeId,
+    expected,
+    checkKey: (key) => checkKey(hub, key),
+    fail: handshakeFailed
   })
 
 interface Handshaked {

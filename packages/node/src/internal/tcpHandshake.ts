@@ -1,13 +1,11 @@
 /** @internal */
 import type * as Crypto from "@comms-dht/core/Crypto"
-import * as CoreCrypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import { HandshakeFailed } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as HandshakePayload from "@comms-dht/core/HandshakePayload"
 import * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey, SecretKey } from "@comms-dht/core/NodeId"
-import { equals, fromPublicKey, toHex } from "@comms-dht/core/NodeId"
 import type { Peer, PeerClaim } from "@comms-dht/core/Peer"
 import type { PeerManagerService } from "@comms-dht/core/PeerManager"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
@@ -113,13 +111,7 @@ export const encodePayload = (options: {
 // --- the other side ---
 
 /** @internal what the handshake proved about the other side */
-export interface RemoteIdentity {
-  readonly publicKey: PublicKey
-  readonly nodeId: NodeId
-  readonly hex: string
-  readonly features: number
-  readonly accepted: ReadonlyArray<PeerValidator.AcceptedClaim>
-}
+export type RemoteIdentity = PeerValidator.HandshakeRemote
 
 /** @internal counts and logs a handshake failure, then fails with it */
 export const handshakeFailed = (reason: string, detail: string): Effect.Effect<never, HandshakeFailed> =>
@@ -128,44 +120,27 @@ export const handshakeFailed = (reason: string, detail: string): Effect.Effect<n
     Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: `${reason}: ${detail}` })))
   )
 
-/** Decodes and checks a handshake payload (SPEC §4.8): key, version, expected identity, static binding, claim. */
+/** SPEC §4.8's payload checks, with TCP's own: the Noise static key the payload came over, signed by the identity */
 const validatePayload = (
   local: LocalIdentity,
   bytes: Uint8Array,
   remoteStatic: Uint8Array,
   expected: PublicKey | undefined
 ): Effect.Effect<RemoteIdentity, HandshakeFailed> =>
-  Effect.gen(function*() {
-    const decoded = yield* Effect.either(HandshakePayload.decode(bytes))
-    if (Either.isLeft(decoded)) return yield* handshakeFailed("Decode", decoded.left.reason)
-    const payload = decoded.right
-    if (!local.config.supportedVersions.includes(payload.protocolVersion)) {
-      return yield* handshakeFailed("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
-    }
-    const publicKey = payload.identityPublicKey
-    if (!local.crypto.checkPublicKey(publicKey)) return yield* handshakeFailed("InvalidKey", "identity key check")
-    if (expected !== undefined && !equals(publicKey, expected)) {
-      return yield* handshakeFailed("IdentityMismatch", "not the key that was dialled")
-    }
-    const nodeId = fromPublicKey(publicKey)
-    if (equals(nodeId, local.nodeId)) return yield* handshakeFailed("IdentityMismatch", "connection to ourselves")
-    const binding = local.crypto.dsh("noise_static", 32, [remoteStatic])
-    if (!(yield* local.crypto.verify(publicKey, payload.staticSignature, binding))) {
-      return yield* handshakeFailed("StaticKeyNotBound", "static key not signed by the identity")
-    }
-    const stored = yield* Effect.option(local.peers.get(nodeId))
-    if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
-      return yield* handshakeFailed("IdentityMismatch", "NodeId known with another key")
-    }
-    const accepted = yield* PeerValidator.validateClaims(publicKey, [payload.claim], {
-      storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
-      keyChecked: true
-    }).pipe(
-      Effect.provideService(CoreCrypto.Crypto, local.crypto),
-      Effect.provideService(DhtConfig.DhtConfig, local.config),
-      Effect.catchTag("PeerValidationError", (e) => handshakeFailed("InvalidClaim", e.reason))
-    )
-    return { publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted }
+  PeerValidator.validateHandshake(bytes, {
+    config: local.config,
+    crypto: local.crypto,
+    peers: local.peers,
+    self: local.nodeId,
+    expected,
+    checkKey: (key) => Effect.sync(() => local.crypto.checkPublicKey(key)),
+    bind: (payload, publicKey) =>
+      Effect.map(
+        local.crypto.verify(publicKey, payload.staticSignature, local.crypto.dsh("noise_static", 32, [remoteStatic])),
+        (bound) =>
+          bound ? Option.none() : Option.some(["StaticKeyNotBound", "static key not signed by the identity"] as const)
+      ),
+    fail: handshakeFailed
   })
 
 /** @internal a completed handshake: the transport cipher states and who is on the other end */
