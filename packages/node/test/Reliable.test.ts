@@ -1,9 +1,7 @@
-import type * as Crypto from "@comms-dht/core/Crypto"
 import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
-import type * as InboundMessages from "@comms-dht/core/InboundMessages"
 import * as DedupCache from "@comms-dht/core/DedupCache"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
@@ -11,104 +9,47 @@ import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
-import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Receipts from "@comms-dht/core/Receipts"
 import * as Rejections from "@comms-dht/inbound/Rejections"
-import * as SqliteStore from "@comms-dht/store/SqliteStore"
+import * as Transport from "@comms-dht/core/Transport"
 import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
-import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as NodeCrypto from "../src/Crypto.js"
 import * as Dht from "../src/Dht.js"
+import {
+  addressOf,
+  config,
+  connect,
+  drain,
+  eventually,
+  identity,
+  makeNode,
+  MESSAGE_TYPE,
+  settle,
+  type Shared,
+  START,
+  storedCount,
+  type TestNode,
+  text,
+  textOf
+} from "./fullNodes.js"
 import * as Reliable from "../src/Reliable.js"
-
-const config = DhtConfig.localTest
-const START = Date.UTC(2026, 10, 25)
-const MESSAGE_TYPE = 9
-const text = (s: string) => new TextEncoder().encode(s)
-const textOf = (b: Uint8Array) => new TextDecoder().decode(b)
-
-const identity = (n: number) =>
-  Effect.map(NodeCrypto.makeNode(), (crypto) => {
-    const secretKey = NodeId.SecretKey.make(new Uint8Array(32).fill(n))
-    return NodeIdentity.make({
-      secretKey,
-      publicKey: crypto.publicKeyOf(secretKey),
-      features: Peer.PeerFeatures.COMMUNICATION_NODE
-    })
-  })
-
-const addressOf = (id: NodeIdentity.Identity) => `mem://${NodeId.toHex(id.nodeId)}`
-
-type Storage = SqliteStore.Services | NodeIdentity.NodeIdentity
-type Shared = MemoryNetwork.MemoryNetworkHub | Crypto.Crypto | Rejections.Observer
 
 interface Rejected {
   readonly tag: string
   readonly reason: string
   readonly source: string
 }
-
-interface TestNode {
-  readonly id: NodeIdentity.Identity
-  readonly start: Effect.Effect<void>
-  readonly stop: Effect.Effect<void>
-  readonly dht: Effect.Effect<Dht.DhtService>
-  readonly inbox: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>>
-  readonly run: <A, E>(effect: Effect.Effect<A, E, Storage>) => Effect.Effect<A, E>
-}
-
-// a node whose storage outlives its Dht: `stop` and `start` take it off and back on the network
-const makeNode = (n: number, shared: Context.Context<Shared>) =>
-  Effect.gen(function*() {
-    const id = yield* identity(n)
-    const storage = yield* Layer.build(
-      Layer.mergeAll(SqliteStore.layer({ filename: ":memory:" }), NodeIdentity.layer(id))
-    ).pipe(Effect.orDie)
-    let current:
-      | { scope: Scope.CloseableScope; dht: Dht.DhtService; inbox: Queue.Dequeue<InboundMessages.DomainMessage> }
-      | undefined
-    const start = Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(
-        Dht.layer(config).pipe(Layer.provideMerge(MemoryNetwork.layer({ address: addressOf(id) })), Layer.orDie),
-        scope
-      ).pipe(Effect.provide(Context.merge(storage, shared)))
-      const dht = Context.get(context, Dht.Dht)
-      const inbox = yield* Queue.unbounded<InboundMessages.DomainMessage>()
-      yield* Effect.forkIn(Stream.runForEach(dht.inbound, (m) => Queue.offer(inbox, m)), scope)
-      yield* Effect.yieldNow()
-      current = { scope, dht, inbox }
-    })
-    const stop = Effect.suspend(() => {
-      const running = current
-      current = undefined
-      return running === undefined ? Effect.void : Scope.close(running.scope, Exit.void)
-    })
-    const node: TestNode = {
-      id,
-      start,
-      stop,
-      dht: Effect.suspend(() => current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.dht)),
-      inbox: Effect.suspend(() =>
-        current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.inbox)
-      ),
-      run: (effect) => Effect.provide(effect, storage)
-    }
-    yield* Effect.addFinalizer(() => stop)
-    return node
-  })
 
 // the hub and crypto every node shares, and the typed rejections of every node's pipeline
 const makeShared = Effect.gen(function*() {
@@ -148,38 +89,11 @@ const makeMemoryNode = (n: number, shared: Context.Context<Shared>, delivered: R
       stop: Effect.void,
       dht: Effect.succeed(dht),
       inbox: Effect.dieMessage("no inbox"),
-      run: (effect) => Effect.provide(effect, storage)
+      run: (effect) => Effect.provide(effect, storage),
+      transport: Effect.succeed(Context.get(context, Transport.Transport))
     }
     return node
   })
-
-const connect = (a: TestNode, b: TestNode) =>
-  Effect.gen(function*() {
-    yield* a.run(Effect.flatMap(PeerManager.PeerManager, (peers) =>
-      Effect.flatMap(peers.exists(b.id.nodeId), (known) =>
-        known ? Effect.void : peers.add(Peer.make({
-          publicKey: b.id.publicKey,
-          addresses: [addressOf(b.id)],
-          features: b.id.features,
-          source: "Config",
-          nowMs: 0
-        })))))
-    const dht = yield* a.dht
-    yield* dht.dialOrDiscover(b.id.publicKey)
-  }).pipe(Effect.orDie)
-
-const settle = Effect.repeatN(Effect.yieldNow(), 500)
-
-const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>) =>
-  Effect.zipRight(Effect.yieldNow(), condition).pipe(
-    Effect.repeat({ until: (ok) => ok, times: 20_000 }),
-    Effect.flatMap((ok) => ok ? Effect.void : Effect.dieMessage("condition never held"))
-  )
-
-const storedCount = (node: TestNode) => node.run(Effect.flatMap(MessageStore.MessageStore, (s) => s.count))
-
-const drain = (node: TestNode) =>
-  Effect.flatMap(node.inbox, (q) => Effect.map(Queue.takeAll(q), Chunk.toReadonlyArray))
 
 const receiptEvents = (event: string) =>
   Effect.map(Metric.value(Metric.tagged(DhtMetrics.receipts, "event", event)), (s) => s.count)

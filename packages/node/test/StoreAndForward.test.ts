@@ -1,9 +1,7 @@
-import type * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
-import type * as InboundMessages from "@comms-dht/core/InboundMessages"
 import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as MessageStore from "@comms-dht/core/MessageStore"
@@ -14,131 +12,37 @@ import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as StoreForward from "@comms-dht/core/StoreForwardMessages"
 import * as Transport from "@comms-dht/core/Transport"
-import * as SqliteStore from "@comms-dht/store/SqliteStore"
 import { describe, expect, it } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as NodeCrypto from "../src/Crypto.js"
-import * as Dht from "../src/Dht.js"
-
-const config = DhtConfig.localTest
-const START = Date.UTC(2026, 10, 25)
-const MESSAGE_TYPE = 9
-const text = (s: string) => new TextEncoder().encode(s)
-const textOf = (b: Uint8Array) => new TextDecoder().decode(b)
-
-const identity = (n: number) =>
-  Effect.map(NodeCrypto.makeNode(), (crypto) => {
-    const secretKey = NodeId.SecretKey.make(new Uint8Array(32).fill(n))
-    return NodeIdentity.make({
-      secretKey,
-      publicKey: crypto.publicKeyOf(secretKey),
-      features: Peer.PeerFeatures.COMMUNICATION_NODE
-    })
-  })
-
-const addressOf = (id: NodeIdentity.Identity) => `mem://${NodeId.toHex(id.nodeId)}`
-
-type Storage = SqliteStore.Services | NodeIdentity.NodeIdentity
-type Shared = MemoryNetwork.MemoryNetworkHub | Crypto.Crypto
-
-/** A node whose storage (sqlite, in memory) outlives its Dht: `start` and `stop` take it on and off the network. */
-interface TestNode {
-  readonly id: NodeIdentity.Identity
-  readonly storage: Context.Context<Storage>
-  readonly start: Effect.Effect<void>
-  readonly stop: Effect.Effect<void>
-  readonly dht: Effect.Effect<Dht.DhtService>
-  /** application messages delivered since the last `start` */
-  readonly inbox: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>>
-  readonly run: <A, E>(effect: Effect.Effect<A, E, Storage>) => Effect.Effect<A, E>
-  readonly transport: Effect.Effect<Transport.TransportService>
-}
-
-const makeNode = (n: number, shared: Context.Context<Shared>, cfg: DhtConfig.Config = config) =>
-  Effect.gen(function*() {
-    const id = yield* identity(n)
-    const storage = yield* Layer.build(
-      Layer.mergeAll(SqliteStore.layer({ filename: ":memory:" }), NodeIdentity.layer(id))
-    ).pipe(Effect.orDie)
-    let current: {
-      scope: Scope.CloseableScope
-      dht: Dht.DhtService
-      inbox: Queue.Dequeue<InboundMessages.DomainMessage>
-      transport: Transport.TransportService
-    } | undefined
-    const start = Effect.gen(function*() {
-      const scope = yield* Scope.make()
-      const context = yield* Layer.buildWithScope(
-        Dht.layer(cfg).pipe(Layer.provideMerge(MemoryNetwork.layer({ address: addressOf(id) })), Layer.orDie),
-        scope
-      ).pipe(Effect.provide(Context.merge(storage, shared)))
-      const dht = Context.get(context, Dht.Dht)
-      const inbox = yield* Queue.unbounded<InboundMessages.DomainMessage>()
-      yield* Effect.forkIn(Stream.runForEach(dht.inbound, (m) => Queue.offer(inbox, m)), scope)
-      yield* Effect.yieldNow()
-      current = { scope, dht, inbox, transport: Context.get(context, Transport.Transport) }
-    })
-    const stop = Effect.suspend(() => {
-      const running = current
-      current = undefined
-      return running === undefined ? Effect.void : Scope.close(running.scope, Exit.void)
-    })
-    const node: TestNode = {
-      id,
-      storage,
-      start,
-      stop,
-      dht: Effect.suspend(() => current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.dht)),
-      inbox: Effect.suspend(() =>
-        current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.inbox)
-      ),
-      run: (effect) => Effect.provide(effect, storage),
-      transport: Effect.suspend(() =>
-        current === undefined ? Effect.dieMessage("not started") : Effect.succeed(current.transport)
-      )
-    }
-    yield* Effect.addFinalizer(() => stop)
-    return node
-  })
+import {
+  addressOf,
+  config,
+  connect,
+  drain,
+  eventually,
+  identity,
+  makeNode,
+  MESSAGE_TYPE,
+  settle,
+  type Shared,
+  START,
+  storedCount,
+  type TestNode,
+  text,
+  textOf
+} from "./fullNodes.js"
 
 const sharedLayer = Layer.mergeAll(MemoryNetwork.layerHub(), NodeCrypto.layerNode())
-
-/** `a` learns `b`'s address (unless it knows it) and dials it; after the handshake both know each other as verified peers. */
-const connect = (a: TestNode, b: TestNode) =>
-  Effect.gen(function*() {
-    yield* a.run(Effect.flatMap(PeerManager.PeerManager, (peers) =>
-      Effect.flatMap(peers.exists(b.id.nodeId), (known) => known ? Effect.void : peers.add(Peer.make({
-        publicKey: b.id.publicKey,
-        addresses: [addressOf(b.id)],
-        features: b.id.features,
-        source: "Config",
-        nowMs: 0
-      })))))
-    const dht = yield* a.dht
-    yield* dht.dialOrDiscover(b.id.publicKey)
-  }).pipe(Effect.orDie)
-
-const settle = Effect.repeatN(Effect.yieldNow(), 500)
-
-/** yields until `condition` holds (bounded, so a bug fails the test instead of hanging it) */
-const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>) =>
-  Effect.zipRight(Effect.yieldNow(), condition).pipe(
-    Effect.repeat({ until: (ok) => ok, times: 20_000 }),
-    Effect.flatMap((ok) => ok ? Effect.void : Effect.dieMessage("condition never held"))
-  )
 
 /** `from` sends to `to`'s closest nodes, encrypted for `to` (how a sender reaches a peer that is offline). */
 const sendClosest = (from: TestNode, to: TestNode, body: string, expiresIn?: Duration.Duration) =>
@@ -159,14 +63,9 @@ const sendClosest = (from: TestNode, to: TestNode, body: string, expiresIn?: Dur
     yield* sent.waitAll
   }).pipe(Effect.orDie)
 
-const storedCount = (node: TestNode) => node.run(Effect.flatMap(MessageStore.MessageStore, (s) => s.count))
-
 const storedFor = (holder: TestNode, dest: TestNode) =>
   holder.run(Effect.flatMap(MessageStore.MessageStore, (s) =>
     Effect.map(s.fetchFor(dest.id.publicKey, MessageStore.initialCursor, 1000), (r) => r.rows))).pipe(Effect.orDie)
-
-const drain = (node: TestNode) =>
-  Effect.flatMap(node.inbox, (q) => Effect.map(Queue.takeAll(q), Chunk.toReadonlyArray))
 
 const counter = (metric: Metric.Metric.Counter<number>, reason?: string) =>
   Effect.map(
