@@ -231,15 +231,23 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const n = Rules.effectiveCount(request.n, maxPeers)
       const nowMs = yield* Clock.currentTimeMillis
       const known = yield* peers.all
-      const candidates: Array<PeerSyncMessages.PeerInfo> = []
-      for (const peer of known) {
-        if (!peer.isVerified || !peer.isActive(nowMs)) continue
-        if (NodeId.equals(peer.nodeId, requesterId) || NodeId.equals(peer.nodeId, identity.nodeId)) continue
-        if (!request.includeClients && !peer.isCommunicationNode) continue
+      const eligible = known.filter((peer) =>
+        peer.isVerified && peer.isActive(nowMs) && !NodeId.equals(peer.nodeId, requesterId) &&
+        !NodeId.equals(peer.nodeId, identity.nodeId) && (request.includeClients || peer.isCommunicationNode)
+      )
+      const infoOf = (peer: Peer.Peer) => {
         const claims = Rules.relayableClaims(peer, request.maxClaims, request.maxAddressesPerClaim)
-        if (claims.length === 0) continue
-        candidates.push(new PeerSyncMessages.PeerInfo({ publicKey: peer.publicKey, claims }, true))
+        return claims.length === 0
+          ? undefined
+          : new PeerSyncMessages.PeerInfo({ publicKey: peer.publicKey, claims }, true)
       }
+      // The answer is a uniform sample of the eligible peers that have a claim to relay. Nearly all have one, so n
+      // eligible peers are drawn and their claims read; a uniform draw that lands only on peers with claims is a
+      // uniform draw among those. Only when one has none are the claims of every eligible peer read, which would
+      // otherwise happen on every request: a table of a thousand peers answering for fifty.
+      const drawn = (yield* PeerManager.sample(eligible, n)).map(infoOf)
+      if (drawn.every((info) => info !== undefined)) return drawn.filter((info) => info !== undefined)
+      const candidates = eligible.map(infoOf).filter((info) => info !== undefined)
       return yield* PeerManager.sample(candidates, n)
     })
 
