@@ -22,7 +22,6 @@ import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
-import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Transport from "@comms-dht/core/Transport"
 import * as InboundPipeline from "@comms-dht/inbound/InboundPipeline"
@@ -36,6 +35,7 @@ import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Task } from "./main.js"
+import { identity, peerOf } from "./support.js"
 
 const BODY_BYTES = 1024
 
@@ -52,23 +52,6 @@ interface Sealed {
 }
 
 type MakeCrypto = (options?: Crypto.LayerOptions) => Effect.Effect<Crypto.CryptoService>
-
-const identity = (crypto: Crypto.CryptoService) =>
-  Effect.map(crypto.generateSecretKey, (secretKey) =>
-    NodeIdentity.make({
-      secretKey,
-      publicKey: crypto.publicKeyOf(secretKey),
-      features: Peer.PeerFeatures.COMMUNICATION_NODE
-    }))
-
-const peerOf = (id: NodeIdentity.Identity) =>
-  Peer.make({
-    publicKey: id.publicKey,
-    addresses: [`mem://${NodeId.toHex(id.nodeId)}`],
-    features: id.features,
-    source: "Config",
-    nowMs: 0
-  })
 
 /**
  * A transport for one node that the benchmark drives: frames are offered to its inbox directly, sends are collected,

@@ -19,7 +19,6 @@ import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
-import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Transport from "@comms-dht/core/Transport"
 import * as NodeCrypto from "@comms-dht/node/Crypto"
@@ -32,25 +31,9 @@ import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Task } from "./main.js"
+import { identity, peerOf } from "./support.js"
 
 const BODY_BYTES = 1024
-
-const identity = (crypto: Crypto.CryptoService) =>
-  Effect.map(crypto.generateSecretKey, (secretKey) =>
-    NodeIdentity.make({
-      secretKey,
-      publicKey: crypto.publicKeyOf(secretKey),
-      features: Peer.PeerFeatures.COMMUNICATION_NODE
-    }))
-
-const peerOf = (id: NodeIdentity.Identity) =>
-  Peer.make({
-    publicKey: id.publicKey,
-    addresses: [`mem://${NodeId.toHex(id.nodeId)}`],
-    features: id.features,
-    source: "Config",
-    nowMs: 0
-  })
 
 /**
  * A transport connected to `peers`: `send` takes the frame (the latest is kept, to be checked) and reports it

@@ -339,24 +339,8 @@ export class DhtEnvelope extends Schema.Class<DhtEnvelope>("@comms-dht/core/DhtE
 export type HeaderDecodeError = Exclude<EnvelopeDecodeError, HeaderOmitted>
 
 // The key check costs ~100 µs (a field square root in bigint arithmetic), some 20 times the rest of a decode, and a
-// network has few distinct destinations, so results are memoised. The check is a pure function of the 32 bytes, so
-// the memo is unobservable; it is bounded (oldest entry out first) and holds rejections too, so that a peer
-// repeating a bad key costs no more than one repeating a good one.
-const KEY_CHECK_MEMO_CAPACITY = 8192
-const keyCheckMemo = new Map<string, boolean>()
-
-const checkDestinationKey = (key: Uint8Array): key is NodeId.PublicKey => {
-  const id = NodeId.toHex(key)
-  const known = keyCheckMemo.get(id)
-  if (known !== undefined) return known
-  const ok = Ed25519.checkPublicKey(key)
-  if (keyCheckMemo.size >= KEY_CHECK_MEMO_CAPACITY) {
-    const oldest = keyCheckMemo.keys().next()
-    if (oldest.done !== true) keyCheckMemo.delete(oldest.value)
-  }
-  keyCheckMemo.set(id, ok)
-  return ok
-}
+// network has few distinct destinations: the shared memo answers repeats.
+const checkDestinationKey = Ed25519.checkPublicKeyMemo
 
 const headerFromProto = (h: Pb.DhtHeader): Either.Either<DhtMessageHeader, HeaderDecodeError> => {
   let destination: NodeDestination

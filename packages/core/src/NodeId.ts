@@ -10,6 +10,7 @@ import * as Order from "effect/Order"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Hex from "./internal/hex.js"
+import * as Lru from "./internal/lru.js"
 
 const bytes = (n: number, name: string) =>
   Schema.Uint8ArrayFromSelf.pipe(
@@ -70,8 +71,7 @@ export const NODE_ID_LENGTH = 13
 
 // Every inbound message and every peer selection derives node ids from keys; a portable BLAKE2b costs several
 // microseconds, a hex lookup a fraction of one. NodeIds are never mutated, so one array is shared.
-const NODE_ID_MEMO_CAPACITY = 8192
-const nodeIdMemo = new Map<string, NodeId>()
+const nodeIdMemo = Lru.make<NodeId>(8192)
 
 /**
  * Derives the NodeId of a public key: `BLAKE2b-512(publicKey)[0..13]`, no domain tag.
@@ -84,10 +84,6 @@ export const fromPublicKey = (key: PublicKey): NodeId => {
   const known = nodeIdMemo.get(hex)
   if (known !== undefined) return known
   const id = blake2b(key).subarray(0, NODE_ID_LENGTH) as NodeId
-  if (nodeIdMemo.size >= NODE_ID_MEMO_CAPACITY) {
-    const oldest = nodeIdMemo.keys().next()
-    if (oldest.done !== true) nodeIdMemo.delete(oldest.value)
-  }
   nodeIdMemo.set(hex, id)
   return id
 }

@@ -291,20 +291,9 @@ export const dedup = <M extends InboundMessages.DhtInboundMessage>(
 const failDuplicate = <M>(hits: number): Effect.Effect<Option.Option<M>, DhtError.Duplicate> =>
   Effect.fail(new DhtError.Duplicate({ hits }, true))
 
-// what `Rejections.report` does with a `Duplicate` (count it, show it to an observer), building the error only for
-// an observer: most frames a node receives are copies of a message it has (a flood reaches every node about
-// `gossipFactor` times), and an error object with its stack trace was the largest single cost of dropping one
+// a duplicate ends the message: counted (and shown to an observer) without building an error for it
 const dropDuplicate = <M extends InboundMessages.DhtInboundMessage>(message: M) => (hits: number) =>
-  Effect.flatMap(Effect.serviceOption(Rejections.Observer), (observer) =>
-    Effect.as(
-      Option.isNone(observer)
-        ? Metric.increment(DhtMetrics.inboundDuplicates)
-        : Effect.zipRight(
-          Metric.increment(DhtMetrics.inboundDuplicates),
-          observer.value(new DhtError.Duplicate({ hits }, true), blameOf(message))
-        ),
-      Option.none<M>()
-    ))
+  Effect.as(Rejections.reportDuplicate(hits, () => blameOf(message)), Option.none<M>())
 
 // `Object.assign` rather than `{ ...message, more }`: on Node 20 the spread takes V8's slow path, microseconds a
 // message; a fresh object either way, keeping whatever else `M` carries

@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import type * as DhtError from "@comms-dht/core/DhtError"
+import { Duplicate } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -156,8 +157,10 @@ const counterOf = (metric: Metric.Metric.Counter<number>, name: string, reason: 
 export const countRejected = (reason: string): Effect.Effect<void> =>
   Metric.increment(counterOf(DhtMetrics.inboundRejected, "inbound", reason))
 
+const countDuplicate = Metric.increment(DhtMetrics.inboundDuplicates)
+
 const count = (error: PipelineError): Effect.Effect<void> => {
-  if (error._tag === "Duplicate") return Metric.increment(DhtMetrics.inboundDuplicates)
+  if (error._tag === "Duplicate") return countDuplicate
   if (isSafResponseRow(error._tag)) {
     return Metric.increment(counterOf(DhtMetrics.safResponsesRejected, "saf", error._tag))
   }
@@ -217,3 +220,17 @@ export const report = (
     )
     if (Option.isSome(target)) yield* Actor.banPeer(target.value, ban.value.severity, error._tag)
   })
+
+/**
+ * `report` for a `Duplicate` of `hits` copies, building the error (and its blame) only when an `Observer` is there
+ * to see it: a duplicate is counted, never logged or banned (§8), and most frames a node receives in a flood are
+ * duplicates, for which an error object with its stack trace was the largest single cost of dropping one.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const reportDuplicate = (hits: number, blame: () => Blame): Effect.Effect<void> =>
+  Effect.flatMap(Effect.serviceOption(Observer), (observer) =>
+    Option.isNone(observer)
+      ? countDuplicate
+      : Effect.zipRight(countDuplicate, observer.value(new Duplicate({ hits }, true), blame())))

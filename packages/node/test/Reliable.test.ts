@@ -26,6 +26,7 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as NodeCrypto from "../src/Crypto.js"
 import * as Dht from "../src/Dht.js"
+import * as Reliable from "../src/Reliable.js"
 import {
   addressOf,
   config,
@@ -35,6 +36,7 @@ import {
   identity,
   makeNode,
   MESSAGE_TYPE,
+  offlineTriangle,
   settle,
   type Shared,
   START,
@@ -43,7 +45,6 @@ import {
   text,
   textOf
 } from "./fullNodes.js"
-import * as Reliable from "../src/Reliable.js"
 
 interface Rejected {
   readonly tag: string
@@ -168,13 +169,7 @@ describe("reliable delivery with receipts (docs/spec-departures.md §2)", () => 
     Effect.gen(function*() {
       yield* TestClock.setTime(START)
       const { shared } = yield* makeShared
-      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
-      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
-      yield* connect(a, s)
-      yield* connect(s, b)
-      yield* connect(a, b)
-      yield* b.stop
-      yield* settle
+      const [a, s, b] = yield* offlineTriangle(shared)
       const cleanedBefore = yield* receiptEvents("safCleaned")
 
       const policy = Schedule.spaced("5 seconds").pipe(Schedule.intersect(Schedule.recurs(2)))
@@ -208,13 +203,7 @@ describe("reliable delivery with receipts (docs/spec-departures.md §2)", () => 
     Effect.gen(function*() {
       yield* TestClock.setTime(START)
       const { shared } = yield* makeShared
-      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
-      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
-      yield* connect(a, s)
-      yield* connect(s, b)
-      yield* connect(a, b)
-      yield* b.stop
-      yield* settle
+      const [a, , b] = yield* offlineTriangle(shared)
 
       const delivery = yield* sendReliable(a, b, "never read", { request: { expiresIn: "10 minutes" } })
       yield* TestClock.adjust("9 minutes")

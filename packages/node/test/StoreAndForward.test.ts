@@ -33,6 +33,7 @@ import {
   identity,
   makeNode,
   MESSAGE_TYPE,
+  offlineTriangle,
   settle,
   type Shared,
   START,
@@ -78,13 +79,7 @@ describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
     Effect.gen(function*() {
       yield* TestClock.setTime(START)
       const shared = yield* Layer.build(sharedLayer)
-      const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
-      yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
-      yield* connect(a, s)
-      yield* connect(s, b)
-      yield* connect(a, b)
-      yield* b.stop
-      yield* settle
+      const [a, s, b] = yield* offlineTriangle(shared)
 
       yield* sendClosest(a, b, "while you were away")
       yield* eventually(Effect.map(storedCount(s), (k) => k === 1))

@@ -123,6 +123,22 @@ export const connect = (a: TestNode, b: TestNode) =>
 
 export const settle = Effect.repeatN(Effect.yieldNow(), 500)
 
+/**
+ * Nodes 1, 2 and 3 (`a`, `s`, `b`) all connected to each other, then `b` gone offline: `s` is among the closest
+ * peers `a` knows of `b`, and holds what is sent to `b` for store-and-forward.
+ */
+export const offlineTriangle = (shared: Context.Context<Shared>) =>
+  Effect.gen(function*() {
+    const [a, s, b] = yield* Effect.all([makeNode(1, shared), makeNode(2, shared), makeNode(3, shared)])
+    yield* Effect.forEach([a, s, b], (n) => n.start, { discard: true })
+    yield* connect(a, s)
+    yield* connect(s, b)
+    yield* connect(a, b)
+    yield* b.stop
+    yield* settle
+    return [a, s, b] as const
+  })
+
 /** yields until `condition` holds (bounded, so a bug fails the test instead of hanging it) */
 export const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>) =>
   Effect.zipRight(Effect.yieldNow(), condition).pipe(

@@ -2,7 +2,8 @@
 
 // Written byte by byte: on Node 20 a `DataView` costs about a microsecond to make, and these run several times per
 // message (the challenge's fields, SPEC §4.3)
-const putU32 = (out: Uint8Array, offset: number, n: number): void => {
+/** @internal writes the low 32 bits of `n`, little-endian, at `offset` */
+export const putU32 = (out: Uint8Array, offset: number, n: number): void => {
   out[offset] = n & 0xff
   out[offset + 1] = (n >>> 8) & 0xff
   out[offset + 2] = (n >>> 16) & 0xff

@@ -40,8 +40,6 @@ import { Peer } from "../Peer.js"
 import type { PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
-import * as Hex from "./hex.js"
-import * as Lru from "./lru.js"
 import * as Flood from "./memoryFlood.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
@@ -54,8 +52,6 @@ export const INBOUND_CONNECTION_CAPACITY = 1_000
 export const LINK_WINDOW = 10_000
 /** @internal */
 export const EVENT_BUFFER = 256
-/** @internal */
-export const KEY_CHECK_MEMO = 65_536
 
 // --- model ---
 
@@ -203,7 +199,6 @@ export interface Hub {
    * Key-check results by key (SPEC §4.3): the check decompresses a point, and every node's key is checked by each
    * of its peers; like the verification memo, it caches a pure function.
    */
-  readonly keyChecks: Lru.Lru<boolean>
 }
 
 /** @internal */
@@ -217,7 +212,6 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
       stats: yield* Ref.make({ frames: 0, bytes: 0 }),
       nextId: yield* Ref.make(0),
       spawn,
-      keyChecks: yield* Effect.sync(() => Lru.make<boolean>(KEY_CHECK_MEMO))
     }
   })
 
@@ -305,19 +299,8 @@ export const encodePayload = (publicKey: PublicKey, claim: PeerClaim, protocolVe
     }, true)
   )
 
-const checkKey = (hub: Hub, key: Uint8Array): Effect.Effect<boolean> =>
-  Effect.sync(() => {
-    const hex = Hex.encode(key)
-    const known = hub.keyChecks.get(hex)
-    if (known !== undefined) return known
-    const ok = Ed25519.checkPublicKey(key)
-    hub.keyChecks.set(hex, ok)
-    return ok
-  })
-
 /** Decodes and checks what the other side presented, as TCP does after Noise (SPEC §4.8): key, version, claim. */
 const validatePayload = (
-  hub: Hub,
   local: Endpoint,
   bytes: Uint8Array,
   expected: PublicKey | undefined
@@ -328,7 +311,7 @@ const validatePayload = (
     peers: local.peers,
     self: local.nodeId,
     expected,
-    checkKey: (key) => checkKey(hub, key),
+    checkKey: (key) => Effect.sync(() => Ed25519.checkPublicKeyMemo(key)),
     fail: handshakeFailed
   })
 
@@ -365,10 +348,10 @@ const attempt = (
       yield* networkDelay(hub, there + back).pipe(Effect.ensuring(inFlightDown(hub)))
     }
     const still = yield* lookup(hub, address)
-    if (Option.isNone(still) || still.value !== responder || (yield* Effect.sync(() => MutableRef.get(responder.closing)))) {
+    if (Option.isNone(still) || still.value !== responder || MutableRef.get(responder.closing)) {
       return yield* Effect.fail(unreachable)
     }
-    const atDialler = yield* validatePayload(hub, local, responder.payload, expected)
+    const atDialler = yield* validatePayload(local, responder.payload, expected)
     const now = yield* Clock.currentTimeMillis
     const known = yield* Effect.option(responder.peers.get(local.nodeId))
     if (Option.isSome(known) && known.value.isBanned(now)) {
@@ -377,7 +360,7 @@ const attempt = (
       )
       return yield* Effect.fail<AttemptFailure>({ _tag: "Refused" })
     }
-    const atResponder = yield* validatePayload(hub, responder, local.payload, undefined)
+    const atResponder = yield* validatePayload(responder, local.payload, undefined)
     return { responder, address, atDialler, atResponder }
   })
 
@@ -419,7 +402,7 @@ const failSlotMessages = (slot: Slot, error: DialError | ConnectionClosed | Tran
   )
 
 const closedReason = (endpoint: Endpoint): Effect.Effect<ConnectionClosed | TransportShutdown> =>
-  Effect.map(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) => closing ? new TransportShutdown() : new ConnectionClosed())
+  Effect.sync(() => MutableRef.get(endpoint.closing) ? new TransportShutdown() : new ConnectionClosed())
 
 /** The slot for `remote`, made (with its writer) if there is none; run under `endpoint.lock`. */
 const slotFor = (
@@ -450,7 +433,7 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
       writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
       dead: MutableRef.make(false)
     }
-    yield* Effect.sync(() => MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot)))
+    MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
     const fiber = yield* Effect.sync(() => endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial))))
     yield* Ref.set(slot.writer, Option.some(fiber))
     return { slot, created: true }
@@ -459,10 +442,16 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
 /** Removes a slot whose dial failed and fails what it holds; under the lock, so no send slips in after. */
 const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
   endpoint.lock.withPermits(1)(
-    Effect.sync(() => MutableRef.set(slot.dead, true)).pipe(Effect.zipRight(Effect.sync(() => MutableRef.update(endpoint.slots, (slots) =>
-      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
-        ? HashMap.remove(slots, slot.remoteHex)
-        : slots))), Effect.zipRight(failSlotMessages(slot, error)))
+    Effect.zipRight(
+      Effect.sync(() => {
+        MutableRef.set(slot.dead, true)
+        MutableRef.update(endpoint.slots, (slots) =>
+          Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
+            ? HashMap.remove(slots, slot.remoteHex)
+            : slots)
+      }),
+      failSlotMessages(slot, error)
+    )
   )
 
 const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Effect.Effect<void> =>
@@ -471,7 +460,7 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
       const exit = yield* Effect.exit(connect(hub, endpoint, slot.remote))
       // an inbound connection may have completed it first; the first completion stands. Marked dead before the
       // failure is visible, so that a send following a failed dial() dials again instead of joining this slot.
-      if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) yield* Effect.sync(() => MutableRef.set(slot.dead, true))
+      if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) MutableRef.set(slot.dead, true)
       yield* Deferred.done(slot.connected, exit)
     }
     const result = yield* Effect.either(Deferred.await(slot.connected))
@@ -894,7 +883,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     const previous = yield* Ref.getAndSet(connection.state, "Closed")
     if (previous === "Closed") return
     forgetOpen(connection)
-    for (const side of connection.sides) yield* Effect.sync(() => MutableRef.set(side.slot.dead, true))
+    for (const side of connection.sides) MutableRef.set(side.slot.dead, true)
     yield* Ref.update(hub.pairs, (pairs) =>
       Option.match(HashMap.get(pairs, connection.key), {
         onNone: () => pairs,
@@ -1012,19 +1001,19 @@ export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boo
  */
 export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
   Effect.gen(function*() {
-    yield* Effect.sync(() => MutableRef.set(endpoint.closing, true))
+    MutableRef.set(endpoint.closing, true)
     yield* Ref.update(hub.endpoints, (endpoints) =>
       Option.exists(HashMap.get(endpoints, endpoint.address), (e) => e === endpoint)
         ? HashMap.remove(endpoints, endpoint.address)
         : endpoints)
-    const slots = Array.from(HashMap.values(yield* Effect.sync(() => MutableRef.get(endpoint.slots))))
+    const slots = Array.from(HashMap.values(MutableRef.get(endpoint.slots)))
     for (const slot of slots) {
       // a connection closing after a violation too: its teardown runs in a fiber this scope is about to stop
       const connection = yield* connectionOf(slot)
       if (Option.isSome(connection)) {
         yield* teardown(hub, connection.value)
       } else {
-        yield* Effect.sync(() => MutableRef.set(slot.dead, true))
+        MutableRef.set(slot.dead, true)
         yield* interruptUnlessSelf(slot.writer)
         yield* Deferred.fail(slot.connected, new TransportShutdown())
         yield* endpoint.lock.withPermits(1)(
