@@ -269,11 +269,13 @@ export const make: Effect.Effect<
   const selectPeers = (strategy: BroadcastStrategy.BroadcastStrategy, isOrigin: boolean) =>
     Effect.gen(function*() {
       const nowMs = yield* Clock.currentTimeMillis
-      const known = yield* peers.all.pipe(
+      const connected = yield* transport.connectedPeers
+      // only the records the strategy can choose from: most strategies look at the connections alone
+      const wanted = BroadcastStrategy.peersToRead(strategy, connected)
+      const known = yield* (wanted === "All" ? peers.all : peers.getMany(wanted)).pipe(
         Effect.catchTag("StoreError", (error) =>
           Effect.as(Effect.logWarning("peer selection read no peers", error), []))
       )
-      const connected = yield* transport.connectedPeers
       const ctx = BroadcastStrategy.makeContext(config, {
         self: identity.nodeId,
         peers: known,

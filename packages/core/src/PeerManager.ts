@@ -64,6 +64,12 @@ export interface PeerManagerService {
    */
   readonly add: (peer: Peer, options?: { readonly source?: NodeId }) => Effect.Effect<AddResult, StoreError>
   readonly get: (nodeId: NodeId) => Effect.Effect<Peer, PeerNotFound | StoreError>
+  /**
+   * The known peers among `nodeIds`, in their order; unknown ones are left out. For the hot paths that need a few
+   * records (the connected peers a strategy chooses from, one target): no error is built for a miss and the table is
+   * not read whole.
+   */
+  readonly getMany: (nodeIds: ReadonlyArray<NodeId>) => Effect.Effect<ReadonlyArray<Peer>, StoreError>
   readonly getByPublicKey: (key: PublicKey) => Effect.Effect<Peer, PeerNotFound | StoreError>
   readonly exists: (nodeId: NodeId) => Effect.Effect<boolean, StoreError>
   readonly all: Effect.Effect<ReadonlyArray<Peer>, StoreError>
@@ -287,6 +293,15 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
         return outcome.result
       }),
     get,
+    getMany: (nodeIds) =>
+      Effect.map(peers, (map) => {
+        const found: Array<Peer> = []
+        for (const nodeId of nodeIds) {
+          const peer = HashMap.get(map, toHex(nodeId))
+          if (Option.isSome(peer)) found.push(peer.value)
+        }
+        return found
+      }),
     getByPublicKey: (key) => {
       const nodeId = fromPublicKey(key)
       return Effect.flatMap(

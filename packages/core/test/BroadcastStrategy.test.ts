@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as fc from "effect/FastCheck"
 import * as Random from "effect/Random"
 import * as BroadcastStrategy from "../src/BroadcastStrategy.js"
 import * as DhtConfig from "../src/DhtConfig.js"
@@ -338,6 +339,88 @@ describe("thresholds (§2.3)", () => {
     expect(BroadcastStrategy.inRegion(ctx, idAt(13), target, 2)).toBe(false)
     expect(BroadcastStrategy.inRegion(ctx, idAt(13), target, 3)).toBe(true) // only 2 clients: MAX_DISTANCE
     expect(BroadcastStrategy.MAX_DISTANCE > BroadcastStrategy.distanceValue(idAt(255, 255), target)).toBe(true)
+  })
+})
+
+describe("BroadcastStrategy.peersToRead", () => {
+  // the hand-built rows again, with NodeIds derived from the keys as in any real table (SPEC §2.2): the direct and
+  // propagated strategies name a key, and the records to read are found by the NodeId it derives
+  const derived = table.map((p) => new Peer.Peer({ ...p, nodeId: NodeId.fromPublicKey(p.publicKey) }))
+  const at = (i: number) => derived[i - 1]!.nodeId
+  // a strategy over the table's indices (0 = a key the table does not know), with what it may exclude
+  const index = fc.integer({ min: 0, max: 20 })
+  const idOf = (i: number) => i === 0 ? NodeId.fromPublicKey(destinationKey) : at(i)
+  const keyAt = (i: number) => i === 0 ? destinationKey : keyOf(i)
+  const strategy: fc.Arbitrary<BroadcastStrategy.BroadcastStrategy> = fc.tuple(
+    fc.integer({ min: 0, max: 9 }),
+    index,
+    fc.array(index, { maxLength: 6 }),
+    fc.boolean(),
+    fc.integer({ min: 0, max: 25 })
+  ).map(([kind, i, others, flag, n]) => {
+    const excluded = others.map(idOf)
+    switch (kind) {
+      case 0:
+        return BroadcastStrategy.DirectPublicKey({ publicKey: keyAt(i) })
+      case 1:
+        return BroadcastStrategy.DirectNodeId({ nodeId: idOf(i) })
+      case 2:
+        return BroadcastStrategy.Flood({ excluded })
+      case 3:
+        return BroadcastStrategy.Broadcast({ excluded })
+      case 4:
+        return BroadcastStrategy.Random({ n, excluded })
+      case 5:
+        return BroadcastStrategy.ClosestNodes({ id: idOf(i), excluded, connectedOnly: flag })
+      case 6:
+        return BroadcastStrategy.DirectOrClosestNodes({ id: idOf(i), excluded, connectedOnly: flag })
+      case 7:
+        return BroadcastStrategy.SelectedPeers({ ids: [idOf(i), ...excluded] })
+      case 8:
+        return BroadcastStrategy.Propagate({
+          destination: { _tag: "PublicKey", publicKey: keyAt(i) },
+          excluded
+        })
+      default:
+        return BroadcastStrategy.Propagate({ destination: { _tag: "Unknown" }, excluded })
+    }
+  })
+
+  it.effect.prop(
+    "a context holding only the records it names selects what the whole table selects",
+    [strategy, fc.subarray(table.map((_, k) => k + 1)), fc.boolean(), fc.integer()],
+    ([strategy, connectedIndices, isOrigin, seed]) =>
+      Effect.gen(function*() {
+        const connected = connectedIndices.map(at)
+        const full = context({ peers: derived, connected: new Set(connected.map(NodeId.toHex)), isOrigin })
+        const wanted = BroadcastStrategy.peersToRead(strategy, connected)
+        const byHex = new Map(derived.map((p) => [NodeId.toHex(p.nodeId), p]))
+        const partial = wanted === "All"
+          ? full
+          : { ...full, peers: wanted.flatMap((x) => byHex.get(NodeId.toHex(x)) ?? []) }
+        if (wanted !== "All") expect(new Set(wanted.map(NodeId.toHex)).size).toBe(wanted.length)
+        const run = (ctx: BroadcastStrategy.SelectionContext) =>
+          Effect.either(BroadcastStrategy.select(strategy, ctx)).pipe(Effect.withRandom(Random.make(seed)))
+        expect(yield* run(partial)).toEqual(yield* run(full))
+      }),
+    { fastCheck: { numRuns: 500 } }
+  )
+
+  it("names no more than the connections and the targets for the strategies that forward and send", () => {
+    const connected = [at(1), at(2)]
+    expect(BroadcastStrategy.peersToRead(BroadcastStrategy.DirectNodeId({ nodeId: at(9) }), connected))
+      .toEqual([at(9)])
+    expect(BroadcastStrategy.peersToRead(BroadcastStrategy.Flood({ excluded: [] }), connected)).toEqual(connected)
+    expect(
+      BroadcastStrategy.peersToRead(
+        BroadcastStrategy.Propagate({
+          destination: { _tag: "PublicKey", publicKey: keyOf(1) },
+          excluded: []
+        }),
+        connected
+      )
+    ).toEqual(connected)
+    expect(BroadcastStrategy.peersToRead(BroadcastStrategy.Random({ n: 3, excluded: [] }), connected)).toBe("All")
   })
 })
 

@@ -488,7 +488,10 @@ describe("DhtActor", () => {
       const known = [peer(1), peer(2)]
       const broken = yield* start({
         connectedPeers: Effect.succeed(known.map((p) => p.nodeId)),
-        peers: (memory) => ({ ...memory, all: new DhtError.StoreError({ reason: "Io", message: "disk gone" }) })
+        peers: (memory) => {
+          const gone = new DhtError.StoreError({ reason: "Io", message: "disk gone" })
+          return { ...memory, all: gone, getMany: () => gone }
+        }
       })
       yield* Effect.forEach(known, (p) => broken.peers.add(p), { discard: true })
       expect(yield* broken.actor.selectPeers(BroadcastStrategy.Flood({ excluded: [] }))).toEqual([])

@@ -182,6 +182,43 @@ describe("requester", () => {
       expect(bannedEvents(yield* eventsSoFar(a))).toEqual([])
     }).pipe(Effect.provide(shared)))
 
+  it.scoped("a peer relayed again with the claim it holds is a duplicate; a forged copy of that claim is still skipped", () =>
+    Effect.gen(function*() {
+      const { a, m } = yield* requesterAndRaw()
+      const p = yield* identityOf(3)
+      const claim = yield* claimOf(p, [addressOf(p)], 1_000n)
+      // the same signature over other addresses: it claims what the peer never signed
+      const forged = new Peer.PeerClaim({ ...claim, addresses: ["mem://elsewhere"] })
+      const newer = yield* claimOf(p, ["mem://moved"], 2_000n)
+      const exchange = (claims: ReadonlyArray<Peer.PeerClaim>) =>
+        Effect.gen(function*() {
+          yield* TestClock.adjust(10_000)
+          const fiber = yield* a.run(requestPeers({ n: 10, includeClients: false }, m.identity)).pipe(Effect.fork)
+          const asked = yield* nextRequest(m)
+          yield* sendResponse(
+            m,
+            a.identity,
+            new PeerSyncMessages.PeerSyncResponse({ requestId: asked.requestId, peers: [relay(p.publicKey, claims)] })
+          )
+          return yield* Fiber.join(fiber)
+        })
+
+      expect(yield* exchange([claim])).toMatchObject({ numNew: 1, numDuplicate: 0, numSkipped: 0 })
+      const learnt = yield* recordOf(a, p)
+      expect((yield* exchange([claim]))).toMatchObject({ numNew: 0, numDuplicate: 1, numSkipped: 0 })
+      expect(yield* recordOf(a, p)).toEqual(learnt)
+
+      const before = yield* relayedInvalid
+      expect(yield* exchange([forged])).toMatchObject({ numNew: 0, numDuplicate: 0, numSkipped: 1 })
+      expect((yield* relayedInvalid) - before).toBe(1)
+      expect(yield* recordOf(a, p)).toEqual(learnt)
+
+      // a newer claim is validated and applied as before
+      expect(yield* exchange([newer])).toMatchObject({ numNew: 0, numDuplicate: 1, numSkipped: 0 })
+      const moved = yield* recordOf(a, p)
+      expect(Option.map(moved, (peer) => peer.addresses.map((x) => x.address))).toEqual(Option.some(["mem://moved"]))
+    }).pipe(Effect.provide(shared)))
+
   const faults: ReadonlyArray<readonly [string, string, (n: number) => ReadonlyArray<PeerSyncMessages.PeerInfo>]> = [
     ["501 peers for n = 500", "TooManyPeersReceived", () => Array.from({ length: 501 }, (_, i) => junk(i))],
     ["a duplicate peer", "DuplicatePeerReceived", () => [junk(1), junk(2), junk(1)]],

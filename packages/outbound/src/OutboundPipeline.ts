@@ -117,9 +117,14 @@ export const expiryOf = (
 
 const noPeers: ReadonlyArray<Peer.Peer> = []
 
-// SPEC §13: a failing table answers with no peers, logged (Tari), rather than failing the request
-const knownPeers = (peers: PeerManager.PeerManagerService, tag: OutboundRequester.MessageTag) =>
-  peers.all.pipe(
+// SPEC §13: a failing table answers with no peers, logged (Tari), rather than failing the request. Only the records
+// the strategy can choose from are read: a forward or a direct send looks at its connections and target alone.
+const knownPeers = (
+  peers: PeerManager.PeerManagerService,
+  wanted: "All" | ReadonlyArray<NodeId.NodeId>,
+  tag: OutboundRequester.MessageTag
+) =>
+  (wanted === "All" ? peers.all : peers.getMany(wanted)).pipe(
     Effect.catchTag(
       "StoreError",
       (error) =>
@@ -149,8 +154,8 @@ export const broadcast = Effect.fnUntraced(function*(request: Request) {
   const peers = yield* PeerManager.PeerManager
   const transport = yield* Transport.Transport
   const nowMs = yield* Clock.currentTimeMillis
-  const known = yield* knownPeers(peers, request.tag)
   const connected = yield* transport.connectedPeers
+  const known = yield* knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag)
   const ctx = BroadcastStrategy.makeContext(config, {
     self: identity.nodeId,
     peers: known,

@@ -337,6 +337,15 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
     return PeerManager.PeerManager.of({
       add: (peer, options) => locked(add(peer, options?.source)),
       get,
+      getMany: (nodeIds) =>
+        Effect.sync(() => {
+          const found: Array<Peer.Peer> = []
+          for (const nodeId of nodeIds) {
+            const peer = peers.get(NodeId.toHex(nodeId))
+            if (peer !== undefined) found.push(peer)
+          }
+          return found
+        }),
       getByPublicKey: (key) => {
         const nodeId = NodeId.fromPublicKey(key)
         return Effect.flatMap(

@@ -53,6 +53,20 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
     Effect.provide(Layer.provide(layer, DhtConfig.layer(DhtConfig.unsafeMake(overrides))))
 
   describe(name, () => {
+    it.effect("getMany: the known peers among the ids, in their order, as they are now; unknown ids left out", () =>
+      Effect.gen(function*() {
+        const table = yield* PeerManager.PeerManager
+        const [a, b, c] = [peer(1), peer(2), peer(3)]
+        yield* Effect.forEach([a, b, c], (p) => table.add(p), { discard: true })
+        const stranger = peer(9)
+        expect(yield* table.getMany([c.nodeId, stranger.nodeId, a.nodeId])).toEqual([c, a])
+        expect(yield* table.getMany([])).toEqual([])
+        const seen = yield* table.update(b.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 7 }))
+        expect(yield* table.getMany([b.nodeId])).toEqual([seen])
+        yield* table.remove(c.nodeId)
+        expect(yield* table.getMany([c.nodeId, b.nodeId])).toEqual([seen])
+      }).pipe(withTable()))
+
     it.effect("adds, updates, finds by NodeId or key, removes", () =>
       Effect.gen(function*() {
         const table = yield* PeerManager.PeerManager
