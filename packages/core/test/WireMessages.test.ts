@@ -70,6 +70,13 @@ describe("round trips (model → bytes → model)", () => {
     expect(Effect.runSync(PeerSyncMessages.decodeGetPeersRequest(bytes))).toEqual(m)
   }, runs)
 
+  it.prop("PeerSyncResponse assembled from encoded PeerInfos is the encoding of the response", [
+    PeerSyncMessages.PeerSyncResponse
+  ], ([m]) => {
+    const assembled = PeerSyncMessages.encodePeerSyncResponseOf(m.peers.map(PeerSyncMessages.encodePeerInfo), m.requestId)
+    expect(assembled).toEqual(PeerSyncMessages.encodePeerSyncResponse(m))
+  })
+
   it.prop("PeerSyncResponse", [PeerSyncMessages.PeerSyncResponse], ([m]) => {
     const bytes = PeerSyncMessages.encodePeerSyncResponse(m)
     expect(Effect.runSync(PeerSyncMessages.decodePeerSyncResponse(bytes))).toEqual(m)

@@ -161,6 +161,16 @@ type Learnt =
   | { readonly _tag: "Duplicate" }
   | { readonly _tag: "Skipped" }
 
+type Relayed =
+  | { readonly _tag: "Invalid"; readonly reason: string }
+  | { readonly _tag: "Own" }
+  | {
+    readonly _tag: "Read"
+    readonly publicKey: NodeId.PublicKey
+    readonly nodeId: NodeId.NodeId
+    readonly claims: ReadonlyArray<Peer.PeerClaim>
+  }
+
 const duplicate: Learnt = { _tag: "Duplicate" }
 const skipped: Learnt = { _tag: "Skipped" }
 const learntNew = (nodeId: NodeId.NodeId): Learnt => ({ _tag: "New", nodeId })
@@ -225,6 +235,26 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
 
   // --- responder ---
 
+  // A stored peer as relayed (its `PeerInfo` bytes, or none without a claim to relay), per record and limits: a record
+  // is replaced, never changed, when the table learns something of the peer, so its bytes stay right as long as it
+  // lives. A settled table answers every request from this cache instead of re-encoding each peer's claims.
+  const relayed = new WeakMap<Peer.Peer, Map<string, Uint8Array | undefined>>()
+  const encodedInfo = (peer: Peer.Peer, maxClaims: number, maxAddressesPerClaim: number) => {
+    const limits = `${maxClaims}/${maxAddressesPerClaim}`
+    let byLimits = relayed.get(peer)
+    if (byLimits === undefined) {
+      byLimits = new Map()
+      relayed.set(peer, byLimits)
+    }
+    if (byLimits.has(limits)) return byLimits.get(limits)
+    const claims = Rules.relayableClaims(peer, maxClaims, maxAddressesPerClaim)
+    const bytes = claims.length === 0
+      ? undefined
+      : PeerSyncMessages.encodePeerInfo(new PeerSyncMessages.PeerInfo({ publicKey: peer.publicKey, claims }, true))
+    byLimits.set(limits, bytes)
+    return bytes
+  }
+
   const selectPeers = (request: PeerSyncMessages.GetPeersRequest, requesterId: NodeId.NodeId) =>
     Effect.gen(function*() {
       if (request.maxClaims === 0 || request.maxAddressesPerClaim === 0) return []
@@ -235,12 +265,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         peer.isVerified && peer.isActive(nowMs) && !NodeId.equals(peer.nodeId, requesterId) &&
         !NodeId.equals(peer.nodeId, identity.nodeId) && (request.includeClients || peer.isCommunicationNode)
       )
-      const infoOf = (peer: Peer.Peer) => {
-        const claims = Rules.relayableClaims(peer, request.maxClaims, request.maxAddressesPerClaim)
-        return claims.length === 0
-          ? undefined
-          : new PeerSyncMessages.PeerInfo({ publicKey: peer.publicKey, claims }, true)
-      }
+      const infoOf = (peer: Peer.Peer) => encodedInfo(peer, request.maxClaims, request.maxAddressesPerClaim)
       // The answer is a uniform sample of the eligible peers that have a claim to relay. Nearly all have one, so n
       // eligible peers are drawn and their claims read; a uniform draw that lands only on peers with claims is a
       // uniform draw among those. Only when one has none are the claims of every eligible peer read, which would
@@ -258,15 +283,14 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const nowMs = yield* Clock.currentTimeMillis
       const admitted = yield* Ref.modify(served, (map) => Rules.admit(map, NodeId.toHex(source.nodeId), nowMs))
       if (!admitted) return yield* new DhtError.RateLimited({ what: "peer sync" })
-      const relayed = yield* selectPeers(request, source.nodeId)
-      const response = new PeerSyncMessages.PeerSyncResponse({ peers: relayed, requestId: request.requestId }, true)
+      const infos = yield* selectPeers(request, source.nodeId)
       // dropping offer: no inbound stage waits on the outbound queue (§13.1); the requester times out instead
       const queued = yield* requester.offerForward(
         directParams(source.nodeId, source.publicKey, Envelope.DhtMessageType.PeerSyncResponse),
-        bodyOf(PeerSyncMessages.encodePeerSyncResponse(response))
+        bodyOf(PeerSyncMessages.encodePeerSyncResponseOf(infos, request.requestId))
       )
       yield* Effect.logDebug(queued ? "peer sync request answered" : "peer sync response shed").pipe(
-        Effect.annotateLogs({ peer: NodeId.toHex(source.nodeId), peers: relayed.length })
+        Effect.annotateLogs({ peer: NodeId.toHex(source.nodeId), peers: infos.length })
       )
     })
 
@@ -282,36 +306,32 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       Effect.as(skipped)
     )
 
+  // The part of learning a relayed peer that needs no service: the key check, the own key, the claims' shape.
+  const readRelayed = (info: PeerSyncMessages.PeerInfo): Relayed => {
+    const checked = info.publicKeyChecked
+    if (Option.isNone(checked)) return { _tag: "Invalid", reason: "public key fails the key check" }
+    const publicKey = checked.value
+    if (NodeId.equals(publicKey, identity.publicKey)) return { _tag: "Own" }
+    const claims: Array<Peer.PeerClaim> = []
+    for (const relayed of info.claims) {
+      const claim = PeerSyncMessages.toPeerClaim(relayed)
+      if (Option.isNone(claim)) return { _tag: "Invalid", reason: "malformed claim" }
+      claims.push(claim.value)
+    }
+    return { _tag: "Read", publicKey, nodeId: NodeId.fromPublicKey(publicKey), claims }
+  }
+
   const learn = (
     info: PeerSyncMessages.PeerInfo,
+    relayed: Extract<Relayed, { _tag: "Read" }>,
+    existing: Option.Option<Peer.Peer>,
     source: NodeId.NodeId
   ): Effect.Effect<Learnt, DhtError.StoreError, Crypto.Crypto | DhtConfig.DhtConfig> =>
     Effect.gen(function*() {
-      const checked = info.publicKeyChecked
-      if (Option.isNone(checked)) return yield* skipRelayed(info, "public key fails the key check")
-      const publicKey = checked.value
-      if (NodeId.equals(publicKey, identity.publicKey)) return skipped
-      const claims: Array<Peer.PeerClaim> = []
-      for (const relayed of info.claims) {
-        const claim = PeerSyncMessages.toPeerClaim(relayed)
-        if (Option.isNone(claim)) return yield* skipRelayed(info, "malformed claim")
-        claims.push(claim.value)
-      }
-      const nodeId = NodeId.fromPublicKey(publicKey)
-      // a lookup that misses builds no error: most relayed peers of a young network are new
-      const existing = Option.fromNullable((yield* peers.getMany([nodeId]))[0])
+      const { claims, nodeId, publicKey } = relayed
       if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
         yield* Metric.increment(mismatch)
         return skipped
-      }
-      // Claims the record already holds, byte for byte, were validated when they were accepted and would be again
-      // (key, signature and policy give the same answer for the same bytes; a claim never becomes older than itself),
-      // and applying them changes nothing. In a network that has settled nearly every relayed peer is such a
-      // duplicate, so it is counted without re-validating or rewriting the record.
-      const held = Option.isSome(existing) && claims.length > 0 &&
-        claims.every((claim) => Rules.holdsClaim(existing.value, claim))
-      if (held) {
-        return duplicate
       }
       const validated = yield* Effect.either(
         PeerValidator.validateClaims(publicKey, claims, {
@@ -356,8 +376,30 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       let numDuplicate = 0
       let numSkipped = 0
       const newPeers: Array<NodeId.NodeId> = []
-      for (const info of response.peers) {
-        const learnt = yield* learn(info, source)
+      const relayed = response.peers.map(readRelayed)
+      const ids = relayed.flatMap((r) => r._tag === "Read" ? [r.nodeId] : [])
+      // One lookup for the whole response. It stays true while this response is learnt unless an addition evicts a
+      // peer (a table within a response of its bound); then each peer is looked up when its turn comes.
+      const exact = (yield* peers.count) + ids.length < config.maxKnownPeers
+      const known = new Map<string, Peer.Peer>()
+      if (exact) for (const peer of yield* peers.getMany(ids)) known.set(NodeId.toHex(peer.nodeId), peer)
+      for (const [i, info] of response.peers.entries()) {
+        const r = relayed[i]!
+        let learnt: Learnt
+        if (r._tag === "Own") learnt = skipped
+        else if (r._tag === "Invalid") learnt = yield* skipRelayed(info, r.reason)
+        else {
+          const existing = exact
+            ? Option.fromNullable(known.get(NodeId.toHex(r.nodeId)))
+            : Option.fromNullable((yield* peers.getMany([r.nodeId]))[0])
+          // Claims the record already holds, field for field, were validated when they were accepted and would be
+          // again (key, signature and policy answer the same for the same bytes; a claim never becomes older than
+          // itself), and applying them changes nothing. Once a network has settled nearly every relayed peer is
+          // such a duplicate: it is counted without re-validating or rewriting the record.
+          const held = Option.isSome(existing) && NodeId.equals(existing.value.publicKey, r.publicKey) &&
+            r.claims.length > 0 && r.claims.every((claim) => Rules.holdsClaim(existing.value, claim))
+          learnt = held ? duplicate : yield* learn(info, r, existing, source)
+        }
         if (learnt._tag === "New") {
           numNew++
           newPeers.push(learnt.nodeId)
