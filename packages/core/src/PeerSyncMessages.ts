@@ -11,12 +11,15 @@
  * @since 0.1.0
  */
 import { create, toBinary } from "@bufbuild/protobuf"
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { InvalidMessageBody } from "./DhtError.js"
 import * as Ed25519 from "./Ed25519.js"
+import * as Hex from "./internal/hex.js"
+import * as Lru from "./internal/lru.js"
 import * as Pb from "./internal/proto/peer_sync_pb.js"
 import * as Wire from "./internal/wire.js"
 import type * as NodeId from "./NodeId.js"
@@ -170,12 +173,51 @@ const decodeResponseEither = (bytes: Uint8Array): Either.Either<PeerSyncResponse
     Either.mapLeft(Wire.parse(Pb.PeerSyncResponseSchema, bytes), (reason) => new InvalidMessageBody({ reason })),
     (m) =>
       new PeerSyncResponse({
-        peers: m.peers.map((p) =>
-          new PeerInfo({ publicKey: Wire.copy(p.publicKey), claims: p.claims.map(claimFromProto) }, true)
-        ),
+        peers: m.peers.map(infoFromProto),
         requestId: m.requestId
       }, true)
   )
+
+const infoFromProto = (p: Pb.PeerInfo): PeerInfo =>
+  new PeerInfo({ publicKey: Wire.copy(p.publicKey), claims: p.claims.map(claimFromProto) }, true)
+
+// Decoded `PeerInfo`s by their bytes. Every node relays a peer it holds with the same bytes (its key and its signed
+// claims), so across a network a few thousand distinct entries make up millions of relayed ones. Process-wide like
+// the key-check memo; the values are immutable.
+const infoMemo = Lru.make<PeerInfo>(50_000)
+
+/**
+ * A response in its plain shape — only `peers` entries (field 1, length-delimited) and `request_id` (field 2,
+ * varint) — decoded entry by entry through the memo; undefined for any other shape, which the full decoder then
+ * reads, so both paths give the same result or the same error for the same bytes.
+ */
+const decodePlainResponse = (bytes: Uint8Array): PeerSyncResponse | undefined => {
+  try {
+    const reader = new BinaryReader(bytes)
+    const peers: Array<PeerInfo> = []
+    let requestId = 0
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag()
+      if (field === 1 && wireType === WireType.LengthDelimited) {
+        const slice = reader.bytes()
+        const key = Hex.encode(slice)
+        let info = infoMemo.get(key)
+        if (info === undefined) {
+          const parsed = Wire.parse(Pb.PeerInfoSchema, slice)
+          if (Either.isLeft(parsed)) return undefined
+          info = infoFromProto(parsed.right)
+          infoMemo.set(key, info)
+        }
+        peers.push(info)
+      } else if (field === 2 && wireType === WireType.Varint) {
+        requestId = reader.uint32()
+      } else return undefined
+    }
+    return new PeerSyncResponse({ peers, requestId }, true)
+  } catch {
+    return undefined
+  }
+}
 
 /**
  * Bytes → response; only bytes that are not a `PeerSyncResponse` fail (`InvalidMessageBody`).
@@ -184,7 +226,10 @@ const decodeResponseEither = (bytes: Uint8Array): Either.Either<PeerSyncResponse
  * @category decoding
  */
 export const decodePeerSyncResponse = (bytes: Uint8Array): Effect.Effect<PeerSyncResponse, InvalidMessageBody> =>
-  decodeResponseEither(bytes)
+  Effect.suspend(() => {
+    const plain = decodePlainResponse(bytes)
+    return plain === undefined ? decodeResponseEither(bytes) : Effect.succeed(plain)
+  })
 
 const claimToProto = (c: PeerIdentityClaim): Pb.PeerIdentityClaim =>
   create(Pb.PeerIdentityClaimSchema, {

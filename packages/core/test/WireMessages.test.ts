@@ -1,7 +1,7 @@
 import { create, type MessageInitShape, toBinary } from "@bufbuild/protobuf"
 import { describe, expect, it } from "@effect/vitest"
 import { ed25519 } from "@noble/curves/ed25519.js"
-import { Cause, Effect, Exit, FastCheck, Option, Schema } from "effect"
+import { Arbitrary, Cause, Effect, Either, Exit, FastCheck, Option, Schema } from "effect"
 import * as DhtMessages from "../src/DhtMessages.js"
 import * as Envelope from "../src/Envelope.js"
 import * as HandshakePayload from "../src/HandshakePayload.js"
@@ -345,6 +345,25 @@ describe("peer sync messages (SPEC §3.5, §12.4)", () => {
     expect(relayed.addresses.map((a) => new TextDecoder().decode(a))).toEqual(peerClaim.addresses)
     expect(PeerSyncMessages.toPeerClaim(relayed)).toEqual(Option.some(peerClaim))
   })
+
+  // the memoised entry-by-entry decoder against the plain one behind the Schema, on valid encodings, encodings with
+  // a repeated request id or an unknown field (which the entry-by-entry reader leaves to the plain one) and junk
+  const responseBytes = FastCheck.oneof(
+    PeerSyncMessages.PeerSyncResponse.pipe(Arbitrary.make).map(PeerSyncMessages.encodePeerSyncResponse),
+    FastCheck.tuple(
+      PeerSyncMessages.PeerSyncResponse.pipe(Arbitrary.make).map(PeerSyncMessages.encodePeerSyncResponse),
+      FastCheck.constantFrom(unhex("1005"), unhex("1801"), unhex("2203616263"), unhex("0a00"), unhex("0a"))
+    ).map(([bytes, tail]) => Uint8Array.from([...bytes, ...tail])),
+    FastCheck.uint8Array({ maxLength: 300 })
+  )
+  it.prop("the memoised decoder gives what the plain decoder gives, twice over", [responseBytes], ([bytes]) => {
+    const plain = Schema.decodeUnknownEither(PeerSyncMessages.PeerSyncResponseFromBytes)(bytes)
+    for (let round = 0; round < 2; round++) {
+      const memoised = Effect.runSync(Effect.either(PeerSyncMessages.decodePeerSyncResponse(bytes)))
+      expect(Either.isRight(memoised)).toBe(Either.isRight(plain))
+      if (Either.isRight(memoised) && Either.isRight(plain)) expect(memoised.right).toEqual(plain.right)
+    }
+  }, { fastCheck: { numRuns: 300 } })
 
   it("bytes that are not a response are InvalidMessageBody", () => {
     expect(outcome(exitOf(() => PeerSyncMessages.decodePeerSyncResponse(unhex("0a05"))))).toBe("InvalidMessageBody")

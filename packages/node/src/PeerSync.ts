@@ -171,6 +171,29 @@ type Relayed =
     readonly claims: ReadonlyArray<Peer.PeerClaim>
   }
 
+// The part of learning a relayed peer that depends on the entry alone: the key check and the claims' shape. Decoded
+// entries are shared between the nodes of a process (`decodePeerSyncResponse` memoises them), so this is read once
+// per distinct entry.
+const readMemo = new WeakMap<PeerSyncMessages.PeerInfo, Relayed>()
+const readInfo = (info: PeerSyncMessages.PeerInfo): Relayed => {
+  const known = readMemo.get(info)
+  if (known !== undefined) return known
+  const read = ((): Relayed => {
+    const checked = info.publicKeyChecked
+    if (Option.isNone(checked)) return { _tag: "Invalid", reason: "public key fails the key check" }
+    const publicKey = checked.value
+    const claims: Array<Peer.PeerClaim> = []
+    for (const relayed of info.claims) {
+      const claim = PeerSyncMessages.toPeerClaim(relayed)
+      if (Option.isNone(claim)) return { _tag: "Invalid", reason: "malformed claim" }
+      claims.push(claim.value)
+    }
+    return { _tag: "Read", publicKey, nodeId: NodeId.fromPublicKey(publicKey), claims }
+  })()
+  readMemo.set(info, read)
+  return read
+}
+
 const duplicate: Learnt = { _tag: "Duplicate" }
 const skipped: Learnt = { _tag: "Skipped" }
 const learntNew = (nodeId: NodeId.NodeId): Learnt => ({ _tag: "New", nodeId })
@@ -306,19 +329,9 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       Effect.as(skipped)
     )
 
-  // The part of learning a relayed peer that needs no service: the key check, the own key, the claims' shape.
   const readRelayed = (info: PeerSyncMessages.PeerInfo): Relayed => {
-    const checked = info.publicKeyChecked
-    if (Option.isNone(checked)) return { _tag: "Invalid", reason: "public key fails the key check" }
-    const publicKey = checked.value
-    if (NodeId.equals(publicKey, identity.publicKey)) return { _tag: "Own" }
-    const claims: Array<Peer.PeerClaim> = []
-    for (const relayed of info.claims) {
-      const claim = PeerSyncMessages.toPeerClaim(relayed)
-      if (Option.isNone(claim)) return { _tag: "Invalid", reason: "malformed claim" }
-      claims.push(claim.value)
-    }
-    return { _tag: "Read", publicKey, nodeId: NodeId.fromPublicKey(publicKey), claims }
+    const read = readInfo(info)
+    return read._tag === "Read" && NodeId.equals(read.publicKey, identity.publicKey) ? { _tag: "Own" } : read
   }
 
   const learn = (
