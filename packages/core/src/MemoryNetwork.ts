@@ -90,8 +90,8 @@ export interface WireStats {
  */
 export interface HubOptions {
   /**
-   * The delay of each frame and handshake message, evaluated per frame in the writer's fiber (so draws from Effect's
-   * `Random` follow its seed). A handshake takes one round trip.
+   * The delay of each frame and handshake message, evaluated per frame in the fiber that writes it (so draws from
+   * Effect's `Random` follow its seed). A handshake takes one round trip.
    */
   readonly latency?: (link: LinkInfo) => Effect.Effect<Duration.DurationInput>
   /**
@@ -109,8 +109,15 @@ export interface HubOptions {
     readonly increment: Effect.Effect<void>
     readonly decrement: Effect.Effect<void>
   }
-  /** Sees every frame written, in write order (the simulation counts envelopes by message tag). */
+  /**
+   * Sees every frame written, in write order, in the connection's writer fiber: with an observer every frame goes
+   * through that fiber, so an observer that waits holds the connection's later frames, never their senders. Without
+   * one, a frame with nothing queued before it is written in its sender's fiber (the hop to the writer's fiber cost
+   * more than the write).
+   */
   readonly onFrame?: (frame: FrameInfo) => Effect.Effect<void>
+  /** Sees every frame written, synchronously, wherever it is written (the simulation counts envelopes by tag). */
+  readonly tapFrame?: (frame: FrameInfo) => void
 }
 
 /**
@@ -149,7 +156,7 @@ export const makeHub = (options: HubOptions = {}): Effect.Effect<MemoryNetworkHu
     const spawn = yield* FiberSet.runtime(fibers)()
     const hub = yield* Internal.makeHub(options, (effect) => spawn(effect, { immediate: false }))
     return MemoryNetworkHub.of({
-      stats: Ref.get(hub.stats),
+      stats: Effect.sync(() => ({ frames: hub.stats.frames, bytes: hub.stats.bytes })),
       addresses: Effect.map(Ref.get(hub.endpoints), (endpoints) => Array.from(HashMap.keys(endpoints)).sort()),
       hub
     })

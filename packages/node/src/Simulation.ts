@@ -310,7 +310,7 @@ const simulate = <E>(
     // --- counters fed by the network and the storage ---
     // filled in step 5 before any of those messages is sent, read by the frame observer
     const propagationTags = new Set<bigint>()
-    const propagationFrames = yield* Ref.make(0)
+    let propagationFrames = 0
     const bans = yield* Ref.make(0)
     const safStored = yield* Ref.make(0)
     const safCleaned = yield* Ref.make(0)
@@ -320,7 +320,9 @@ const simulate = <E>(
     const hub = yield* MemoryNetwork.makeHub({
       ...vc.hubHooks,
       latency: MemoryNetwork.uniformLatency(5, 50),
-      onFrame: (frame) => propagationTags.has(frame.tag) ? Ref.update(propagationFrames, (k) => k + 1) : Effect.void
+      tapFrame: (frame) => {
+        if (propagationTags.has(frame.tag)) propagationFrames++
+      }
     })
 
     const counted = (storage: Context.Context<Storage>): Context.Context<Storage> => {
@@ -685,7 +687,7 @@ const simulate = <E>(
     const expected = snapshot.direct.expected + snapshot.broadcast.expected + snapshot.saf.expected
     const delivered = snapshot.direct.delivered + snapshot.broadcast.delivered + snapshot.saf.delivered
     const propagated = Math.floor(options.messages / 2)
-    const propagationWire = yield* Ref.get(propagationFrames)
+    const propagationWire = propagationFrames
     if (snapshot.strays > 0) {
       yield* Effect.logWarning("simulated messages reached nodes they were not meant for").pipe(
         Effect.annotateLogs({ strays: snapshot.strays })

@@ -41,6 +41,7 @@ import type { PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
+import { withMetricLabels } from "./metricLabels.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
 
@@ -115,6 +116,12 @@ export interface Slot {
   readonly writer: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
   /** set once its dial failed or its connection closed: a new message then gets a new slot (and a new dial) */
   readonly dead: MutableRef.MutableRef<boolean>
+  /**
+   * The connection once the writer has it, for `send` to write on directly; and the messages handed to the writer
+   * and not yet written (offered, taken, in its hands). A send writes in its own fiber only while that count is 0,
+   * so it never overtakes one queued before it; the count only ever errs high, which just keeps sends queued.
+   */
+  readonly direct: { side: Side | undefined; connection: Connection | undefined; queued: number }
 }
 
 /** @internal a frame as carried by a link */
@@ -135,13 +142,23 @@ interface LinkItem {
   readonly frame: Frame
 }
 
+/**
+ * @internal
+ * Mutable, and only touched in one synchronous step at a time (the transmit that reads and advances it, a delivery
+ * that counts itself done): a `Ref` would add operations to every frame for nothing a fiber could interleave with.
+ */
+export interface LinkSchedule {
+  last: number
+  pending: number
+}
+
 /** @internal one direction of a connection */
 export interface Link {
   /**
    * `last`: the delivery time of the last frame scheduled (FIFO: the next one is never earlier); `pending`: frames
    * scheduled and not yet delivered
    */
-  readonly schedule: Ref.Ref<{ readonly last: number; readonly pending: number }>
+  readonly schedule: LinkSchedule
   /** only with the default delivery fiber */
   readonly queue: Queue.Queue<LinkItem> | undefined
   readonly fiber: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
@@ -192,7 +209,8 @@ export interface Hub {
   readonly pairs: Ref.Ref<HashMap.HashMap<string, Pair>>
   /** serialises the choice of a pair's connection */
   readonly lock: Effect.Semaphore
-  readonly stats: Ref.Ref<{ readonly frames: number; readonly bytes: number }>
+  /** frames and bytes written, counted in the step that writes them */
+  readonly stats: { frames: number; bytes: number }
   readonly nextId: Ref.Ref<number>
   readonly spawn: Spawn
   /**
@@ -209,7 +227,7 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
       endpoints: yield* Ref.make(HashMap.empty<string, Endpoint>()),
       pairs: yield* Ref.make(HashMap.empty<string, Pair>()),
       lock: yield* Effect.makeSemaphore(1),
-      stats: yield* Ref.make({ frames: 0, bytes: 0 }),
+      stats: { frames: 0, bytes: 0 },
       nextId: yield* Ref.make(0),
       spawn,
     }
@@ -431,7 +449,8 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
       queue: yield* Queue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
       connected: yield* Deferred.make<Connection, DialError>(),
       writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
-      dead: MutableRef.make(false)
+      dead: MutableRef.make(false),
+      direct: { side: undefined, connection: undefined, queued: 0 }
     }
     MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
     const fiber = yield* Effect.sync(() => endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial))))
@@ -467,12 +486,17 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
     if (Either.isLeft(result)) return yield* abandonSlot(endpoint, slot, result.left)
     const connection = result.right
     const side = sideOf(connection, endpoint)
+    slot.direct.side = side
+    slot.direct.connection = connection
     return yield* Effect.forever(Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(Queue.take(slot.queue)), (message) =>
         restore(write(hub, connection, side, message)).pipe(
           Effect.onInterrupt(() =>
             Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason))
-          )
+          ),
+          Effect.ensuring(Effect.sync(() => {
+            slot.direct.queued--
+          }))
         ))
     ))
   })
@@ -568,7 +592,7 @@ const makeLink = (hub: Hub): Effect.Effect<Link> =>
   Effect.gen(function*() {
     const queued = hub.options.latency !== undefined && hub.options.schedule === undefined
     return {
-      schedule: yield* Ref.make({ last: 0, pending: 0 }),
+      schedule: { last: 0, pending: 0 },
       queue: queued ? yield* Queue.bounded<LinkItem>(LINK_WINDOW) : undefined,
       fiber: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>())
     }
@@ -691,11 +715,21 @@ const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connectio
 
 const noLatency = Effect.succeed(0)
 
+// One step for what every frame updates (two metrics under the fiber's metric labels, the hub's totals), instead of
+// two operations per metric: the frame path runs once per wire message of the whole network.
 const countWritten = (hub: Hub, size: number) =>
-  Metric.increment(framesOut).pipe(
-    Effect.zipRight(Metric.incrementBy(bytesOut, size)),
-    Effect.zipRight(Ref.update(hub.stats, (s) => ({ frames: s.frames + 1, bytes: s.bytes + size })))
-  )
+  withMetricLabels((labels) => {
+    framesOut.unsafeUpdate(1, labels)
+    bytesOut.unsafeUpdate(size, labels)
+    hub.stats.frames++
+    hub.stats.bytes += size
+  })
+
+const countRead = (size: number) =>
+  withMetricLabels((labels) => {
+    framesIn.unsafeUpdate(1, labels)
+    bytesIn.unsafeUpdate(size, labels)
+  })
 
 /** Hands one message to the link: delivered now (latency 0, nothing ahead) or scheduled FIFO; reply on write. */
 const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> =>
@@ -705,12 +739,12 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
     }
     const size = message.bytes.length
     const frame: Frame = { tag: message.tag, bytes: message.bytes }
-    const observe = hub.options.onFrame === undefined ? Effect.void : hub.options.onFrame({
-      from: side.local.nodeId,
-      to: side.remote.nodeId,
-      tag: message.tag,
-      bytes: message.bytes
-    })
+    const { onFrame, tapFrame } = hub.options
+    const info = onFrame === undefined && tapFrame === undefined
+      ? undefined
+      : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
+    if (info !== undefined && tapFrame !== undefined) tapFrame(info)
+    const observe = onFrame === undefined || info === undefined ? Effect.void : onFrame(info)
     const latency = hub.options.latency === undefined
       ? noLatency
       : latencyMillis(hub, side.local, side.remote, size, false)
@@ -725,26 +759,29 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
 const transmit = (hub: Hub, connection: Connection, side: Side, frame: Frame, latency: number): Effect.Effect<void> =>
   Effect.zipRight(
     inFlightUp(hub),
-    Effect.flatMap(Ref.get(side.link.schedule), (link) => {
+    Effect.clockWith((clock) => {
       const receiver = other(connection, side)
+      // read and advanced in this one step, so two frames on a link are delivered in the order they were written
+      const link = side.link.schedule
       if (latency === 0 && link.pending === 0) return arrive(hub, connection, receiver, frame)
-      return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const at = Math.max(link.last, now + latency)
-        const scheduled = Ref.update(side.link.schedule, (l) => ({ last: at, pending: l.pending + 1 }))
-        const schedule = hub.options.schedule
-        if (schedule !== undefined) {
-          return Effect.zipRight(scheduled, schedule(at, Effect.zipRight(delivered(side.link), arrive(hub, connection, receiver, frame))))
-        }
-        const queue = side.link.queue
-        return queue === undefined ? Effect.void : Effect.zipRight(
-          scheduled,
-          Queue.offer(queue, { at, frame }).pipe(Effect.onInterrupt(() => inFlightDown(hub)))
-        )
-      })
+      const at = Math.max(link.last, clock.unsafeCurrentTimeMillis() + latency)
+      link.last = at
+      link.pending++
+      const schedule = hub.options.schedule
+      if (schedule !== undefined) {
+        return schedule(at, Effect.zipRight(delivered(side.link), arrive(hub, connection, receiver, frame)))
+      }
+      const queue = side.link.queue
+      return queue === undefined
+        ? Effect.void
+        : Queue.offer(queue, { at, frame }).pipe(Effect.onInterrupt(() => inFlightDown(hub)))
     })
   )
 
-const delivered = (link: Link) => Ref.update(link.schedule, (l) => ({ last: l.last, pending: l.pending - 1 }))
+const delivered = (link: Link) =>
+  Effect.sync(() => {
+    link.schedule.pending--
+  })
 
 const runLink = (hub: Hub, connection: Connection, side: Side, queue: Queue.Queue<LinkItem>): Effect.Effect<void> => {
   const receiver = other(connection, side)
@@ -766,7 +803,7 @@ const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Eff
     if (state !== "Open") return inFlightDown(hub)
     const config = side.local.config
     const size = frame.bytes.length
-    const counted = Effect.zipRight(Metric.increment(framesIn), Metric.incrementBy(bytesIn, size))
+    const counted = countRead(size)
     if (size > config.maxMessageSize) {
       return counted.pipe(
         Effect.zipRight(inFlightDown(hub)),
@@ -924,7 +961,10 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
     closing
       ? Effect.succeed<SendOutcome>("Shutdown")
       : Effect.flatMap(slotFor(hub, endpoint, message.peer, true), ({ slot }) =>
-        Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => queued ? "Queued" : "Full")))
+        Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => {
+          if (queued) slot.direct.queued++
+          return queued ? "Queued" : "Full"
+        })))
   const answer = (outcome: SendOutcome): Effect.Effect<void> =>
     outcome === "Queued"
       ? Effect.void
@@ -932,12 +972,23 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
   // The common case, a live slot, without the lock: the lookup and the offer run in one synchronous step, so no
   // removal can come between them, and every removal marks the slot dead before it drains the queue, so an offer to
   // a slot that was not yet dead is drained (and answered) by it. A semaphore per send cost more than the rest of
-  // the send together.
+  // the send together. With nothing waiting for the writer, the frame is written here, in the sender's fiber: the
+  // hop to the writer's fiber cost more than the write. Whatever was queued before goes first either way.
   return Effect.suspend(() => {
     if (!MutableRef.get(endpoint.closing)) {
-      const slot = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
-      if (Option.isSome(slot) && !MutableRef.get(slot.value.dead)) {
-        return answer(slot.value.queue.unsafeOffer(message) ? "Queued" : "Full")
+      const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
+      if (Option.isSome(found) && !MutableRef.get(found.value.dead)) {
+        const slot = found.value
+        const { connection, side } = slot.direct
+        const direct = slot.direct.queued === 0 && hub.options.onFrame === undefined
+        if (direct && connection !== undefined && side !== undefined) {
+          return write(hub, connection, side, message).pipe(
+            Effect.onInterrupt(() => Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason)))
+          )
+        }
+        const queued = slot.queue.unsafeOffer(message)
+        if (queued) slot.direct.queued++
+        return answer(queued ? "Queued" : "Full")
       }
     }
     return Effect.flatMap(endpoint.lock.withPermits(1)(enqueue), answer)
