@@ -5,7 +5,10 @@
  *
  * @since 0.1.0
  */
+import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 
 const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
@@ -103,3 +106,14 @@ export const inboundHopCount = Metric.histogram(
  * @category metrics
  */
 export const receipts = counter("comms_dht_receipts_total", "delivery receipts by event")
+
+/**
+ * Runs `f` with the fiber's metric labels (what `Effect.tagMetrics` set) in one step, for the paths that run once per
+ * frame: `Metric.increment` is a read of that fiber ref and a step of its own, so a batch of updates written with
+ * `unsafeUpdate(value, labels)` here costs what one of them costs.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const withLabels = <A>(f: (labels: ReadonlyArray<MetricLabel.MetricLabel>) => A): Effect.Effect<A> =>
+  Effect.withFiberRuntime((fiber) => Effect.succeed(f(fiber.getFiberRef(FiberRef.currentMetricLabels))))

@@ -112,8 +112,8 @@ export interface HubOptions {
   /**
    * Sees every frame written, in write order, in the connection's writer fiber: with an observer every frame goes
    * through that fiber, so an observer that waits holds the connection's later frames, never their senders. Without
-   * one, a frame with nothing queued before it is written in its sender's fiber (the hop to the writer's fiber cost
-   * more than the write).
+   * one, and with `schedule` given, a frame with nothing queued before it is written in its sender's fiber (the hop
+   * to the writer's fiber cost more than the write).
    */
   readonly onFrame?: (frame: FrameInfo) => Effect.Effect<void>
   /** Sees every frame written, synchronously, wherever it is written (the simulation counts envelopes by tag). */

@@ -626,6 +626,36 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([0, 1, 2])
     }).pipe(withCrypto))
 
+  it.scoped("with a schedule hook, a send never overtakes the frames queued for the writer before it", () =>
+    Effect.gen(function*() {
+      const scheduled = yield* Ref.make<Array<{ readonly at: number; readonly run: Effect.Effect<void> }>>([])
+      const hub = yield* startHub({
+        latency: () => Effect.succeed(5),
+        schedule: (at, run) => Ref.update(scheduled, (xs) => [...xs, { at, run }])
+      })
+      const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
+      yield* knows(a, b)
+      // sent while the dial is in flight: they wait in the connection's queue for its writer
+      const early = yield* Effect.forEach([0, 1, 2], (i) => send(a, b, frame(i)))
+      yield* Effect.repeatN(Effect.yieldNow(), 5)
+      const [handshake] = yield* Ref.getAndSet(scheduled, [])
+      yield* TestClock.adjust("10 millis")
+      yield* handshake!.run
+      // sent the moment the connection is up, before the writer has written what was queued
+      const late = yield* Effect.forEach([3, 4], (i) => send(a, b, frame(i)))
+      yield* Effect.forEach([...early, ...late], Deferred.await)
+      yield* TestClock.adjust("10 millis")
+      yield* Effect.forEach(yield* Ref.get(scheduled), (e) => e.run)
+      expect((yield* takeN(b, 5)).map(frameNumber)).toEqual([0, 1, 2, 3, 4])
+      // and once nothing waits, frames are written in the sender's step, still in order
+      yield* Ref.set(scheduled, [])
+      const direct = yield* Effect.forEach([5, 6, 7], (i) => send(a, b, frame(i)))
+      expect(yield* Effect.forEach(direct, outcome)).toEqual(["sent", "sent", "sent"])
+      yield* TestClock.adjust("10 millis")
+      yield* Effect.forEach(yield* Ref.get(scheduled), (e) => e.run)
+      expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([5, 6, 7])
+    }).pipe(withCrypto))
+
   it.scoped("both sides dialling at once keep the smaller NodeId's connection and lose no message (scenario 49)", () =>
     Effect.gen(function*() {
       const hub = yield* startHub({ latency: () => Effect.succeed(10) })

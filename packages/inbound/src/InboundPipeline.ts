@@ -174,8 +174,11 @@ export const deserialize = (
     const envelope = yield* Envelope.decodeEnvelope(raw.bytes)
     const { header } = envelope
     const counter = byType.get(header.messageType)
-    if (counter !== undefined) yield* Metric.increment(counter)
-    yield* Metric.update(DhtMetrics.inboundHopCount, header.hopCount)
+    // every frame passes here: its two metrics in one step
+    yield* DhtMetrics.withLabels((labels) => {
+      if (counter !== undefined) counter.unsafeUpdate(1, labels)
+      DhtMetrics.inboundHopCount.unsafeUpdate(header.hopCount, labels)
+    })
     return Option.some({
       tag: raw.tag,
       sourcePeer,
@@ -732,9 +735,10 @@ export const handle = (options: Options = {}) =>
         )
     }),
     Effect.tap(() =>
-      Effect.flatMap(
-        Clock.currentTimeMillis,
-        (now) => Metric.update(DhtMetrics.inboundPipelineMs, Math.max(0, now - raw.receivedAt))
+      Effect.clockWith((clock) =>
+        DhtMetrics.withLabels((labels) =>
+          DhtMetrics.inboundPipelineMs.unsafeUpdate(Math.max(0, clock.unsafeCurrentTimeMillis() - raw.receivedAt), labels)
+        )
       )
     ),
     Effect.catchAllCause((cause) =>

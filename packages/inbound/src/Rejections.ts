@@ -157,7 +157,8 @@ const counterOf = (metric: Metric.Metric.Counter<number>, name: string, reason: 
 export const countRejected = (reason: string): Effect.Effect<void> =>
   Metric.increment(counterOf(DhtMetrics.inboundRejected, "inbound", reason))
 
-const countDuplicate = Metric.increment(DhtMetrics.inboundDuplicates)
+// most frames of a flood are duplicates: counted in one step
+const countDuplicate = DhtMetrics.withLabels((labels) => DhtMetrics.inboundDuplicates.unsafeUpdate(1, labels))
 
 const count = (error: PipelineError): Effect.Effect<void> => {
   if (error._tag === "Duplicate") return countDuplicate

@@ -41,7 +41,6 @@ import type { PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
-import { withMetricLabels } from "./metricLabels.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
 
@@ -718,7 +717,7 @@ const noLatency = Effect.succeed(0)
 // One step for what every frame updates (two metrics under the fiber's metric labels, the hub's totals), instead of
 // two operations per metric: the frame path runs once per wire message of the whole network.
 const countWritten = (hub: Hub, size: number) =>
-  withMetricLabels((labels) => {
+  DhtMetrics.withLabels((labels) => {
     framesOut.unsafeUpdate(1, labels)
     bytesOut.unsafeUpdate(size, labels)
     hub.stats.frames++
@@ -726,7 +725,7 @@ const countWritten = (hub: Hub, size: number) =>
   })
 
 const countRead = (size: number) =>
-  withMetricLabels((labels) => {
+  DhtMetrics.withLabels((labels) => {
     framesIn.unsafeUpdate(1, labels)
     bytesIn.unsafeUpdate(size, labels)
   })
@@ -972,15 +971,21 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
   // The common case, a live slot, without the lock: the lookup and the offer run in one synchronous step, so no
   // removal can come between them, and every removal marks the slot dead before it drains the queue, so an offer to
   // a slot that was not yet dead is drained (and answered) by it. A semaphore per send cost more than the rest of
-  // the send together. With nothing waiting for the writer, the frame is written here, in the sender's fiber: the
-  // hop to the writer's fiber cost more than the write. Whatever was queued before goes first either way.
+  // the send together. With nothing waiting for the writer and deliveries scheduled, the frame is written here, in
+  // the sender's fiber: the hop to the writer's fiber cost more than the write. Whatever was queued before goes first
+  // either way.
   return Effect.suspend(() => {
     if (!MutableRef.get(endpoint.closing)) {
       const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
       if (Option.isSome(found) && !MutableRef.get(found.value.dead)) {
         const slot = found.value
         const { connection, side } = slot.direct
-        const direct = slot.direct.queued === 0 && hub.options.onFrame === undefined
+        // Only where deliveries are scheduled (the simulation's clock): a frame then never reaches the receiver inside
+        // the write, so a sender writing in its own fiber cannot outrun the receiver's pipeline. Delivered at once, a
+        // tight loop of sends would fill the receiver's queues before its workers ever ran (the writer's hop gave
+        // them their turns), and frames would be shed that a network's own pace lets through.
+        const direct = slot.direct.queued === 0 && hub.options.onFrame === undefined &&
+          hub.options.schedule !== undefined
         if (direct && connection !== undefined && side !== undefined) {
           return write(hub, connection, side, message).pipe(
             Effect.onInterrupt(() => Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason)))
