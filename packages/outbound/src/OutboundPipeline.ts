@@ -404,6 +404,28 @@ const countOutcome = (state: OutboundRequester.MessageSendState) =>
     (exit) => Metric.increment(Exit.isSuccess(exit) ? sentMessages : failedMessages)
   )
 
+// counts the copies whose outcome is known, in one step; returns those still in flight
+const countSettled = (
+  states: OutboundRequester.MessageSendStates
+): Effect.Effect<Array<OutboundRequester.MessageSendState>> =>
+  Effect.flatMap(
+    Effect.forEach(states.states, (state) => Effect.map(Deferred.poll(state.result), (polled) => ({ state, polled }))),
+    (polled) => {
+      const pending: Array<OutboundRequester.MessageSendState> = []
+      const settled: Array<Effect.Effect<boolean>> = []
+      for (const { polled: outcome, state } of polled) {
+        if (Option.isNone(outcome)) pending.push(state)
+        else settled.push(Effect.map(Effect.exit(outcome.value), Exit.isSuccess))
+      }
+      if (settled.length === 0) return Effect.succeed(pending)
+      return Effect.flatMap(Effect.all(settled), (results) =>
+        DhtMetrics.withLabels((labels) => {
+          for (const sent of results) (sent ? sentMessages : failedMessages).unsafeUpdate(1, labels)
+          return pending
+        }))
+    }
+  )
+
 const countOutcomes = (states: OutboundRequester.MessageSendStates) => {
   const first = states.states[0]
   return first !== undefined && states.states.length === 1
@@ -459,7 +481,12 @@ const deliver = (handler: Handler, selected: Selected) =>
       return OutboundRequester.noSendStates
     }
     const states = yield* serialize(yield* encrypt(selected))
-    yield* FiberSet.run(handler.jobs, countOutcomes(states))
+    // Copies the transport has already answered (a memory network writing in the sender's fiber answers them all
+    // before `send` returns) are counted now; a watcher is forked only for those still in flight.
+    const pending = yield* countSettled(states)
+    if (pending.length > 0) {
+      yield* FiberSet.run(handler.jobs, countOutcomes(new OutboundRequester.MessageSendStates(pending)))
+    }
     return states
   })
 
