@@ -665,29 +665,31 @@ class Rejected {
   constructor(readonly error: Rejections.PipelineError, readonly blame: Rejections.Blame) {}
 }
 
-const blamed = (blame: Rejections.Blame) =>
-  Effect.mapError((error: Rejections.PipelineError) => new Rejected(error, blame))
-
 const none: ReadonlyArray<never> = []
 
-// deserialize → validate → dedup → decrypt → forward → store-and-forward: what reaches the DHT handler
+// deserialize → validate → dedup → decrypt → forward → store-and-forward: what reaches the DHT handler. A failure is
+// blamed on what the stages had learnt when it happened (the source, then the message, then its origin); one handler
+// for the whole front rather than one per stage, which every frame would pay for.
 const front = (raw: Transport.InboundMessage) =>
-  Effect.gen(function*() {
-    const decoded = yield* blamed(Rejections.blameSource(raw.sourcePeer))(deserialize(raw))
-    if (Option.isNone(decoded)) return none
-    const blame = blameOf(decoded.value)
-    const valid = yield* blamed(blame)(validate(decoded.value))
-    if (Option.isNone(valid)) return none
-    // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-    const challenge = yield* MessageCrypto.challenge(valid.value.header, valid.value.body)
-    const unique = yield* blamed(blame)(dedupWith(valid.value, challenge, dropDuplicate(valid.value)))
-    if (Option.isNone(unique)) return none
-    const opened = yield* blamed(blame)(decryptWith(unique.value, challenge))
-    if (Option.isNone(opened)) return none
-    const withOrigin = blameOfDecrypted(opened.value)
-    const forwarded = yield* blamed(withOrigin)(forward(opened.value))
-    if (Option.isNone(forwarded)) return none
-    return yield* blamed(withOrigin)(storeAndForward(forwarded.value))
+  Effect.suspend(() => {
+    let blame = Rejections.blameSource(raw.sourcePeer)
+    return Effect.gen(function*() {
+      const decoded = yield* deserialize(raw)
+      if (Option.isNone(decoded)) return none
+      blame = blameOf(decoded.value)
+      const valid = yield* validate(decoded.value)
+      if (Option.isNone(valid)) return none
+      // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
+      const challenge = yield* MessageCrypto.challenge(valid.value.header, valid.value.body)
+      const unique = yield* dedupWith(valid.value, challenge, dropDuplicate(valid.value))
+      if (Option.isNone(unique)) return none
+      const opened = yield* decryptWith(unique.value, challenge)
+      if (Option.isNone(opened)) return none
+      blame = blameOfDecrypted(opened.value)
+      const forwarded = yield* forward(opened.value)
+      if (Option.isNone(forwarded)) return none
+      return yield* storeAndForward(forwarded.value)
+    }).pipe(Effect.mapError((error: Rejections.PipelineError) => new Rejected(error, blame)))
   })
 
 const reportRejected = (rejected: Rejected) => Rejections.report(rejected.error, rejected.blame)
