@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { create, toBinary } from "@bufbuild/protobuf"
-import { BinaryReader, WireType } from "@bufbuild/protobuf/wire"
+import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -265,15 +265,6 @@ export const encodePeerSyncResponse = (response: PeerSyncResponse): Uint8Array =
 export const encodePeerInfo = (info: PeerInfo): Uint8Array =>
   toBinary(Pb.PeerInfoSchema, create(Pb.PeerInfoSchema, { publicKey: info.publicKey, claims: info.claims.map(claimToProto) }))
 
-const pushVarint = (out: Array<number>, value: number): void => {
-  let v = value >>> 0
-  while (v > 0x7f) {
-    out.push((v & 0x7f) | 0x80)
-    v >>>= 7
-  }
-  out.push(v)
-}
-
 /**
  * The bytes `encodePeerSyncResponse` gives for a response of these peers (each already `encodePeerInfo`d) and this
  * request id: field 1 once per peer, then field 2 unless it is 0, as protobuf-es writes them.
@@ -282,29 +273,10 @@ const pushVarint = (out: Array<number>, value: number): void => {
  * @category encoding
  */
 export const encodePeerSyncResponseOf = (peers: ReadonlyArray<Uint8Array>, requestId: number): Uint8Array => {
-  const heads: Array<Array<number>> = []
-  let size = 0
-  for (const peer of peers) {
-    const head = [0x0a]
-    pushVarint(head, peer.length)
-    heads.push(head)
-    size += head.length + peer.length
-  }
-  const tail: Array<number> = []
-  if (requestId !== 0) {
-    tail.push(0x10)
-    pushVarint(tail, requestId)
-  }
-  const out = new Uint8Array(size + tail.length)
-  let at = 0
-  for (const [i, peer] of peers.entries()) {
-    out.set(heads[i]!, at)
-    at += heads[i]!.length
-    out.set(peer, at)
-    at += peer.length
-  }
-  out.set(tail, at)
-  return out
+  const writer = new BinaryWriter()
+  for (const peer of peers) writer.tag(1, WireType.LengthDelimited).bytes(peer)
+  if (requestId !== 0) writer.tag(2, WireType.Varint).uint32(requestId)
+  return writer.finish()
 }
 
 /**

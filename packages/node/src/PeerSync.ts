@@ -261,13 +261,13 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   // A stored peer as relayed (its `PeerInfo` bytes, or none without a claim to relay), per record and limits: a record
   // is replaced, never changed, when the table learns something of the peer, so its bytes stay right as long as it
   // lives. A settled table answers every request from this cache instead of re-encoding each peer's claims.
-  const relayed = new WeakMap<Peer.Peer, Map<string, Uint8Array | undefined>>()
+  const encodedInfos = new WeakMap<Peer.Peer, Map<string, Uint8Array | undefined>>()
   const encodedInfo = (peer: Peer.Peer, maxClaims: number, maxAddressesPerClaim: number) => {
     const limits = `${maxClaims}/${maxAddressesPerClaim}`
-    let byLimits = relayed.get(peer)
+    let byLimits = encodedInfos.get(peer)
     if (byLimits === undefined) {
       byLimits = new Map()
-      relayed.set(peer, byLimits)
+      encodedInfos.set(peer, byLimits)
     }
     if (byLimits.has(limits)) return byLimits.get(limits)
     const claims = Rules.relayableClaims(peer, maxClaims, maxAddressesPerClaim)

@@ -208,6 +208,14 @@ export interface Hub {
   readonly pairs: Ref.Ref<HashMap.HashMap<string, Pair>>
   /** serialises the choice of a pair's connection */
   readonly lock: Effect.Semaphore
+  /**
+   * A frame with nothing queued before it may be written in its sender's fiber: only where deliveries are scheduled
+   * (the simulation's clock), so it never reaches the receiver inside the write and a sender cannot outrun the
+   * receiver's pipeline (delivered at once, a tight loop of sends filled the receiver's queues before its workers ever
+   * ran, and frames were shed that a network's own pace lets through), and without an `onFrame` observer, which runs
+   * in the writer's fiber.
+   */
+  readonly writesInSender: boolean
   /** frames and bytes written, counted in the step that writes them */
   readonly stats: { frames: number; bytes: number }
   readonly nextId: Ref.Ref<number>
@@ -226,6 +234,7 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
       endpoints: yield* Ref.make(HashMap.empty<string, Endpoint>()),
       pairs: yield* Ref.make(HashMap.empty<string, Pair>()),
       lock: yield* Effect.makeSemaphore(1),
+      writesInSender: options.schedule !== undefined && options.onFrame === undefined,
       stats: { frames: 0, bytes: 0 },
       nextId: yield* Ref.make(0),
       spawn,
@@ -421,6 +430,10 @@ const failSlotMessages = (slot: Slot, error: DialError | ConnectionClosed | Tran
 const closedReason = (endpoint: Endpoint): Effect.Effect<ConnectionClosed | TransportShutdown> =>
   Effect.sync(() => MutableRef.get(endpoint.closing) ? new TransportShutdown() : new ConnectionClosed())
 
+/** A message whose write was interrupted: its reply says why the connection went away. */
+const failClosed = (endpoint: Endpoint, message: OutboundMessage): Effect.Effect<void> =>
+  Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason))
+
 /** The slot for `remote`, made (with its writer) if there is none; run under `endpoint.lock`. */
 const slotFor = (
   hub: Hub,
@@ -490,9 +503,7 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
     return yield* Effect.forever(Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(Queue.take(slot.queue)), (message) =>
         restore(write(hub, connection, side, message)).pipe(
-          Effect.onInterrupt(() =>
-            Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason))
-          ),
+          Effect.onInterrupt(() => failClosed(endpoint, message)),
           Effect.ensuring(Effect.sync(() => {
             slot.direct.queued--
           }))
@@ -734,7 +745,7 @@ const countRead = (size: number) =>
 const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> =>
   Effect.flatMap(Ref.get(connection.state), (state) => {
     if (state !== "Open") {
-      return Effect.flatMap(closedReason(side.local), (reason) => Deferred.fail(message.reply, reason))
+      return failClosed(side.local, message)
     }
     const size = message.bytes.length
     const frame: Frame = { tag: message.tag, bytes: message.bytes }
@@ -980,16 +991,8 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
       if (Option.isSome(found) && !MutableRef.get(found.value.dead)) {
         const slot = found.value
         const { connection, side } = slot.direct
-        // Only where deliveries are scheduled (the simulation's clock): a frame then never reaches the receiver inside
-        // the write, so a sender writing in its own fiber cannot outrun the receiver's pipeline. Delivered at once, a
-        // tight loop of sends would fill the receiver's queues before its workers ever ran (the writer's hop gave
-        // them their turns), and frames would be shed that a network's own pace lets through.
-        const direct = slot.direct.queued === 0 && hub.options.onFrame === undefined &&
-          hub.options.schedule !== undefined
-        if (direct && connection !== undefined && side !== undefined) {
-          return write(hub, connection, side, message).pipe(
-            Effect.onInterrupt(() => Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason)))
-          )
+        if (hub.writesInSender && slot.direct.queued === 0 && connection !== undefined && side !== undefined) {
+          return write(hub, connection, side, message).pipe(Effect.onInterrupt(() => failClosed(endpoint, message)))
         }
         const queued = slot.queue.unsafeOffer(message)
         if (queued) slot.direct.queued++
