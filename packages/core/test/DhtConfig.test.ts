@@ -59,7 +59,7 @@ describe("DhtConfig", () => {
       minimizeConnections: false,
       broadcastFactor: 8,
       propagationFactor: 3,
-      gossipFactor: 6,
+      gossipFactor: 8,
       gossipBudgetPerOrigin: 100,
       dedupCacheCapacity: 100_000,
       dedupCacheTrimInterval: 5 * MIN,

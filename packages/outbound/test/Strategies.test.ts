@@ -269,7 +269,7 @@ describe("OutboundPipeline strategies", () => {
       })
     ))
 
-  it.effect("Propagate to an unknown destination gossips to gossipFactor (6) random connected nodes", () =>
+  it.effect("Propagate to an unknown destination gossips to gossipFactor (8) random connected nodes", () =>
     Effect.gen(function*() {
       const pick = (seed: number) =>
         seeded(seed, (net) =>
@@ -278,7 +278,7 @@ describe("OutboundPipeline strategies", () => {
             BroadcastStrategy.Propagate({ destination: Envelope.destinationUnknown(), excluded: [id(net, 9)] })
           ))
       const first = yield* pick(7)
-      expect(first).toHaveLength(6)
+      expect(first).toHaveLength(8)
       expect(isSubset(first, connectedCommunicationNodes)).toBe(true)
       expect(yield* pick(7)).toEqual(first)
     }))
