@@ -63,6 +63,15 @@ export interface PeerManagerService {
    * against the per-source hourly budget; omit it for config seeds and the transport's own registrations.
    */
   readonly add: (peer: Peer, options?: { readonly source?: NodeId }) => Effect.Effect<AddResult, StoreError>
+  /**
+   * `add` for each peer in turn, with the same `source`: the same results, in their order, and the same table after.
+   * For a batch of relayed peers (a peer sync response): one operation, one transaction in a stored table, rather
+   * than one per peer.
+   */
+  readonly addMany: (
+    peers: ReadonlyArray<Peer>,
+    options?: { readonly source?: NodeId }
+  ) => Effect.Effect<ReadonlyArray<AddResult>, StoreError>
   readonly get: (nodeId: NodeId) => Effect.Effect<Peer, PeerNotFound | StoreError>
   /**
    * The known peers among `nodeIds`, in their order; unknown ones are left out. For the hot paths that need a few
@@ -224,6 +233,11 @@ const step = (
   ]
 }
 
+const skippedBy = {
+  budget: Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"),
+  capacity: Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
+}
+
 const withoutBan = (peer: Peer): Peer => {
   const { bannedUntil: _until, ...rest } = peer
   return new Peer({ ...rest, bannedReason: "" }, true)
@@ -279,19 +293,34 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
       Effect.flatMap((o) => Option.isSome(o) ? Effect.succeed(o.value) : Effect.fail(new PeerNotFound({ nodeId }, true)))
     )
 
-  return PeerManager.of({
-    add: (peer, options) =>
-      Effect.gen(function*() {
-        const now = yield* Clock.currentTimeMillis
-        const outcome = yield* Ref.modify(state, (s) => step(s, peer, options?.source, now, limits))
-        if (outcome.result === "SkippedBudget") {
-          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"))
-        } else if (outcome.result === "SkippedCapacity") {
-          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity"))
+  const addAll = (batch: ReadonlyArray<Peer>, source: NodeId | undefined) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const outcomes = yield* Ref.modify(state, (s) => {
+        const out: Array<AddOutcome> = []
+        let next = s
+        for (const peer of batch) {
+          const [outcome, after] = step(next, peer, source, now, limits)
+          out.push(outcome)
+          next = after
         }
-        yield* publishSize(outcome.size)
-        return outcome.result
-      }),
+        return [out, next] as const
+      })
+      const skipped = { budget: 0, capacity: 0 }
+      for (const outcome of outcomes) {
+        if (outcome.result === "SkippedBudget") skipped.budget++
+        else if (outcome.result === "SkippedCapacity") skipped.capacity++
+      }
+      if (skipped.budget > 0) yield* Metric.incrementBy(skippedBy.budget, skipped.budget)
+      if (skipped.capacity > 0) yield* Metric.incrementBy(skippedBy.capacity, skipped.capacity)
+      const last = outcomes[outcomes.length - 1]
+      if (last !== undefined) yield* publishSize(last.size)
+      return outcomes.map((outcome) => outcome.result)
+    })
+
+  return PeerManager.of({
+    add: (peer, options) => Effect.map(addAll([peer], options?.source), (results) => results[0]!),
+    addMany: (batch, options) => addAll(batch, options?.source),
     get,
     getMany: (nodeIds) =>
       Effect.map(peers, (map) => {

@@ -161,6 +161,9 @@ type Learnt =
   | { readonly _tag: "Duplicate" }
   | { readonly _tag: "Skipped" }
 
+// a valid peer the table does not hold yet: added with the rest of its response
+type ToAdd = { readonly _tag: "ToAdd"; readonly peer: Peer.Peer }
+
 type Relayed =
   | { readonly _tag: "Invalid"; readonly reason: string }
   | { readonly _tag: "Own" }
@@ -339,7 +342,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
     relayed: Extract<Relayed, { _tag: "Read" }>,
     existing: Option.Option<Peer.Peer>,
     source: NodeId.NodeId
-  ): Effect.Effect<Learnt, DhtError.StoreError, Crypto.Crypto | DhtConfig.DhtConfig> =>
+  ): Effect.Effect<Learnt | ToAdd, DhtError.StoreError, Crypto.Crypto | DhtConfig.DhtConfig> =>
     Effect.gen(function*() {
       const { claims, nodeId, publicKey } = relayed
       if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
@@ -370,18 +373,24 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const nowMs = yield* Clock.currentTimeMillis
       const features = newest.claim.features
       const peer = apply(Peer.make({ publicKey, addresses: [], features, source: "PeerSync", nowMs }))
-      const result = yield* peers.add(peer, { source })
-      switch (result) {
-        case "Added":
-          yield* events.publish(DhtEvent.PeerAdded({ publicKey, source: "PeerSync" }))
-          return learntNew(nodeId)
-        case "Updated":
-          return duplicate
-        case "SkippedBudget":
-        case "SkippedCapacity":
-          return skipped
-      }
+      const toAdd: ToAdd = { _tag: "ToAdd", peer }
+      return toAdd
     })
+
+  const added = (peer: Peer.Peer, result: PeerManager.AddResult): Effect.Effect<Learnt> => {
+    switch (result) {
+      case "Added":
+        return Effect.as(
+          events.publish(DhtEvent.PeerAdded({ publicKey: peer.publicKey, source: "PeerSync" })),
+          learntNew(peer.nodeId)
+        )
+      case "Updated":
+        return Effect.succeed(duplicate)
+      case "SkippedBudget":
+      case "SkippedCapacity":
+        return Effect.succeed(skipped)
+    }
+  }
 
   const learnAll = (response: PeerSyncMessages.PeerSyncResponse, source: NodeId.NodeId) =>
     Effect.gen(function*() {
@@ -389,6 +398,13 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       let numDuplicate = 0
       let numSkipped = 0
       const newPeers: Array<NodeId.NodeId> = []
+      const count = (learnt: Learnt) => {
+        if (learnt._tag === "New") {
+          numNew++
+          newPeers.push(learnt.nodeId)
+        } else if (learnt._tag === "Duplicate") numDuplicate++
+        else numSkipped++
+      }
       const relayed = response.peers.map(readRelayed)
       const ids = relayed.flatMap((r) => r._tag === "Read" ? [r.nodeId] : [])
       // One lookup for the whole response. It stays true while this response is learnt unless an addition evicts a
@@ -396,9 +412,12 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const exact = (yield* peers.count) + ids.length < config.maxKnownPeers
       const known = new Map<string, Peer.Peer>()
       if (exact) for (const peer of yield* peers.getMany(ids)) known.set(NodeId.toHex(peer.nodeId), peer)
+      // the new peers of an exact response, added together after the loop: no addition there can evict a peer
+      // the loop looked up
+      const batch: Array<Peer.Peer> = []
       for (const [i, info] of response.peers.entries()) {
         const r = relayed[i]!
-        let learnt: Learnt
+        let learnt: Learnt | ToAdd
         if (r._tag === "Own") learnt = skipped
         else if (r._tag === "Invalid") learnt = yield* skipRelayed(info, r.reason)
         else {
@@ -413,12 +432,18 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
             r.claims.length > 0 && r.claims.every((claim) => Rules.holdsClaim(existing.value, claim))
           learnt = held ? duplicate : yield* learn(info, r, existing, source)
         }
-        if (learnt._tag === "New") {
-          numNew++
-          newPeers.push(learnt.nodeId)
-        } else if (learnt._tag === "Duplicate") numDuplicate++
-        else numSkipped++
+        if (learnt._tag === "ToAdd") {
+          const { peer } = learnt
+          if (exact) {
+            batch.push(peer)
+            continue
+          }
+          learnt = yield* Effect.flatMap(peers.add(peer, { source }), (result) => added(peer, result))
+        }
+        count(learnt)
       }
+      const results = batch.length === 0 ? [] : yield* peers.addMany(batch, { source })
+      for (const [i, result] of results.entries()) count(yield* added(batch[i]!, result))
       const outcome: SyncOutcome = { numNew, numDuplicate, numSkipped, newPeers }
       return outcome
       // provided once per response rather than per peer: each `provide` merges a context and sets a fiber ref

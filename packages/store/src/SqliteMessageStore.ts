@@ -29,6 +29,7 @@ import * as Schema from "effect/Schema"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
+import { chunks } from "./internal/chunks.js"
 
 const { StoredMessage } = MessageStore
 const { High, Low } = MessageStore.Priority
@@ -133,14 +134,6 @@ interface Eviction {
 type Plan = { readonly _tag: "Fits"; readonly evictions: ReadonlyArray<Eviction> } | { readonly _tag: "NoRoom" }
 
 const noRoom: Plan = { _tag: "NoRoom" }
-
-// bound parameters per `IN (…)` list, far below sqlite's limit
-const CHUNK = 500
-const chunks = <A>(items: ReadonlyArray<A>): Array<ReadonlyArray<A>> => {
-  const out: Array<ReadonlyArray<A>> = []
-  for (let i = 0; i < items.length; i += CHUNK) out.push(items.slice(i, i + CHUNK))
-  return out
-}
 
 // an insert at capacity usually evicts one row; the page doubles when more are needed
 const FIRST_CANDIDATE_PAGE = 2

@@ -29,6 +29,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import { chunks } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import { lift, storeError } from "./internal/errors.js"
 import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
@@ -175,27 +176,35 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         ? Effect.succeed(result.right)
         : Effect.fail(storeError(filename, "write peer", `${what}: ${result.left}`, "Constraint"))
 
-    const upsertPeer = (peer: Peer.Peer, signature: Uint8Array | null) =>
-      sql`INSERT INTO peers ${
-        sql.insert({
-          public_key: peer.publicKey,
-          node_id: peer.nodeId,
-          features: clampSafe(peer.features),
-          flags: clampSafe(peer.flags),
-          banned_until: optionalSafe(peer.bannedUntil),
-          banned_reason: peer.bannedReason,
-          offline_at: optionalSafe(peer.offlineAt),
-          last_seen: optionalSafe(peer.lastSeen),
-          added_at: clampSafe(peer.addedAt),
-          verified_at: optionalSafe(peer.verifiedAt),
-          claim_updated_at: peer.claimUpdatedAt === undefined ? null : clampInt64(peer.claimUpdatedAt),
-          identity_signature: signature
-        })
-      } ON CONFLICT (public_key) DO UPDATE SET features = excluded.features, flags = excluded.flags,
-        banned_until = excluded.banned_until, banned_reason = excluded.banned_reason,
+    const peerRow = (peer: Peer.Peer, signature: Uint8Array | null) => ({
+      public_key: peer.publicKey,
+      node_id: peer.nodeId,
+      features: clampSafe(peer.features),
+      flags: clampSafe(peer.flags),
+      banned_until: optionalSafe(peer.bannedUntil),
+      banned_reason: peer.bannedReason,
+      offline_at: optionalSafe(peer.offlineAt),
+      last_seen: optionalSafe(peer.lastSeen),
+      added_at: clampSafe(peer.addedAt),
+      verified_at: optionalSafe(peer.verifiedAt),
+      claim_updated_at: peer.claimUpdatedAt === undefined ? null : clampInt64(peer.claimUpdatedAt),
+      identity_signature: signature
+    })
+
+    // one row or many: a row of the same key in the same statement updates the one before it
+    const upsertRows = (rows: ReadonlyArray<ReturnType<typeof peerRow>>) =>
+      sql`INSERT INTO peers ${sql.insert(rows)} ON CONFLICT (public_key) DO UPDATE SET features = excluded.features,
+        flags = excluded.flags, banned_until = excluded.banned_until, banned_reason = excluded.banned_reason,
         offline_at = excluded.offline_at, last_seen = excluded.last_seen, added_at = excluded.added_at,
         verified_at = excluded.verified_at, claim_updated_at = excluded.claim_updated_at,
         identity_signature = excluded.identity_signature`
+
+    const upsertPeer = (peer: Peer.Peer, signature: Uint8Array | null) => upsertRows([peerRow(peer, signature)])
+
+    const signatureOf = (peer: Peer.Peer) =>
+      peer.identitySignature === undefined
+        ? Effect.succeed(null)
+        : encodeOrFail("identity signature", Claims.encodeSignature(peer.identitySignature))
 
     const addressRecords = (peer: Peer.Peer) =>
       Effect.gen(function*() {
@@ -220,9 +229,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
     // The statements that store `peer` (replacing `previous`, if known), to run in one transaction.
     const writes = (peer: Peer.Peer, previous: Peer.Peer | undefined) =>
       Effect.gen(function*() {
-        const signature = peer.identitySignature === undefined
-          ? null
-          : yield* encodeOrFail("identity signature", Claims.encodeSignature(peer.identitySignature))
+        const signature = yield* signatureOf(peer)
         const rewriteAddresses = previous === undefined || !sameAddresses(previous.addresses, peer.addresses)
         const records = rewriteAddresses ? yield* addressRecords(peer) : []
         return upsertPeer(peer, signature).pipe(
@@ -314,6 +321,76 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         return "Added" as const
       })
 
+    // `add` for each peer in turn, in one transaction with a statement per table and chunk rather than three per
+    // peer. A batch that could evict (the table within a batch of its bound) or that names a peer twice is added
+    // one peer at a time, since each addition then depends on the ones before it.
+    const addMany = (batch: ReadonlyArray<Peer.Peer>, source: NodeId.NodeId | undefined) =>
+      Effect.gen(function*() {
+        const keys = batch.map((peer) => NodeId.toHex(peer.nodeId))
+        if (new Set(keys).size !== keys.length || peers.size + batch.length >= config.maxKnownPeers) {
+          return yield* Effect.forEach(batch, (peer) => add(peer, source))
+        }
+        const now = yield* Clock.currentTimeMillis
+        const minute = Math.floor(now / MINUTE_MS)
+        if (minute > prunedAtMinute) {
+          budget.prune(now)
+          prunedAtMinute = minute
+        }
+        let allowance = source === undefined
+          ? Number.POSITIVE_INFINITY
+          : config.maxPeersAddedPerSourcePerHour - budget.count(source, now)
+        const results: Array<PeerManager.AddResult> = []
+        const rows: Array<ReturnType<typeof peerRow>> = []
+        const readdressed: Array<NodeId.NodeId> = []
+        const addresses: Array<Record<string, unknown>> = []
+        for (const [i, peer] of batch.entries()) {
+          const previous = peers.get(keys[i]!)
+          if (previous === undefined && allowance <= 0) {
+            results.push("SkippedBudget")
+            continue
+          }
+          if (previous === undefined) allowance--
+          results.push(previous === undefined ? "Added" : "Updated")
+          rows.push(peerRow(peer, yield* signatureOf(peer)))
+          if (previous === undefined || !sameAddresses(previous.addresses, peer.addresses)) {
+            if (previous !== undefined) readdressed.push(peer.nodeId)
+            addresses.push(...(yield* addressRecords(peer)))
+          }
+        }
+        if (rows.length > 0) {
+          yield* commit(
+            Effect.all([
+              Effect.forEach(chunks(rows), upsertRows, { discard: true }),
+              Effect.forEach(
+                chunks(readdressed),
+                (ids) => sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`,
+                { discard: true }
+              ),
+              Effect.forEach(
+                chunks(addresses),
+                (records) => sql`INSERT INTO peer_addresses ${sql.insert(records)}`,
+                { discard: true }
+              )
+            ], { discard: true }),
+            "add peers"
+          )
+        }
+        let skipped = 0
+        for (const [i, result] of results.entries()) {
+          if (result === "SkippedBudget") {
+            skipped++
+            continue
+          }
+          peers.set(keys[i]!, batch[i]!)
+          if (result === "Added" && source !== undefined) budget.record(source, now)
+        }
+        if (skipped > 0) {
+          yield* Metric.incrementBy(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"), skipped)
+        }
+        if (rows.length > 0) yield* changed
+        return results
+      })
+
     const update = (nodeId: NodeId.NodeId, f: (peer: Peer.Peer) => Peer.Peer) =>
       Effect.gen(function*() {
         const previous = yield* get(nodeId)
@@ -336,6 +413,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
 
     return PeerManager.PeerManager.of({
       add: (peer, options) => locked(add(peer, options?.source)),
+      addMany: (batch, options) => locked(addMany(batch, options?.source)),
       get,
       getMany: (nodeIds) =>
         Effect.sync(() => {

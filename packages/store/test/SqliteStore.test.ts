@@ -212,6 +212,27 @@ describe("SqliteStore", () => {
         }).pipe(Effect.provide(open({ filename })))
       }))
 
+    it.scoped("peers added in batches larger than a statement's chunk survive with their claims and addresses", () =>
+      Effect.gen(function*() {
+        const filename = yield* tempFile
+        const many = Array.from({ length: 1_201 }, (_, i) =>
+          i === 0 ? alice : new Peer.Peer({ ...alice, publicKey: key(10 + i), nodeId: NodeId.fromPublicKey(key(10 + i)) }))
+        // alice again with one address fewer: a batch that updates rewrites that peer's addresses
+        const fewer = new Peer.Peer({ ...alice, addresses: alice.addresses.slice(1) })
+        const written = yield* Effect.gen(function*() {
+          const peers = yield* PeerManager.PeerManager
+          expect(yield* peers.addMany(many)).toEqual(many.map(() => "Added"))
+          expect(yield* peers.addMany([bob, fewer])).toEqual(["Added", "Updated"])
+          return yield* peers.all
+        }).pipe(Effect.provide(open({ filename })))
+        expect(written).toHaveLength(1_202)
+        yield* Effect.gen(function*() {
+          const peers = yield* PeerManager.PeerManager
+          expect(yield* peers.all).toEqual(written)
+          expect(yield* peers.get(alice.nodeId)).toEqual(fewer)
+        }).pipe(Effect.provide(open({ filename })))
+      }))
+
     it.scoped("storedAt does not go back across a restart, even after every row has left", () =>
       Effect.gen(function*() {
         const filename = yield* tempFile

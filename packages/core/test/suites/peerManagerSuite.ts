@@ -202,6 +202,67 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
         }).pipe(withTable({ maxKnownPeers: 4 })))
     })
 
+    describe("addMany", () => {
+      // the same steps on two fresh tables: one batch on the first, one `add` at a time on the second
+      const compare = (
+        overrides: DhtConfig.Overrides,
+        before: ReadonlyArray<Peer.Peer>,
+        batch: ReadonlyArray<Peer.Peer>
+      ) =>
+        Effect.gen(function*() {
+          const source = peer(100_000).nodeId
+          const run = (batched: boolean) =>
+            Effect.gen(function*() {
+              const table = yield* PeerManager.PeerManager
+              for (const p of before) yield* table.add(p, { source })
+              const skips = { budget: yield* skipped("budget"), capacity: yield* skipped("capacity") }
+              const results = batched
+                ? yield* table.addMany(batch, { source })
+                : yield* Effect.forEach(batch, (p) => table.add(p, { source }))
+              return {
+                results,
+                all: yield* table.all,
+                budget: (yield* skipped("budget")) - skips.budget,
+                capacity: (yield* skipped("capacity")) - skips.capacity
+              }
+            }).pipe(withTable(overrides))
+          const batched = yield* run(true)
+          expect(batched).toEqual(yield* run(false))
+          return batched
+        })
+      const moved = (i: number) => new Peer.Peer({ ...peer(i), addresses: [] })
+
+      it.effect("one batch does what `add` one peer at a time does: new, updated, and over the source's budget", () =>
+        Effect.gen(function*() {
+          const batch = [peer(3), moved(1), ...Array.from({ length: 10 }, (_, k) => peer(10 + k)), peer(2)]
+          const outcome = yield* compare({ maxPeersAddedPerSourcePerHour: 8 }, [peer(1), peer(2), peer(4)], batch)
+          // 3 of the budget's 8 were spent before: 5 new peers fit, the rest is skipped; known peers are updates
+          expect(outcome.results).toEqual([
+            "Added",
+            "Updated",
+            ...Array.from({ length: 4 }, () => "Added"),
+            ...Array.from({ length: 6 }, () => "SkippedBudget"),
+            "Updated"
+          ])
+          expect(outcome.budget).toBe(6)
+          expect(outcome.all.find((p) => NodeId.equals(p.nodeId, peer(1).nodeId))?.addresses).toEqual([])
+        }))
+
+      it.effect("a batch that fills the table evicts as `add` does, and one naming a peer twice updates it", () =>
+        Effect.gen(function*() {
+          const full = yield* compare(
+            { maxKnownPeers: 4 },
+            [peer(1), verified(peer(2), 5)],
+            Array.from({ length: 5 }, (_, k) => peer(10 + k))
+          )
+          expect(full.results).toEqual(["Added", "Added", "Added", "Added", "Added"])
+          expect(full.all).toHaveLength(4)
+          const twice = yield* compare({}, [], [peer(1), peer(2), moved(1)])
+          expect(twice.results).toEqual(["Added", "Added", "Updated"])
+          expect(yield* compare({}, [peer(1)], [])).toMatchObject({ results: [], budget: 0, capacity: 0 })
+        }))
+    })
+
     describe("per-source budget (maxPeersAddedPerSourcePerHour)", () => {
       it.effect("a source adding 501 new peers within an hour has the last one skipped", () =>
         Effect.gen(function*() {
