@@ -192,7 +192,11 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
     }
 
     const scheduler: Scheduler.Scheduler = {
-      shouldYield: (fiber) => base.shouldYield(fiber),
+      // Never preempted by operation count: a fiber runs until it suspends, so a run's interleavings follow its
+      // suspensions alone. With the default preemption (every 2,048 operations) any change in the number of operations
+      // a fiber runs, such as a progress observer's, moved where it yielded and changed the run's virtual times for
+      // the same seed. Every loop of ours suspends (a queue take, a sleep, `Effect.forever`'s own yield).
+      shouldYield: () => false,
       scheduleTask: (task, priority, fiber) => {
         runnable++
         base.scheduleTask(() => {

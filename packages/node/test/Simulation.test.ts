@@ -91,6 +91,19 @@ describe("Simulation", () => {
       expect(withoutWallTime(other)).not.toEqual({ ...withoutWallTime(first), seed: 43 })
     }))
 
+  it.effect("a progress observer, however much it runs, does not change the run (a TTY and a pipe agree)", () =>
+    Effect.gen(function*() {
+      const quiet = yield* Simulation.run(small(7), Dht.layer)
+      // a busy observer, more operations a call than Effect's default preemption allows a fiber (2,048): while fibers
+      // on virtual time were preempted by count, it moved where the driver yielded, and with it the run's times
+      const busy = (_: Simulation.Progress) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 3_000; i++) yield* Effect.sync(() => i)
+        })
+      const observed = yield* Simulation.run({ ...small(7), onProgress: busy }, Dht.layer)
+      expect(JSON.stringify(withoutWallTime(observed))).toBe(JSON.stringify(withoutWallTime(quiet)))
+    }))
+
   it.effect("inputs that cannot make a network are refused before anything is built", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(Simulation.run({ ...small(1), nodes: 1, offline: 2 }, Dht.layer))
