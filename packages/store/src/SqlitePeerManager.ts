@@ -120,6 +120,9 @@ const withoutBan = (peer: Peer.Peer): Peer.Peer => {
 
 const MINUTE_MS = 60_000
 
+const skippedBudget = Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget")
+const skippedCapacity = Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
+
 /**
  * The sqlite peer table, with the bounds of the `DhtConfig` reference read when it is made. Fails if the stored
  * peers cannot be read.
@@ -165,6 +168,14 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
     const lock = yield* Effect.makeSemaphore(1)
     const budget = MessageStore.makeSourceWindow()
     let prunedAtMinute = 0
+    // the budget's expired buckets go at most once a minute
+    const pruneBudget = (now: number): void => {
+      const minute = Math.floor(now / MINUTE_MS)
+      if (minute > prunedAtMinute) {
+        budget.prune(now)
+        prunedAtMinute = minute
+      }
+    }
     // `all` in NodeId order (the memory table's order), rebuilt after a change
     let sorted: ReadonlyArray<Peer.Peer> | undefined
 
@@ -291,13 +302,9 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           yield* changed
           return "Updated" as const
         }
-        const minute = Math.floor(now / MINUTE_MS)
-        if (minute > prunedAtMinute) {
-          budget.prune(now)
-          prunedAtMinute = minute
-        }
+        pruneBudget(now)
         if (source !== undefined && budget.count(source, now) >= config.maxPeersAddedPerSourcePerHour) {
-          yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"))
+          yield* Metric.increment(skippedBudget)
           return "SkippedBudget" as const
         }
         let victim = Option.none<Peer.Peer>()
@@ -305,7 +312,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           victim = PeerManager.evictionCandidate(peers.values(), now)
           // without a source (config seeds, the transport's own registrations) the peer is added even over the bound
           if (Option.isNone(victim) && source !== undefined) {
-            yield* Metric.increment(Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity"))
+            yield* Metric.increment(skippedCapacity)
             return "SkippedCapacity" as const
           }
         }
@@ -331,11 +338,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           return yield* Effect.forEach(batch, (peer) => add(peer, source))
         }
         const now = yield* Clock.currentTimeMillis
-        const minute = Math.floor(now / MINUTE_MS)
-        if (minute > prunedAtMinute) {
-          budget.prune(now)
-          prunedAtMinute = minute
-        }
+        pruneBudget(now)
         let allowance = source === undefined
           ? Number.POSITIVE_INFINITY
           : config.maxPeersAddedPerSourcePerHour - budget.count(source, now)
@@ -385,7 +388,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           if (result === "Added" && source !== undefined) budget.record(source, now)
         }
         if (skipped > 0) {
-          yield* Metric.incrementBy(Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"), skipped)
+          yield* Metric.incrementBy(skippedBudget, skipped)
         }
         if (rows.length > 0) yield* changed
         return results
