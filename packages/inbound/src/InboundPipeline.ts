@@ -39,8 +39,11 @@ import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
@@ -48,7 +51,6 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as DhtHandler from "./DhtHandler.js"
 import * as GossipBudget from "./GossipBudget.js"
-import * as Actor from "./internal/actor.js"
 import * as Rejections from "./Rejections.js"
 
 /**
@@ -168,29 +170,39 @@ export const deserialize = (
   Effect.gen(function*() {
     const peers = yield* PeerManager.PeerManager
     const sourcePeer = yield* peers.get(raw.sourcePeer)
-    if (sourcePeer.isBanned(yield* Clock.currentTimeMillis)) {
-      return yield* new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason })
-    }
-    const envelope = yield* Envelope.decodeEnvelope(raw.bytes)
-    const { header } = envelope
-    const counter = byType.get(header.messageType)
-    // every frame passes here: its two metrics in one step
-    yield* DhtMetrics.withLabels((labels) => {
-      if (counter !== undefined) counter.unsafeUpdate(1, labels)
-      DhtMetrics.inboundHopCount.unsafeUpdate(header.hopCount, labels)
-    })
-    return Option.some({
-      tag: raw.tag,
-      sourcePeer,
-      header,
-      body: envelope.body,
-      isSafMessage: false,
-      dedupHitCount: 0,
-      dedupHash: EMPTY,
-      mayForward: true,
-      size: raw.bytes.length
-    })
+    const nowMs = yield* Clock.currentTimeMillis
+    const decoded = yield* DhtMetrics.withLabels((labels) => decodeFrom(raw, sourcePeer, nowMs, labels))
+    return Option.some(yield* decoded)
   })
+
+// `deserialize` once the source's record is read: the ban check, the decoding and the frame's two metrics
+const decodeFrom = (
+  raw: Transport.InboundMessage,
+  sourcePeer: Peer.Peer,
+  nowMs: number,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Either.Either<InboundMessages.DhtInboundMessage, DhtError.PeerBanned | DhtError.EnvelopeDecodeError> => {
+  if (sourcePeer.isBanned(nowMs)) {
+    return Either.left(new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason }))
+  }
+  const decoded = Envelope.decodeEnvelopeEither(raw.bytes)
+  if (Either.isLeft(decoded)) return Either.left(decoded.left)
+  const { body, header } = decoded.right
+  const counter = byType.get(header.messageType)
+  if (counter !== undefined) counter.unsafeUpdate(1, labels)
+  DhtMetrics.inboundHopCount.unsafeUpdate(header.hopCount, labels)
+  return Either.right({
+    tag: raw.tag,
+    sourcePeer,
+    header,
+    body,
+    isSafMessage: false,
+    dedupHitCount: 0,
+    dedupHash: EMPTY,
+    mayForward: true,
+    size: raw.bytes.length
+  })
+}
 
 // --- validate (§7.2) ---
 
@@ -221,40 +233,54 @@ export const validate = <M extends InboundMessages.DhtInboundMessage>(
   message: M
 ): Effect.Effect<Option.Option<M>, ValidateError, NodeIdentity.NodeIdentity> =>
   Effect.gen(function*() {
-    const config = yield* DhtConfig.DhtConfig
-    const { header } = message
-    if (message.size > config.maxMessageSize) {
-      return yield* new DhtError.MessageTooLarge({ size: message.size, limit: config.maxMessageSize })
-    }
-    if (!config.supportedVersions.includes(header.version)) {
-      return yield* new DhtError.UnsupportedVersion({ version: header.version })
-    }
-    if (header.expires === 0n) return yield* new DhtError.MissingExpiry()
-    const now = secondsOf(yield* Clock.currentTimeMillis)
-    if (header.expires < now) return yield* new DhtError.MessageExpired({ expires: header.expires, now })
-    const limit = now +
-      secondsOf(DhtConfig.millis(config.maxMessageExpiry) + DhtConfig.millis(config.clockSkewAllowance))
-    if (header.expires > limit) return yield* new DhtError.ExpiryTooFar({ expires: header.expires, limit })
-    if (header.isEncrypted) {
-      const problem = header.destination._tag === "Unknown"
-        ? "destination unknown"
-        : Option.isNone(header.ephemeralPublicKey)
-        ? "no ephemeral public key"
-        : header.messageSignature.length === 0
-        ? "no signature"
-        : message.body.length === 0
-        ? "empty body"
-        : undefined
-      if (problem !== undefined) return yield* new DhtError.BadEncryptedMessageSemantics({ reason: problem })
-    }
-    if (header.messageType === Envelope.DhtMessageType.SafRequestMessages) {
-      const identity = yield* NodeIdentity.NodeIdentity
-      if (!Peer.hasFeatures(identity.features, Peer.PeerFeatures.DHT_STORE_FORWARD)) {
-        return yield* new DhtError.SafNotSupported()
-      }
-    }
-    return Option.some(message)
+    const problem = validationError(
+      message,
+      yield* DhtConfig.DhtConfig,
+      yield* NodeIdentity.NodeIdentity,
+      yield* Clock.currentTimeMillis
+    )
+    return problem === undefined ? Option.some(message) : yield* problem
   })
+
+// `validate`'s rules as a plain function: the front runs them without an Effect step per rule
+const validationError = (
+  message: InboundMessages.DhtInboundMessage,
+  config: DhtConfig.Config,
+  identity: NodeIdentity.Identity,
+  nowMs: number
+): ValidateError | undefined => {
+  const { header } = message
+  if (message.size > config.maxMessageSize) {
+    return new DhtError.MessageTooLarge({ size: message.size, limit: config.maxMessageSize })
+  }
+  if (!config.supportedVersions.includes(header.version)) {
+    return new DhtError.UnsupportedVersion({ version: header.version })
+  }
+  if (header.expires === 0n) return new DhtError.MissingExpiry()
+  const now = secondsOf(nowMs)
+  if (header.expires < now) return new DhtError.MessageExpired({ expires: header.expires, now })
+  const limit = now + secondsOf(DhtConfig.millis(config.maxMessageExpiry) + DhtConfig.millis(config.clockSkewAllowance))
+  if (header.expires > limit) return new DhtError.ExpiryTooFar({ expires: header.expires, limit })
+  if (header.isEncrypted) {
+    const problem = header.destination._tag === "Unknown"
+      ? "destination unknown"
+      : Option.isNone(header.ephemeralPublicKey)
+      ? "no ephemeral public key"
+      : header.messageSignature.length === 0
+      ? "no signature"
+      : message.body.length === 0
+      ? "empty body"
+      : undefined
+    if (problem !== undefined) return new DhtError.BadEncryptedMessageSemantics({ reason: problem })
+  }
+  if (
+    header.messageType === Envelope.DhtMessageType.SafRequestMessages &&
+    !Peer.hasFeatures(identity.features, Peer.PeerFeatures.DHT_STORE_FORWARD)
+  ) {
+    return new DhtError.SafNotSupported()
+  }
+  return undefined
+}
 
 // --- dedup (§7.3, §8.1) ---
 
@@ -286,10 +312,11 @@ export const dedup = <M extends InboundMessages.DhtInboundMessage>(
   DhtError.Duplicate,
   DedupCache.DedupCache | Crypto.Crypto | DhtActor.DhtActor
 > =>
-  Effect.flatMap(
-    MessageCrypto.challenge(message.header, message.body),
-    (challenge) => dedupWith(message, challenge, failDuplicate<M>)
-  )
+  Effect.gen(function*() {
+    const challenge = yield* MessageCrypto.challenge(message.header, message.body)
+    const cache = yield* DedupCache.DedupCache
+    return yield* dedupWith(message, challenge, yield* DhtConfig.DhtConfig, cache, failDuplicate<M>)
+  })
 
 const failDuplicate = <M>(hits: number): Effect.Effect<Option.Option<M>, DhtError.Duplicate> =>
   Effect.fail(new DhtError.Duplicate({ hits }, true))
@@ -311,13 +338,14 @@ const deduplicated = <M extends InboundMessages.DhtInboundMessage>(
 const dedupWith = <M extends InboundMessages.DhtInboundMessage, E>(
   message: M,
   challenge: Uint8Array,
+  config: DhtConfig.Config,
+  cache: DedupCache.DedupCacheService,
   onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
 ) =>
   Effect.gen(function*() {
-    const config = yield* DhtConfig.DhtConfig
     const hash = yield* MessageCrypto.dedupHashOf(challenge, message.header.messageSignature)
     const keepUntil = Number(message.header.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
-    const result = yield* Actor.insertDedup(hash, message.sourcePeer.publicKey, keepUntil)
+    const result = yield* cache.insert(hash, message.sourcePeer.publicKey, keepUntil)
     switch (result._tag) {
       case "Inserted": {
         if (result.hits > config.dedupAllowedMessageOccurrences) return yield* onDuplicate(result.hits)
@@ -360,7 +388,7 @@ export const decrypt = (
   Option.Option<InboundMessages.DecryptedDhtMessage>,
   DecryptError,
   Crypto.Crypto | NodeIdentity.NodeIdentity
-> => decryptWith(message, undefined)
+> => Effect.flatMap(NodeIdentity.NodeIdentity, (identity) => decryptWith(message, identity, undefined))
 
 // field by field: `{ ...message, more }` takes V8's slow object-spread path on Node 20, microseconds a message
 const decryptedOf = (
@@ -384,9 +412,12 @@ const decryptedOf = (
 })
 
 // `decrypt`, given the message's challenge when `front` has it from the dedup hash (the body is hashed once)
-const decryptWith = (message: InboundMessages.DhtInboundMessage, challenge: Uint8Array | undefined) =>
+const decryptWith = (
+  message: InboundMessages.DhtInboundMessage,
+  identity: NodeIdentity.Identity,
+  challenge: Uint8Array | undefined
+) =>
   Effect.gen(function*() {
-    const identity = yield* NodeIdentity.NodeIdentity
     const { header } = message
     const forUs = Envelope.isDestinedTo(header.destination, identity.publicKey)
     if (!header.isEncrypted) {
@@ -480,6 +511,16 @@ export const forward = (
 > =>
   Effect.gen(function*() {
     const identity = yield* NodeIdentity.NodeIdentity
+    return yield* forwardWith(message, identity, yield* DhtConfig.DhtConfig, yield* Clock.currentTimeMillis)
+  })
+
+const forwardWith = (
+  message: InboundMessages.DecryptedDhtMessage,
+  identity: NodeIdentity.Identity,
+  config: DhtConfig.Config,
+  nowMs: number
+) =>
+  Effect.gen(function*() {
     if (
       !Peer.hasFeatures(identity.features, Peer.PeerFeatures.MESSAGE_PROPAGATION) || message.dedupHitCount !== 1 ||
       !message.mayForward || message.isSafMessage
@@ -497,12 +538,11 @@ export const forward = (
       yield* Rejections.report(new DhtError.DestinationIsSource(), blameOfDecrypted(decided))
       return Option.some(decided)
     }
-    if (header.expires < secondsOf(yield* Clock.currentTimeMillis) || decided.isAlreadyForwarded) {
+    if (header.expires < secondsOf(nowMs) || decided.isAlreadyForwarded) {
       return Option.some(decided)
     }
     const origin = InboundMessages.authenticatedOrigin(decided)
     if (rule === "F3" && Option.isSome(origin)) {
-      const config = yield* DhtConfig.DhtConfig
       const budget = yield* GossipBudget.GossipBudget
       if (!(yield* budget.take(origin.value, config.gossipBudgetPerOrigin))) {
         return yield* new DhtError.RateLimited({ what: "gossip" })
@@ -548,9 +588,14 @@ export const forward = (
 export const storeAndForward = (
   message: InboundMessages.DecryptedDhtMessage
 ): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> =>
+  Effect.flatMap(Effect.serviceOption(SafStage.SafStage), (stage) => storeAndForwardWith(message, stage))
+
+const storeAndForwardWith = (
+  message: InboundMessages.DecryptedDhtMessage,
+  stage: Option.Option<SafStage.SafStageService>
+): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> =>
   Effect.gen(function*() {
     if (message.dedupHitCount !== 1 || message.isSafMessage) return [message]
-    const stage = yield* Effect.serviceOption(SafStage.SafStage)
     const type = message.header.messageType
     if (Option.isNone(stage)) {
       if (!Envelope.isSafMessage(type)) return [message]
@@ -671,24 +716,33 @@ const none: ReadonlyArray<never> = []
 // blamed on what the stages had learnt when it happened (the source, then the message, then its origin); one handler
 // for the whole front rather than one per stage, which every frame would pay for.
 const front = (raw: Transport.InboundMessage) =>
-  Effect.suspend(() => {
+  Effect.withFiberRuntime<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejected, Requirements>((fiber) => {
     let blame = Rejections.blameSource(raw.sourcePeer)
+    // the environment read once for the frame, not a step per service and stage
+    const context = fiber.currentContext
+    const config = Context.unsafeGet(context, DhtConfig.DhtConfig)
+    const identity = Context.unsafeGet(context, NodeIdentity.NodeIdentity)
+    const peers = Context.unsafeGet(context, PeerManager.PeerManager)
+    const cache = Context.unsafeGet(context, DedupCache.DedupCache)
+    const stage = Context.getOption(context, SafStage.SafStage)
+    const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
     return Effect.gen(function*() {
-      const decoded = yield* deserialize(raw)
-      if (Option.isNone(decoded)) return none
-      blame = blameOf(decoded.value)
-      const valid = yield* validate(decoded.value)
-      if (Option.isNone(valid)) return none
+      const sourcePeer = yield* peers.get(raw.sourcePeer)
+      const decoded = yield* decodeFrom(raw, sourcePeer, nowMs, labels)
+      blame = blameOf(decoded)
+      const invalid = validationError(decoded, config, identity, nowMs)
+      if (invalid !== undefined) return yield* invalid
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = yield* MessageCrypto.challenge(valid.value.header, valid.value.body)
-      const unique = yield* dedupWith(valid.value, challenge, dropDuplicate(valid.value))
+      const challenge = yield* MessageCrypto.challenge(decoded.header, decoded.body)
+      const unique = yield* dedupWith(decoded, challenge, config, cache, dropDuplicate(decoded))
       if (Option.isNone(unique)) return none
-      const opened = yield* decryptWith(unique.value, challenge)
+      const opened = yield* decryptWith(unique.value, identity, challenge)
       if (Option.isNone(opened)) return none
       blame = blameOfDecrypted(opened.value)
-      const forwarded = yield* forward(opened.value)
+      const forwarded = yield* forwardWith(opened.value, identity, config, nowMs)
       if (Option.isNone(forwarded)) return none
-      return yield* storeAndForward(forwarded.value)
+      return yield* storeAndForwardWith(forwarded.value, stage)
     }).pipe(Effect.mapError((error: Rejections.PipelineError) => new Rejected(error, blame)))
   })
 
