@@ -86,6 +86,7 @@ const resettableLayers = (state: Resettable) =>
       insert: (hash, sender, keepUntil) => Effect.suspend(() => state.cache.insert(hash, sender, keepUntil)),
       hitCount: (hash) => Effect.suspend(() => state.cache.hitCount(hash)),
       get: (hash) => Effect.suspend(() => state.cache.get(hash)),
+      unsafeRecordHit: (hash, sender, nowMs, keepUntil) => state.cache.unsafeRecordHit(hash, sender, nowMs, keepUntil),
       trim: Effect.suspend(() => state.cache.trim),
       size: Effect.suspend(() => state.cache.size)
     })),

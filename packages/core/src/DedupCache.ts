@@ -74,6 +74,14 @@ export interface DedupCacheService {
   /** The hits recorded for `hash`, 0 when absent. */
   readonly hitCount: (hash: Uint8Array) => Effect.Effect<number>
   readonly get: (hash: Uint8Array) => Effect.Effect<Option.Option<DedupEntry>>
+  /**
+   * Records one copy of a message the cache already holds, at once, and returns its hit count after this copy;
+   * `undefined` when `hash` is absent, and nothing is recorded (then `insert` it). It is `insert` for a hash that is
+   * present, without an Effect per copy: most frames a node receives in a flood are such copies, and the inbound
+   * pipeline drops them through it. A hit writes no storage row before it returns (the sqlite cache flushes hit counts
+   * with its trims), so it cannot fail.
+   */
+  readonly unsafeRecordHit: (hash: Uint8Array, sender: PublicKey, nowMs: number, keepUntil?: number) => number | undefined
   /** Deletes the dead entries (`keepUntil < now`) and returns how many; counted in `dedupTrimmed`. */
   readonly trim: Effect.Effect<number, StoreError>
   readonly size: Effect.Effect<number>
@@ -113,6 +121,8 @@ export interface IndexInsert {
 export interface DedupIndex {
   readonly capacity: number
   readonly insert: (hash: Uint8Array, sender: PublicKey, now: number, keepUntil?: number) => IndexInsert
+  /** `insert` for a hash that is present: the hit count after this copy, or `undefined` (nothing done) when absent */
+  readonly hit: (hash: Uint8Array, sender: PublicKey, now: number, keepUntil?: number) => number | undefined
   readonly hitCount: (hash: Uint8Array) => number
   readonly get: (hash: Uint8Array) => DedupEntry | undefined
   /** Puts an entry back as it was (loading at open, or undoing an `insert` whose write failed). */
@@ -204,21 +214,35 @@ export const makeIndex = (options: {
     track(key, record)
   }
 
+  // a NaN would never compare as dead and so would pin the entry for good
+  const lifetime = (now: number, keepUntil: number | undefined) =>
+    keepUntil === undefined || Number.isNaN(keepUntil) ? now + options.defaultLifetimeMs : keepUntil
+
+  const recordHit = (key: string, present: Live, sender: PublicKey, now: number, until: number): void => {
+    present.hits += 1
+    present.sender = sender
+    present.lastHitAt = now
+    if (until > present.keepUntil) {
+      present.keepUntil = until
+      track(key, present)
+    }
+  }
+
   return {
     capacity,
+    hit: (hash, sender, now, keepUntil) => {
+      const key = hexKey(hash)
+      const present = live.get(key)
+      if (present === undefined) return undefined
+      recordHit(key, present, sender, now, lifetime(now, keepUntil))
+      return present.hits
+    },
     insert: (hash, sender, now, keepUntil) => {
-      // a NaN would never compare as dead and so would pin the entry for good
-      const until = keepUntil === undefined || Number.isNaN(keepUntil) ? now + options.defaultLifetimeMs : keepUntil
+      const until = lifetime(now, keepUntil)
       const key = hexKey(hash)
       const present = live.get(key)
       if (present !== undefined) {
-        present.hits += 1
-        present.sender = sender
-        present.lastHitAt = now
-        if (until > present.keepUntil) {
-          present.keepUntil = until
-          track(key, present)
-        }
+        recordHit(key, present, sender, now, until)
         return {
           result: DedupInsertResult.Inserted({ hits: present.hits }),
           added: Option.none(),
@@ -303,6 +327,7 @@ export const makeMemory: Effect.Effect<DedupCacheService> = Effect.gen(function*
       }),
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
+    unsafeRecordHit: index.hit,
     trim: Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const removed = index.trim(now).length
       return Metric.incrementBy(DhtMetrics.dedupTrimmed, removed).pipe(

@@ -334,6 +334,9 @@ const deduplicated = <M extends InboundMessages.DhtInboundMessage>(
   mayForward: boolean
 ): M => Object.assign({}, message, { dedupHitCount: hits, dedupHash: hash, mayForward })
 
+const keepUntilOf = (message: InboundMessages.DhtInboundMessage, config: DhtConfig.Config) =>
+  Number(message.header.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
+
 // `dedup` from the message's challenge (§8.1), which `front` computes once for this stage and the signature check
 const dedupWith = <M extends InboundMessages.DhtInboundMessage, E>(
   message: M,
@@ -342,10 +345,21 @@ const dedupWith = <M extends InboundMessages.DhtInboundMessage, E>(
   cache: DedupCache.DedupCacheService,
   onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
 ) =>
+  Effect.flatMap(
+    MessageCrypto.dedupHashOf(challenge, message.header.messageSignature),
+    (hash) => dedupInsert(message, hash, config, cache, onDuplicate)
+  )
+
+// the insert of a hash the cache may not hold yet: new (written through by a persistent cache), full or failed
+const dedupInsert = <M extends InboundMessages.DhtInboundMessage, E>(
+  message: M,
+  hash: Uint8Array,
+  config: DhtConfig.Config,
+  cache: DedupCache.DedupCacheService,
+  onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
+) =>
   Effect.gen(function*() {
-    const hash = yield* MessageCrypto.dedupHashOf(challenge, message.header.messageSignature)
-    const keepUntil = Number(message.header.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
-    const result = yield* cache.insert(hash, message.sourcePeer.publicKey, keepUntil)
+    const result = yield* cache.insert(hash, message.sourcePeer.publicKey, keepUntilOf(message, config))
     switch (result._tag) {
       case "Inserted": {
         if (result.hits > config.dedupAllowedMessageOccurrences) return yield* onDuplicate(result.hits)
@@ -724,6 +738,7 @@ const front = (raw: Transport.InboundMessage) =>
     const identity = Context.unsafeGet(context, NodeIdentity.NodeIdentity)
     const peers = Context.unsafeGet(context, PeerManager.PeerManager)
     const cache = Context.unsafeGet(context, DedupCache.DedupCache)
+    const crypto = Context.unsafeGet(context, Crypto.Crypto)
     const stage = Context.getOption(context, SafStage.SafStage)
     const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
     const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
@@ -734,8 +749,17 @@ const front = (raw: Transport.InboundMessage) =>
       const invalid = validationError(decoded, config, identity, nowMs)
       if (invalid !== undefined) return yield* invalid
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = yield* MessageCrypto.challenge(decoded.header, decoded.body)
-      const unique = yield* dedupWith(decoded, challenge, config, cache, dropDuplicate(decoded))
+      const challenge = crypto.dsh("challenge", 32, MessageCrypto.challengeFields(decoded.header, decoded.body))
+      const hash = crypto.dsh("dedup", 32, [challenge, decoded.header.messageSignature])
+      // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
+      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
+      const hits = cache.unsafeRecordHit(hash, decoded.sourcePeer.publicKey, nowMs, keepUntilOf(decoded, config))
+      if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
+        return yield* Effect.as(Rejections.reportDuplicate(hits, () => blameOf(decoded)), none)
+      }
+      const unique = hits !== undefined
+        ? Option.some(deduplicated(decoded, hits, hash, decoded.mayForward))
+        : yield* dedupInsert(decoded, hash, config, cache, dropDuplicate(decoded))
       if (Option.isNone(unique)) return none
       const opened = yield* decryptWith(unique.value, identity, challenge)
       if (Option.isNone(opened)) return none

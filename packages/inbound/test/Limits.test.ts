@@ -98,6 +98,8 @@ describe("limits", () => {
           })),
         hitCount: () => Effect.succeed(0),
         get: () => Effect.succeedNone,
+        // nothing is ever held, so every copy goes to `insert` and fails there
+        unsafeRecordHit: () => undefined,
         trim: Effect.succeed(0),
         size: Effect.succeed(0)
       }))

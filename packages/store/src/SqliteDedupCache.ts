@@ -3,7 +3,7 @@
  * (`DedupCache.makeIndex`) is loaded at open and answers every `insert` and `hitCount`; a new entry is written
  * through before `insert` returns, and a failed write takes it back out of the index (`Failed`). Hits on known
  * entries change only the index and are flushed in one transaction at each `trim` and when the scope closes, so
- * duplicates never touch sqlite.
+ * duplicates never touch sqlite (`unsafeRecordHit` records them without the lock or an Effect).
  *
  * @since 0.1.0
  */
@@ -69,8 +69,9 @@ export const make: Effect.Effect<
     })
   }
 
-  // Entries whose hits changed since the last flush, by hex hash. Like the index, it is touched only while `lock`
-  // is held, in one synchronous step per operation.
+  // Entries whose hits changed since the last flush, by hex hash, touched in one synchronous step per operation. Hits
+  // (`unsafeRecordHit`) take no lock, so a flush takes its batch out first: a hit recorded while its statements run
+  // marks the entry dirty again for the next flush instead of being cleared unwritten.
   const dirty = new Map<string, Uint8Array>()
   const lock = yield* Effect.makeSemaphore(1)
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
@@ -98,21 +99,32 @@ export const make: Effect.Effect<
       Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.asVoid(insertRow(added)))
     )
 
-  const flushUpdates = Effect.suspend(() => {
-    const pending = Array.from(dirty.values())
-    return Effect.forEach(pending, (hash) => {
+  const takeDirty = (): ReadonlyArray<Uint8Array> => {
+    const batch = Array.from(dirty.values())
+    dirty.clear()
+    return batch
+  }
+  const putBack = (batch: ReadonlyArray<Uint8Array>) =>
+    Effect.sync(() => {
+      for (const hash of batch) dirty.set(NodeId.toHex(hash), hash)
+    })
+
+  const writeHits = (batch: ReadonlyArray<Uint8Array>) =>
+    Effect.forEach(batch, (hash) => {
       const entry = index.get(hash)
       return entry === undefined ? Effect.void : sql`UPDATE dedup_cache SET number_of_hits = ${entry.hits},
         sender_public_key = ${entry.sender}, last_hit_at = ${clampSafe(entry.lastHitAt)},
         keep_until = ${clampSafe(entry.keepUntil)} WHERE body_hash = ${hash}`
     }, { discard: true })
-  })
 
-  const flush = flushUpdates.pipe(
-    sql.withTransaction,
-    lift(filename, "flush dedup hits"),
-    Effect.tap(() => Effect.sync(() => dirty.clear()))
-  )
+  const flush = Effect.suspend(() => {
+    const batch = takeDirty()
+    return writeHits(batch).pipe(
+      sql.withTransaction,
+      lift(filename, "flush dedup hits"),
+      Effect.tapError(() => putBack(batch))
+    )
+  })
 
   yield* Effect.addFinalizer(() => lock.withPermits(1)(Effect.ignore(flush)))
 
@@ -143,18 +155,18 @@ export const make: Effect.Effect<
       )
     })
 
-  const trim = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    flushUpdates.pipe(
+  const trim = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const batch = takeDirty()
+    return writeHits(batch).pipe(
       Effect.zipRight(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`),
       sql.withTransaction,
       lift(filename, "trim dedup cache"),
-      Effect.map(() => {
-        dirty.clear()
-        return index.trim(now).length
-      }),
+      Effect.tapError(() => putBack(batch)),
+      Effect.map(() => index.trim(now).length),
       Effect.tap((removed) => Metric.incrementBy(DhtMetrics.dedupTrimmed, removed)),
       Effect.tap(() => publishSize)
-    ))
+    )
+  })
 
   // The index and the table change together: nothing may stop an operation between the two.
   const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
@@ -163,6 +175,11 @@ export const make: Effect.Effect<
     insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
+    unsafeRecordHit: (hash, sender, nowMs, keepUntil) => {
+      const hits = index.hit(hash, sender, nowMs, keepUntil)
+      if (hits !== undefined) dirty.set(NodeId.toHex(hash), hash)
+      return hits
+    },
     trim: exclusive(trim),
     size: Effect.sync(() => index.size())
   })

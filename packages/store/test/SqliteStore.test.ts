@@ -270,6 +270,13 @@ describe("SqliteStore", () => {
           expect(yield* stored(2)).toEqual([{ number_of_hits: 1, keep_until: 5 * HOUR }])
           expect(yield* dedup.trim).toBe(0)
           expect(yield* stored(2)).toEqual([{ number_of_hits: 2, keep_until: 6 * HOUR }])
+          // so do the hits the inbound pipeline records without an Effect; the scope's close writes them
+          expect(dedup.unsafeRecordHit(hash(2), key(3), 0, 7 * HOUR)).toBe(3)
+          expect(yield* stored(2)).toEqual([{ number_of_hits: 2, keep_until: 6 * HOUR }])
+        }).pipe(Effect.provide(open({ filename })))
+        yield* Effect.gen(function*() {
+          expect(yield* stored(2)).toEqual([{ number_of_hits: 3, keep_until: 7 * HOUR }])
+          expect(yield* Effect.flatMap(DedupCache.DedupCache, (d) => d.hitCount(hash(2)))).toBe(3)
         }).pipe(Effect.provide(open({ filename })))
 
         yield* TestClock.setTime(HOUR)

@@ -67,6 +67,27 @@ export const dedupCacheSuite = <E>(name: string, layer: Layer.Layer<DedupCache.D
         expect(entry.keepUntil).toBe(5 * HOUR)
       }).pipe(withCache()))
 
+    it.effect("unsafeRecordHit counts a copy of a held hash as insert does, and leaves an absent hash to insert", () =>
+      Effect.gen(function*() {
+        const cache = yield* DedupCache.DedupCache
+        // absent: nothing recorded, so the copy must go through insert (a write, for a persistent cache)
+        expect(cache.unsafeRecordHit(hash(1), alice, 0, 5 * HOUR)).toBeUndefined()
+        expect(yield* cache.hitCount(hash(1))).toBe(0)
+        expect(yield* cache.size).toBe(0)
+        expect(yield* cache.insert(hash(1), alice, 5 * HOUR)).toEqual(inserted(1))
+        yield* TestClock.adjust("1 minute")
+        expect(cache.unsafeRecordHit(hash(1), bob, MINUTE, 2 * HOUR)).toBe(2)
+        expect(cache.unsafeRecordHit(hash(1), bob, MINUTE, 7 * HOUR)).toBe(3)
+        // insert goes on from the hits recorded without it
+        expect(yield* cache.insert(hash(1), alice, HOUR)).toEqual(inserted(4))
+        const entry = Option.getOrThrow(yield* cache.get(hash(1)))
+        expect(entry.sender).toEqual(alice)
+        expect(entry.lastHitAt).toBe(MINUTE)
+        // the longer keepUntil of a recorded hit was kept, the shorter ones never shortened it
+        expect(entry.keepUntil).toBe(7 * HOUR)
+        expect(yield* cache.size).toBe(1)
+      }).pipe(withCache()))
+
     it.effect("without a keepUntil an entry lives saf.msgValidity + clockSkewAllowance from its last hit", () =>
       Effect.gen(function*() {
         const cache = yield* DedupCache.DedupCache
