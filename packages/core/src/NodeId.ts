@@ -73,6 +73,16 @@ export const NODE_ID_LENGTH = 13
 // microseconds, a hex lookup a fraction of one. NodeIds are never mutated, so one array is shared.
 const nodeIdMemo = Lru.make<NodeId>(8192)
 
+// A key's NodeId by the key's array, before its hex is built to look it up in `nodeIdMemo`: keys are decoded once
+// and passed around by reference, and the hex was most of the lookup's cost.
+const nodeIdOfKey = new WeakMap<Uint8Array, NodeId>()
+
+// The hex of a NodeId by its array. NodeIds are immutable and shared (`fromPublicKey` hands out one array per key),
+// and every peer selection, table lookup and map key turns them into hex: each time a fresh string and its array of
+// character codes, the largest share of our own allocations in a simulation. Only NodeId-sized arrays are kept, so
+// per-message hashes and bodies do not fill the map.
+const nodeIdHex = new WeakMap<Uint8Array, string>()
+
 /**
  * Derives the NodeId of a public key: `BLAKE2b-512(publicKey)[0..13]`, no domain tag.
  *
@@ -80,21 +90,35 @@ const nodeIdMemo = Lru.make<NodeId>(8192)
  * @category constructors
  */
 export const fromPublicKey = (key: PublicKey): NodeId => {
+  const same = nodeIdOfKey.get(key)
+  if (same !== undefined) return same
   const hex = Hex.encode(key)
   const known = nodeIdMemo.get(hex)
-  if (known !== undefined) return known
+  if (known !== undefined) {
+    nodeIdOfKey.set(key, known)
+    return known
+  }
   const id = blake2b(key).subarray(0, NODE_ID_LENGTH) as NodeId
   nodeIdMemo.set(hex, id)
+  nodeIdOfKey.set(key, id)
   return id
 }
 
 /**
- * Lowercase hex (26 characters for a NodeId, 64 for a key).
+ * Lowercase hex (26 characters for a NodeId, 64 for a key). Arrays are taken as immutable: the hex of a NodeId is
+ * remembered per array.
  *
  * @since 0.1.0
  * @category utils
  */
-export const toHex: (bytes: Uint8Array) => string = Hex.encode
+export const toHex = (bytes: Uint8Array): string => {
+  if (bytes.length !== NODE_ID_LENGTH) return Hex.encode(bytes)
+  const known = nodeIdHex.get(bytes)
+  if (known !== undefined) return known
+  const hex = Hex.encode(bytes)
+  nodeIdHex.set(bytes, hex)
+  return hex
+}
 
 /**
  * A hex string decoded and checked as a NodeId.
