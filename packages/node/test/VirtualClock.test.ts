@@ -49,6 +49,21 @@ describe("VirtualClock", () => {
       expect(stats.pendingTimers).toBe(0)
     }))
 
+  it.effect("a long run leaves the event loop a turn: a macrotask queued at its start runs before the run ends", () =>
+    Effect.gen(function*() {
+      const vc = yield* VirtualClock.make()
+      // a signal handler is such a macrotask: without a turn, Ctrl-C on `comms-dht sim` waited for the run's end
+      let turned = false
+      setImmediate(() => {
+        turned = true
+      })
+      // 20,000 steps of the driver, far more than the 50 ms of real time between turns
+      const sleeps = Effect.forEach(Array.from({ length: 20_000 }), () => Effect.sleep("1 second"), { discard: true })
+      const seen = yield* vc.use(vc.drive(Effect.zipRight(sleeps, Effect.sync(() => turned))))
+      expect(seen).toBe(true)
+      expect((yield* vc.stats).steps).toBe(20_000)
+    }))
+
   it.effect("a sleeper that wakes and sleeps again is woken at the sum of its sleeps", () =>
     Effect.gen(function*() {
       const vc = yield* VirtualClock.make()
