@@ -357,6 +357,34 @@ export const teardown: PlatformRuntime.Teardown = teardownWith(130)
 
 const SUBCOMMANDS: ReadonlySet<string> = new Set(["sim", "keygen", "run"])
 
+// the subcommand is the first argument naming one: root options take no such values, subcommand options follow it
+const subcommandOf = (argv: ReadonlyArray<string>): string | undefined =>
+  argv.slice(2).find((arg) => SUBCOMMANDS.has(arg))
+
+const SEMI_SPACE = "--max-semi-space-size"
+
+/**
+ * The V8 flags `comms-dht sim` wants and the process was not started with: a 64 MB semi-space for `sim`, unless
+ * `execArgv` or `NODE_OPTIONS` sets one. A simulation keeps thousands of fibers and frames alive across virtual
+ * time; with V8's default young generation (16 MB) they outlive two scavenges and are promoted, and the old
+ * generation's collections grow with the network. Measured on the default run (100 nodes, sqlite, seed 1), two runs
+ * each: 94.6 and 76.7 s without, 61.6 and 66.0 s with 64 MB (32 MB: 77.3 s; 128 MB: 73.7 and 72.6 s); the join step
+ * at 200 nodes, 110 → 84 s. V8 reads the flag only when the process starts, so `bin` starts itself again with them.
+ * Empty for every other command and when already set.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const nodeFlagsFor = (
+  argv: ReadonlyArray<string>,
+  execArgv: ReadonlyArray<string>,
+  nodeOptions: string | undefined
+): ReadonlyArray<string> =>
+  subcommandOf(argv) !== "sim" || execArgv.some((flag) => flag.startsWith(SEMI_SPACE)) ||
+    (nodeOptions ?? "").includes(SEMI_SPACE)
+    ? []
+    : [`${SEMI_SPACE}=64`]
+
 /**
  * The teardown for `argv` (`process.argv`): `teardown`, except that an interrupted `run` exits with 0, since a
  * signal is how a node is stopped and its scope has closed by then (the database included).
@@ -365,5 +393,4 @@ const SUBCOMMANDS: ReadonlySet<string> = new Set(["sim", "keygen", "run"])
  * @category utils
  */
 export const teardownFor = (argv: ReadonlyArray<string>): PlatformRuntime.Teardown =>
-  // the subcommand is the first argument naming one: root options take no such values, subcommand options follow it
-  argv.slice(2).find((arg) => SUBCOMMANDS.has(arg)) === "run" ? teardownWith(0) : teardown
+  subcommandOf(argv) === "run" ? teardownWith(0) : teardown

@@ -1,0 +1,81 @@
+/**
+ * `comms-dht sim` as a user runs it: a real process (`node packages/node/bin/comms-dht.js`, so `tsc -b` must have
+ * built `dist/`) that starts itself again with the V8 flags of `Cli.nodeFlagsFor`, hands on that process's output
+ * and exit code, and stops on Ctrl-C.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { spawn } from "node:child_process"
+import * as path from "node:path"
+import * as Cli from "../src/Cli.js"
+
+const BIN = path.join(import.meta.dirname, "..", "bin", "comms-dht.js")
+
+interface Finished {
+  readonly code: number | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs `comms-dht ...args` in a process group of its own; `interruptOn` sends SIGINT to the group once it is seen. */
+const runBin = (args: ReadonlyArray<string>, interruptOn?: RegExp) =>
+  Effect.async<Finished>((resume) => {
+    const child = spawn(process.execPath, [BIN, ...args], { detached: true, stdio: ["ignore", "pipe", "pipe"] })
+    let stdout = ""
+    let stderr = ""
+    let interrupted = false
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString()
+    })
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString()
+      if (interruptOn !== undefined && !interrupted && interruptOn.test(stderr) && child.pid !== undefined) {
+        interrupted = true
+        // what a terminal does on Ctrl-C: the signal goes to every process of the foreground group
+        process.kill(-child.pid, "SIGINT")
+      }
+    })
+    child.once("exit", (code) => resume(Effect.succeed({ code, stdout, stderr })))
+    return Effect.sync(() => {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, "SIGKILL")
+    })
+  }).pipe(Effect.timeout("60 seconds"))
+
+describe("comms-dht sim", () => {
+  it("asks for a 64 MB semi-space for sim only, and never twice", () => {
+    const argv = (...args: Array<string>) => ["node", "comms-dht", ...args]
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3"), [], undefined)).toEqual(["--max-semi-space-size=64"])
+    expect(Cli.nodeFlagsFor(argv("run", "--identity", "a.json"), [], undefined)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("keygen"), [], undefined)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("--help"), [], undefined)).toEqual([])
+    // started with the flag already, by hand or by the command itself
+    expect(Cli.nodeFlagsFor(argv("sim"), ["--max-semi-space-size=32"], undefined)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("sim"), [], "--max-old-space-size=4096 --max-semi-space-size=16")).toEqual([])
+  })
+
+  it.live("through the executable: one JSON object on stdout and exit code 0", () =>
+    Effect.gen(function*() {
+      const done = yield* runBin(["sim", "--nodes", "4", "--messages", "4", "--json"])
+      expect(done.code).toBe(0)
+      const lines = done.stdout.trim().split("\n")
+      expect(lines).toHaveLength(1)
+      const result: unknown = JSON.parse(lines[0]!)
+      expect(result).toMatchObject({ nodes: 4, messages: 4, direct: { expected: 4, delivered: 4 }, duplicates: 0 })
+    }), 90_000)
+
+  it.live("a usage error's exit code 2 comes through the restarted process", () =>
+    Effect.gen(function*() {
+      const done = yield* runBin(["sim", "--nodes", "1"])
+      expect(done.code).toBe(2)
+      expect(done.stdout).toBe("")
+      expect(done.stderr).toContain("--nodes must be at least 2")
+    }), 90_000)
+
+  it.live("Ctrl-C stops a run under way with exit code 130 and no result on stdout", () =>
+    Effect.gen(function*() {
+      // a network large enough to be mid-run when its nodes come online
+      const done = yield* runBin(["sim", "--nodes", "60", "--json"], /connectivity online/)
+      expect(done.code).toBe(130)
+      expect(done.stdout).toBe("")
+    }), 90_000)
+})
