@@ -7,6 +7,7 @@
  * the growth between the last two sizes run (quadratic from the first). A size left out is reported with
  * `skipped: true` and its prediction, never with a made-up figure.
  */
+import * as Cli from "@comms-dht/node/Cli"
 import { spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 
@@ -36,7 +37,9 @@ const child = fileURLToPath(new URL("./simChild.js", import.meta.url))
 
 const runOne = (nodes: number): Promise<ChildOutput> =>
   new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ["--max-old-space-size=16000", child, String(nodes), "7"], {
+    // the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's
+    const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined)
+    const proc = spawn(process.execPath, ["--max-old-space-size=16000", ...flags, child, String(nodes), "7"], {
       stdio: ["ignore", "pipe", "inherit"]
     })
     let out = ""

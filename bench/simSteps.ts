@@ -2,7 +2,8 @@
  * Where a simulation's wall time and memory go, step by step: `node bench/dist/simSteps.js N SEED STORE` runs SPEC
  * §19's simulation (K = 8, M = 1000, F = 0.1) and writes to stderr, at each step's start, the wall seconds so far,
  * the virtual ms, and the process's RSS, V8 heap and external memory; the result goes to stdout as one JSON line,
- * as `simChild.js` prints it. The figures of one run are comparable only with runs on the same machine and load.
+ * as `simChild.js` prints it. The figures of one run are comparable only with runs on the same machine and load;
+ * `comms-dht sim` runs with `--max-semi-space-size=64` (`Cli.nodeFlagsFor`), so pass it to `node` for its figures.
  *
  * Options, by environment variable:
  * - `STOP="<step> <label>"` (e.g. `STOP="4 discovery"`): exits when that step starts, so a profile covers only the
