@@ -313,9 +313,9 @@ export const dedup = <M extends InboundMessages.DhtInboundMessage>(
   DedupCache.DedupCache | Crypto.Crypto | DhtActor.DhtActor
 > =>
   Effect.gen(function*() {
-    const challenge = yield* MessageCrypto.challenge(message.header, message.body)
+    const hash = yield* MessageCrypto.dedupHash(message.header, message.body, message.header.messageSignature)
     const cache = yield* DedupCache.DedupCache
-    return yield* dedupWith(message, challenge, yield* DhtConfig.DhtConfig, cache, failDuplicate<M>)
+    return yield* dedupInsert(message, hash, yield* DhtConfig.DhtConfig, cache, failDuplicate<M>)
   })
 
 const failDuplicate = <M>(hits: number): Effect.Effect<Option.Option<M>, DhtError.Duplicate> =>
@@ -337,20 +337,8 @@ const deduplicated = <M extends InboundMessages.DhtInboundMessage>(
 const keepUntilOf = (message: InboundMessages.DhtInboundMessage, config: DhtConfig.Config) =>
   Number(message.header.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
 
-// `dedup` from the message's challenge (§8.1), which `front` computes once for this stage and the signature check
-const dedupWith = <M extends InboundMessages.DhtInboundMessage, E>(
-  message: M,
-  challenge: Uint8Array,
-  config: DhtConfig.Config,
-  cache: DedupCache.DedupCacheService,
-  onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
-) =>
-  Effect.flatMap(
-    MessageCrypto.dedupHashOf(challenge, message.header.messageSignature),
-    (hash) => dedupInsert(message, hash, config, cache, onDuplicate)
-  )
-
-// the insert of a hash the cache may not hold yet: new (written through by a persistent cache), full or failed
+// the insert of a dedup hash (§8.1) the cache may not hold yet: new (written through by a persistent cache), full or
+// failed; `front` records a copy of a hash the cache holds without it
 const dedupInsert = <M extends InboundMessages.DhtInboundMessage, E>(
   message: M,
   hash: Uint8Array,
