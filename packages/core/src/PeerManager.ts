@@ -366,25 +366,42 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
   })
 })
 
+// Mulberry32: a 32-bit generator for one shuffle, seeded from Effect's `Random`. A draw from Effect's `Random` is an
+// Effect; a peer sync answer drew up to 500 of them (0.3 µs each alone, about 90 µs for 300 peers) where one seed and
+// plain arithmetic do (SPEC §19: the run stays a function of its seed).
+const shuffler = (seed: number) => {
+  let state = seed | 0
+  return (): number => {
+    state = (state + 0x6d2b79f5) | 0
+    let t = Math.imul(state ^ (state >>> 15), 1 | state)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296
+  }
+}
+
 /**
- * `n` of `candidates` (all of them if fewer), uniformly at random from Effect's `Random` (partial Fisher–Yates), in
- * the order drawn. Deterministic for a given `Random` seed and candidate order.
+ * `n` of `candidates` (all of them if fewer), uniformly at random (partial Fisher–Yates), in the order drawn. One
+ * draw of Effect's `Random` seeds the shuffle, so the result is deterministic for a given `Random` seed and candidate
+ * order; nothing is drawn when there is nothing to choose.
  *
  * @since 0.1.0
  * @category utils
  */
-export const sample = <A>(candidates: ReadonlyArray<A>, n: number): Effect.Effect<Array<A>> =>
-  Effect.gen(function*() {
+export const sample = <A>(candidates: ReadonlyArray<A>, n: number): Effect.Effect<Array<A>> => {
+  const k = Math.min(Math.max(0, n), candidates.length)
+  if (k === 0) return Effect.succeed([])
+  return Effect.map(Random.nextIntBetween(0, 0x1_0000_0000), (seed) => {
+    const next = shuffler(seed)
     const pool = candidates.slice()
-    const k = Math.min(Math.max(0, n), pool.length)
     for (let i = 0; i < k; i++) {
-      const j = yield* Random.nextIntBetween(i, pool.length)
+      const j = i + Math.floor(next() * (pool.length - i))
       const picked = pool[j]!
       pool[j] = pool[i]!
       pool[i] = picked
     }
     return pool.slice(0, k)
   })
+}
 
 /**
  * `makeMemory` as a Layer: a fresh, empty table each time it is built.
