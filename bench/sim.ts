@@ -34,11 +34,11 @@ interface ChildOutput {
 }
 
 const child = fileURLToPath(new URL("./simChild.js", import.meta.url))
+// the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's
+const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined)
 
 const runOne = (nodes: number): Promise<ChildOutput> =>
   new Promise((resolve, reject) => {
-    // the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's
-    const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined)
     const proc = spawn(process.execPath, ["--max-old-space-size=16000", ...flags, child, String(nodes), "7"], {
       stdio: ["ignore", "pipe", "inherit"]
     })

@@ -175,6 +175,11 @@ const COMPACT_SLACK = 1_024
 export const makeIndex = (options: {
   readonly capacity: number
   readonly defaultLifetimeMs: number
+  /**
+   * Called with the entry's key (lowercase hex) and hash whenever a copy of a held entry is recorded (`insert` of a
+   * present hash, or `hit`): a persistent cache marks the entry for its next flush here.
+   */
+  readonly onHit?: ((key: string, hash: Uint8Array) => void) | undefined
 }): DedupIndex => {
   const capacity = Math.max(0, Math.floor(options.capacity))
   const live = new Map<string, Live>()
@@ -218,7 +223,15 @@ export const makeIndex = (options: {
   const lifetime = (now: number, keepUntil: number | undefined) =>
     keepUntil === undefined || Number.isNaN(keepUntil) ? now + options.defaultLifetimeMs : keepUntil
 
-  const recordHit = (key: string, present: Live, sender: PublicKey, now: number, until: number): void => {
+  const recordHit = (
+    key: string,
+    hash: Uint8Array,
+    present: Live,
+    sender: PublicKey,
+    now: number,
+    until: number
+  ): void => {
+    options.onHit?.(key, hash)
     present.hits += 1
     present.sender = sender
     present.lastHitAt = now
@@ -234,7 +247,7 @@ export const makeIndex = (options: {
       const key = hexKey(hash)
       const present = live.get(key)
       if (present === undefined) return undefined
-      recordHit(key, present, sender, now, lifetime(now, keepUntil))
+      recordHit(key, hash, present, sender, now, lifetime(now, keepUntil))
       return present.hits
     },
     insert: (hash, sender, now, keepUntil) => {
@@ -242,7 +255,7 @@ export const makeIndex = (options: {
       const key = hexKey(hash)
       const present = live.get(key)
       if (present !== undefined) {
-        recordHit(key, present, sender, now, until)
+        recordHit(key, hash, present, sender, now, until)
         return {
           result: DedupInsertResult.Inserted({ hits: present.hits }),
           added: Option.none(),

@@ -12,7 +12,7 @@ import { getTextEncoding } from "@bufbuild/protobuf/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
-import type { X25519KeyPair } from "./Crypto.js"
+import type { CryptoService, X25519KeyPair } from "./Crypto.js"
 import { Crypto } from "./Crypto.js"
 import {
   DecryptionFailed,
@@ -108,7 +108,25 @@ export const challengeFields = (fields: SignedFields, body: Uint8Array): Readonl
  * @category utils
  */
 export const challenge = (fields: SignedFields, body: Uint8Array): Effect.Effect<Uint8Array, never, Crypto> =>
-  Effect.map(Crypto, (crypto) => crypto.dsh("challenge", 32, challengeFields(fields, body)))
+  Effect.map(Crypto, (crypto) => challengeWith(crypto, fields, body))
+
+/**
+ * `challenge` with a crypto service already at hand, for a stage that resolved it once per frame.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const challengeWith = (crypto: CryptoService, fields: SignedFields, body: Uint8Array): Uint8Array =>
+  crypto.dsh("challenge", 32, challengeFields(fields, body))
+
+/**
+ * `dedupHashOf` with a crypto service already at hand, for a stage that resolved it once per frame.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const dedupHashWith = (crypto: CryptoService, challenge: Uint8Array, messageSignature: Uint8Array): Uint8Array =>
+  crypto.dsh("dedup", 32, [challenge, messageSignature])
 
 /**
  * The dedup hash of SPEC §8.1: `DSH("dedup", 32, challenge, message_signature)`, over the header and body as sent or
@@ -124,8 +142,7 @@ export const dedupHash = (
   body: Uint8Array,
   messageSignature: Uint8Array
 ): Effect.Effect<Uint8Array, never, Crypto> =>
-  Effect.map(Crypto, (crypto) =>
-    crypto.dsh("dedup", 32, [crypto.dsh("challenge", 32, challengeFields(fields, body)), messageSignature]))
+  Effect.map(Crypto, (crypto) => dedupHashWith(crypto, challengeWith(crypto, fields, body), messageSignature))
 
 /**
  * `dedupHash` from the message's `challenge`, for a caller that needs the challenge anyway: the inbound pipeline
@@ -138,7 +155,7 @@ export const dedupHashOf = (
   challenge: Uint8Array,
   messageSignature: Uint8Array
 ): Effect.Effect<Uint8Array, never, Crypto> =>
-  Effect.map(Crypto, (crypto) => crypto.dsh("dedup", 32, [challenge, messageSignature]))
+  Effect.map(Crypto, (crypto) => dedupHashWith(crypto, challenge, messageSignature))
 
 /**
  * Signs the challenge of `fields` and `body`; returns the encoded `MessageSignature` that goes (in clear, or sealed

@@ -313,7 +313,7 @@ export const dedup = <M extends InboundMessages.DhtInboundMessage>(
   DedupCache.DedupCache | Crypto.Crypto | DhtActor.DhtActor
 > =>
   Effect.gen(function*() {
-    const hash = yield* MessageCrypto.dedupHash(message.header, message.body, message.header.messageSignature)
+    const hash = yield* dedupHash(message.header, message.body)
     const cache = yield* DedupCache.DedupCache
     return yield* dedupInsert(message, hash, yield* DhtConfig.DhtConfig, cache, failDuplicate<M>)
   })
@@ -737,13 +737,14 @@ const front = (raw: Transport.InboundMessage) =>
       const invalid = validationError(decoded, config, identity, nowMs)
       if (invalid !== undefined) return yield* invalid
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = crypto.dsh("challenge", 32, MessageCrypto.challengeFields(decoded.header, decoded.body))
-      const hash = crypto.dsh("dedup", 32, [challenge, decoded.header.messageSignature])
+      const challenge = MessageCrypto.challengeWith(crypto, decoded.header, decoded.body)
+      const hash = MessageCrypto.dedupHashWith(crypto, challenge, decoded.header.messageSignature)
       // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
       // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
       const hits = cache.unsafeRecordHit(hash, decoded.sourcePeer.publicKey, nowMs, keepUntilOf(decoded, config))
       if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
-        return yield* Effect.as(Rejections.reportDuplicate(hits, () => blameOf(decoded)), none)
+        yield* dropDuplicate(decoded)(hits)
+        return none
       }
       const unique = hits !== undefined
         ? Option.some(deduplicated(decoded, hits, hash, decoded.mayForward))

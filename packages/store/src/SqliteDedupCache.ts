@@ -13,6 +13,7 @@ import type { StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -50,9 +51,14 @@ export const make: Effect.Effect<
   const sql: SqlClient.SqlClient = client
   const filename = client.config.filename
   const config = yield* DhtConfig
+  // Entries whose hits changed since the last flush, by hex hash, marked by the index as it records each hit. Hits
+  // (`unsafeRecordHit`) take no lock, so a flush takes its batch out first: a hit recorded while its statements run
+  // marks the entry dirty again for the next flush instead of being cleared unwritten.
+  const dirty = new Map<string, Uint8Array>()
   const index = DedupCache.makeIndex({
     capacity: config.dedupCacheCapacity,
-    defaultLifetimeMs: millis(config.saf.msgValidity) + millis(config.clockSkewAllowance)
+    defaultLifetimeMs: millis(config.saf.msgValidity) + millis(config.clockSkewAllowance),
+    onHit: (key, hash) => dirty.set(key, hash)
   })
 
   // Restored in keepUntil order, the order in which the index breaks ties between equal deadlines.
@@ -69,10 +75,6 @@ export const make: Effect.Effect<
     })
   }
 
-  // Entries whose hits changed since the last flush, by hex hash, touched in one synchronous step per operation. Hits
-  // (`unsafeRecordHit`) take no lock, so a flush takes its batch out first: a hit recorded while its statements run
-  // marks the entry dirty again for the next flush instead of being cleared unwritten.
-  const dirty = new Map<string, Uint8Array>()
   const lock = yield* Effect.makeSemaphore(1)
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
@@ -117,24 +119,27 @@ export const make: Effect.Effect<
         keep_until = ${clampSafe(entry.keepUntil)} WHERE body_hash = ${hash}`
     }, { discard: true })
 
-  const flush = Effect.suspend(() => {
-    const batch = takeDirty()
-    return writeHits(batch).pipe(
-      sql.withTransaction,
-      lift(filename, "flush dedup hits"),
-      Effect.tapError(() => putBack(batch))
-    )
-  })
+  // the pending hits and then `more`, in one transaction; the hits go back to the dirty set if it fails
+  const flushThen = <A>(more: Effect.Effect<A, SqlError>, action: string) =>
+    Effect.suspend(() => {
+      const batch = takeDirty()
+      return writeHits(batch).pipe(
+        Effect.zipRight(more),
+        sql.withTransaction,
+        lift(filename, action),
+        Effect.tapError(() => putBack(batch))
+      )
+    })
+
+  const flush = flushThen(Effect.void, "flush dedup hits")
 
   yield* Effect.addFinalizer(() => lock.withPermits(1)(Effect.ignore(flush)))
 
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const outcome = index.insert(hash, sender, now, keepUntil)
-      if (Option.isSome(outcome.updated)) {
-        dirty.set(NodeId.toHex(hash), hash)
-        return Effect.succeed(outcome.result)
-      }
+      // a hit: the index marked the entry dirty
+      if (Option.isSome(outcome.updated)) return Effect.succeed(outcome.result)
       if (Option.isNone(outcome.added)) return Effect.succeed(outcome.result)
       const added = outcome.added.value
       return writeNew(added, outcome.replaced).pipe(
@@ -155,18 +160,12 @@ export const make: Effect.Effect<
       )
     })
 
-  const trim = Effect.flatMap(Clock.currentTimeMillis, (now) => {
-    const batch = takeDirty()
-    return writeHits(batch).pipe(
-      Effect.zipRight(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`),
-      sql.withTransaction,
-      lift(filename, "trim dedup cache"),
-      Effect.tapError(() => putBack(batch)),
+  const trim = Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    flushThen(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`, "trim dedup cache").pipe(
       Effect.map(() => index.trim(now).length),
       Effect.tap((removed) => Metric.incrementBy(DhtMetrics.dedupTrimmed, removed)),
       Effect.tap(() => publishSize)
-    )
-  })
+    ))
 
   // The index and the table change together: nothing may stop an operation between the two.
   const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
@@ -175,11 +174,7 @@ export const make: Effect.Effect<
     insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
-    unsafeRecordHit: (hash, sender, nowMs, keepUntil) => {
-      const hits = index.hit(hash, sender, nowMs, keepUntil)
-      if (hits !== undefined) dirty.set(NodeId.toHex(hash), hash)
-      return hits
-    },
+    unsafeRecordHit: index.hit,
     trim: exclusive(trim),
     size: Effect.sync(() => index.size())
   })
