@@ -123,6 +123,20 @@ const MINUTE_MS = 60_000
 const skippedBudget = Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget")
 const skippedCapacity = Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
 
+// the index of `key` in ascending `keys`, or -1
+const indexOfKey = (keys: ReadonlyArray<string>, key: string): number => {
+  let lo = 0
+  let hi = keys.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    const at = keys[mid]!
+    if (at === key) return mid
+    if (at < key) lo = mid + 1
+    else hi = mid - 1
+  }
+  return -1
+}
+
 /**
  * The sqlite peer table, with the bounds of the `DhtConfig` reference read when it is made. Fails if the stored
  * peers cannot be read.
@@ -176,8 +190,11 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         prunedAtMinute = minute
       }
     }
-    // `all` in NodeId order (the memory table's order), rebuilt after a change
-    let sorted: ReadonlyArray<Peer.Peer> | undefined
+    // `all` in NodeId order (the memory table's order)
+    // The table in key order, built on demand. A record replaced under its key keeps its place, so the order is
+    // patched rather than rebuilt: every connection rewrites its peer's record, and a rebuild sorts the whole table.
+    // `shared`: the array has been handed out since it was last copied, so a patch must copy it first.
+    let sorted: { readonly keys: ReadonlyArray<string>; peers: Array<Peer.Peer>; shared: boolean } | undefined
 
     const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.knownPeers, peers.size))
     yield* publishSize
@@ -267,6 +284,20 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
       sorted = undefined
     }).pipe(Effect.zipRight(publishSize))
 
+    const replaced = (key: string, peer: Peer.Peer): void => {
+      if (sorted === undefined) return
+      const i = indexOfKey(sorted.keys, key)
+      if (i < 0) {
+        sorted = undefined
+        return
+      }
+      if (sorted.shared) {
+        sorted.peers = sorted.peers.slice()
+        sorted.shared = false
+      }
+      sorted.peers[i] = peer
+    }
+
     const getSync = (nodeId: NodeId.NodeId) => Option.fromNullable(peers.get(NodeId.toHex(nodeId)))
 
     const get = (nodeId: NodeId.NodeId) =>
@@ -277,11 +308,13 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         })
       )
 
-    const sortedPeers = Effect.sync(() => {
+    const sortedPeers = Effect.sync((): ReadonlyArray<Peer.Peer> => {
       if (sorted === undefined) {
-        sorted = Array.from(peers).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, peer]) => peer)
+        const entries = Array.from(peers).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+        sorted = { keys: entries.map(([key]) => key), peers: entries.map(([, peer]) => peer), shared: false }
       }
-      return sorted
+      sorted.shared = true
+      return sorted.peers
     })
 
     const sortedMatches = (query: PeerManager.PeerQuery | undefined) =>
@@ -299,7 +332,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         if (previous !== undefined) {
           yield* commit(yield* writes(peer, previous), "update peer")
           peers.set(key, peer)
-          yield* changed
+          replaced(key, peer)
           return "Updated" as const
         }
         pruneBudget(now)
@@ -379,18 +412,22 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           )
         }
         let skipped = 0
+        let added = 0
         for (const [i, result] of results.entries()) {
           if (result === "SkippedBudget") {
             skipped++
             continue
           }
           peers.set(keys[i]!, batch[i]!)
-          if (result === "Added" && source !== undefined) budget.record(source, now)
+          if (result === "Added") {
+            added++
+            if (source !== undefined) budget.record(source, now)
+          } else replaced(keys[i]!, batch[i]!)
         }
         if (skipped > 0) {
           yield* Metric.incrementBy(skippedBudget, skipped)
         }
-        if (rows.length > 0) yield* changed
+        if (added > 0) yield* changed
         return results
       })
 
@@ -406,8 +443,9 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
           )
         }
         yield* commit(yield* writes(next, previous), "update peer")
-        peers.set(NodeId.toHex(nodeId), next)
-        yield* changed
+        const key = NodeId.toHex(nodeId)
+        peers.set(key, next)
+        replaced(key, next)
         return next
       })
 

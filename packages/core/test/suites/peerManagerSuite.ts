@@ -94,6 +94,39 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
         expect((yield* Effect.flip(table.ban(alice.nodeId, 1_000, "x")))._tag).toBe("PeerNotFound")
       }).pipe(withTable()))
 
+    it.effect("all: every peer in NodeId order, as it is now; an array read earlier keeps what it held", () =>
+      Effect.gen(function*() {
+        const table = yield* PeerManager.PeerManager
+        const ids = (peers: ReadonlyArray<Peer.Peer>) => peers.map((p) => NodeId.toHex(p.nodeId))
+        const inOrder = (peers: ReadonlyArray<Peer.Peer>) => [...ids(peers)].sort()
+        const batch = Array.from({ length: 12 }, (_, i) => peer(i + 1))
+        yield* table.addMany(batch.slice(0, 8))
+        const before = yield* table.all
+        const copied = [...before]
+        expect(ids(before)).toEqual(inOrder(batch.slice(0, 8)))
+        // replaced under their keys: by update, add, ban and a batch that only updates
+        const target = before[3]!
+        const seen = yield* table.update(target.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 99 }))
+        const renamed = new Peer.Peer({ ...before[0]!, features: Peer.PeerFeatures.COMMUNICATION_CLIENT })
+        expect(yield* table.add(renamed)).toBe("Updated")
+        yield* table.ban(before[5]!.nodeId, 1_000, "test")
+        const relisted = [before[6]!, before[7]!].map((p) => new Peer.Peer({ ...p, lastSeen: 5 }))
+        expect(yield* table.addMany(relisted)).toEqual(["Updated", "Updated"])
+        const after = yield* table.all
+        expect(before).toEqual(copied)
+        expect(ids(after)).toEqual(ids(before))
+        for (const p of after) expect(p).toEqual(yield* table.get(p.nodeId))
+        expect(after[3]).toEqual(seen)
+        expect(after[0]!.features).toBe(Peer.PeerFeatures.COMMUNICATION_CLIENT)
+        expect(after[5]!.bannedReason).toBe("test")
+        // new keys and removals change the order
+        yield* table.addMany(batch.slice(8))
+        yield* table.remove(target.nodeId)
+        const last = yield* table.all
+        expect(ids(last)).toEqual(inOrder(batch.filter((p) => !NodeId.equals(p.nodeId, target.nodeId))))
+        for (const p of last) expect(p).toEqual(yield* table.get(p.nodeId))
+      }).pipe(withTable()))
+
     it.effect("each build is a fresh, empty table", () =>
       Effect.gen(function*() {
         yield* Effect.flatMap(PeerManager.PeerManager, (t) => t.add(peer(1))).pipe(withTable())
