@@ -5,8 +5,11 @@
  *
  * The table (at most `maxKnownPeers`, 10,000) is read at open and mirrored in memory, so selections (`closest`,
  * `random`), which rank every peer, cost no query. Every change is written first, peer row and addresses in one
- * transaction, and reaches the mirror only once committed. Address order is kept (rows are rewritten in order when
- * the list changes); a repeated address is stored once, its first occurrence.
+ * transaction, and reaches the mirror only once committed — except a touch: a change of only when the peer was last
+ * seen or verified and of its addresses' statistics, which every connection and dial makes. A touch reaches the
+ * mirror at once and the table with its next transaction, once 64 are waiting, or when the scope closes, so a crash
+ * can lose those statistics and nothing else. Address order is kept (rows are rewritten in order when the list
+ * changes); a repeated address is stored once, its first occurrence.
  *
  * @since 0.1.0
  */
@@ -29,6 +32,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import { chunks } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import { lift, storeError } from "./internal/errors.js"
@@ -123,6 +127,34 @@ const MINUTE_MS = 60_000
 const skippedBudget = Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget")
 const skippedCapacity = Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
 
+const sameSignature = (a: Peer.IdentitySignature | undefined, b: Peer.IdentitySignature | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.version === b.version && a.updatedAt === b.updatedAt &&
+    NodeId.equals(a.signature, b.signature))
+
+// a claim's signature covers its key, addresses, features and time: equal signatures, equal claims
+const sameClaim = (a: Peer.PeerClaim | undefined, b: Peer.PeerClaim | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && sameSignature(a.identitySignature, b.identitySignature))
+
+/**
+ * `next` differs from `previous` only in what connections and dials change: when it was last seen and verified,
+ * and the statistics of its addresses (last seen, last attempt, failures). The addresses, their sources and claims,
+ * the peer's claim, features, flags, ban and offline mark are the same.
+ */
+const isTouch = (previous: Peer.Peer, next: Peer.Peer): boolean =>
+  next.features === previous.features && next.flags === previous.flags &&
+  next.bannedUntil === previous.bannedUntil && next.bannedReason === previous.bannedReason &&
+  next.offlineAt === previous.offlineAt && next.addedAt === previous.addedAt &&
+  next.claimUpdatedAt === previous.claimUpdatedAt &&
+  sameSignature(next.identitySignature, previous.identitySignature) &&
+  next.addresses.length === previous.addresses.length &&
+  next.addresses.every((a, i) => {
+    const b = previous.addresses[i]!
+    return a.address === b.address && a.source === b.source && sameClaim(a.claim, b.claim)
+  })
+
+// touched records waiting for a write before one is forced
+const TOUCHES_PER_FLUSH = 64
+
 // the index of `key` in ascending `keys`, or -1
 const indexOfKey = (keys: ReadonlyArray<string>, key: string): number => {
   let lo = 0
@@ -144,7 +176,11 @@ const indexOfKey = (keys: ReadonlyArray<string>, key: string): number => {
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, SqliteClient.SqliteClient> = Effect.gen(
+export const make: Effect.Effect<
+  PeerManager.PeerManagerService,
+  StoreError,
+  SqliteClient.SqliteClient | Scope.Scope
+> = Effect.gen(
   function*() {
     const client = yield* SqliteClient.SqliteClient
     const sql: SqlClient.SqlClient = client
@@ -177,8 +213,13 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
       }
       return loaded
     })
-    // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed.
+    // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed (or, for a
+    // touch, after it is marked in `touched`).
     const peers = yield* load.pipe(lift(filename, "load peers"))
+    // Records whose latest changes were touches (`isTouch`: every connection and dial makes one, and a transaction
+    // was most of what a connection cost). They are written with the table's next transaction, when
+    // TOUCHES_PER_FLUSH are waiting, and when the scope closes; a crash loses at most those statistics.
+    const touched = new Set<string>()
     const lock = yield* Effect.makeSemaphore(1)
     const budget = MessageStore.makeSourceWindow()
     let prunedAtMinute = 0
@@ -190,7 +231,6 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         prunedAtMinute = minute
       }
     }
-    // `all` in NodeId order (the memory table's order)
     // The table in key order, built on demand. A record replaced under its key keeps its place, so the order is
     // patched rather than rebuilt: every connection rewrites its peer's record, and a rebuild sorts the whole table.
     // `shared`: the array has been handed out since it was last copied, so a patch must copy it first.
@@ -275,10 +315,76 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         )
       })
 
+    // rows upserted, the addresses of `readdressed` deleted, `addresses` inserted: a statement per table and chunk
+    const batchWrites = (
+      rows: ReadonlyArray<ReturnType<typeof peerRow>>,
+      readdressed: ReadonlyArray<NodeId.NodeId>,
+      addresses: ReadonlyArray<Record<string, unknown>>
+    ) =>
+      Effect.all([
+        Effect.forEach(chunks(rows), upsertRows, { discard: true }),
+        Effect.forEach(
+          chunks(readdressed),
+          (ids) => sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`,
+          { discard: true }
+        ),
+        Effect.forEach(
+          chunks(addresses),
+          (records) => sql`INSERT INTO peer_addresses ${sql.insert(records)}`,
+          { discard: true }
+        )
+      ], { discard: true })
+
     const deletePeer = (nodeId: NodeId.NodeId) => sql`DELETE FROM peers WHERE node_id = ${nodeId}`
 
+    // the current records of `keys`, written whole: their rows upserted, their addresses rewritten
+    const rewrite = (keys: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        const rows: Array<ReturnType<typeof peerRow>> = []
+        const ids: Array<NodeId.NodeId> = []
+        const addresses: Array<Record<string, unknown>> = []
+        for (const key of keys) {
+          const peer = peers.get(key)
+          if (peer === undefined) continue
+          rows.push(peerRow(peer, yield* signatureOf(peer)))
+          ids.push(peer.nodeId)
+          addresses.push(...(yield* addressRecords(peer)))
+        }
+        return batchWrites(rows, ids, addresses)
+      })
+
+    // `statements` in one transaction, after the touched records (taken out first, put back if it fails)
     const commit = (statements: Effect.Effect<unknown, SqlError>, action: string) =>
-      statements.pipe(sql.withTransaction, lift(filename, action))
+      Effect.suspend(() => {
+        const batch = Array.from(touched)
+        touched.clear()
+        const putBack = Effect.sync(() => {
+          for (const key of batch) touched.add(key)
+        })
+        const pending = batch.length === 0 ? Effect.succeed(Effect.void) : rewrite(batch)
+        return pending.pipe(
+          Effect.flatMap((first) =>
+            first.pipe(Effect.zipRight(statements), sql.withTransaction, lift(filename, action))
+          ),
+          Effect.tapError(() => putBack)
+        )
+      })
+
+    const writeTouched = Effect.suspend(() =>
+      touched.size === 0 ? Effect.void : commit(Effect.void, "write peer statistics")
+    )
+
+    // a touch changes the mirror now and the table later
+    const touch = (key: string, next: Peer.Peer) =>
+      Effect.suspend(() => {
+        peers.set(key, next)
+        replaced(key, next)
+        touched.add(key)
+        return touched.size < TOUCHES_PER_FLUSH ? Effect.void : Effect.catchAll(
+          writeTouched,
+          (error) => Effect.logWarning("could not write peer statistics", error)
+        )
+      })
 
     const changed = Effect.sync(() => {
       sorted = undefined
@@ -330,6 +436,10 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
         const key = NodeId.toHex(peer.nodeId)
         const previous = peers.get(key)
         if (previous !== undefined) {
+          if (isTouch(previous, peer)) {
+            yield* touch(key, peer)
+            return "Updated" as const
+          }
           yield* commit(yield* writes(peer, previous), "update peer")
           peers.set(key, peer)
           replaced(key, peer)
@@ -393,24 +503,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
             addresses.push(...(yield* addressRecords(peer)))
           }
         }
-        if (rows.length > 0) {
-          yield* commit(
-            Effect.all([
-              Effect.forEach(chunks(rows), upsertRows, { discard: true }),
-              Effect.forEach(
-                chunks(readdressed),
-                (ids) => sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`,
-                { discard: true }
-              ),
-              Effect.forEach(
-                chunks(addresses),
-                (records) => sql`INSERT INTO peer_addresses ${sql.insert(records)}`,
-                { discard: true }
-              )
-            ], { discard: true }),
-            "add peers"
-          )
-        }
+        if (rows.length > 0) yield* commit(batchWrites(rows, readdressed, addresses), "add peers")
         let skipped = 0
         let added = 0
         for (const [i, result] of results.entries()) {
@@ -442,8 +535,12 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
             storeError(filename, "update peer", "an update may not change the peer's key", "Constraint")
           )
         }
-        yield* commit(yield* writes(next, previous), "update peer")
         const key = NodeId.toHex(nodeId)
+        if (isTouch(previous, next)) {
+          yield* touch(key, next)
+          return next
+        }
+        yield* commit(yield* writes(next, previous), "update peer")
         peers.set(key, next)
         replaced(key, next)
         return next
@@ -451,6 +548,10 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
 
     // The table and its mirror change together: nothing may stop an operation between the two.
     const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
+
+    yield* Effect.addFinalizer(() =>
+      locked(Effect.catchAll(writeTouched, (error) => Effect.logWarning("could not write peer statistics", error)))
+    )
 
     return PeerManager.PeerManager.of({
       add: (peer, options) => locked(add(peer, options?.source)),
@@ -509,7 +610,7 @@ export const make: Effect.Effect<PeerManager.PeerManagerService, StoreError, Sql
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<PeerManager.PeerManager, StoreError, SqliteClient.SqliteClient> = Layer.effect(
+export const layer: Layer.Layer<PeerManager.PeerManager, StoreError, SqliteClient.SqliteClient> = Layer.scoped(
   PeerManager.PeerManager,
   make
 )

@@ -319,6 +319,101 @@ describe("SqliteStore", () => {
       }))
   })
 
+  describe("touches: what connections and dials change (lastSeen, verifiedAt, address statistics)", () => {
+    const seenAt = (peer: Peer.Peer, at: number) =>
+      new Peer.Peer({
+        ...peer,
+        lastSeen: at,
+        verifiedAt: peer.verifiedAt ?? at,
+        addresses: peer.addresses.map((a) => new Peer.PeerAddress({ ...a, lastSeen: at, connectionFailures: 0 }))
+      })
+    const LastSeen = Schema.Array(Schema.Struct({ last_seen: Schema.NullOr(Schema.Number) }))
+    // what the file holds, read past the mirror
+    const storedLastSeen = (peer: Peer.Peer) =>
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql`SELECT last_seen FROM peers WHERE node_id = ${peer.nodeId}`.pipe(
+          Effect.flatMap(Schema.decodeUnknown(LastSeen)),
+          Effect.map((rows) => rows[0]?.last_seen)
+        ))
+    const others = Array.from({ length: 70 }, (_, i) =>
+      Peer.make({
+        publicKey: key(100 + i),
+        addresses: [`/ip4/10.1.0.${i}/tcp/18189`],
+        features: Peer.PeerFeatures.COMMUNICATION_NODE,
+        source: "PeerSync",
+        nowMs: 3_000
+      }))
+
+    it.scoped("reach the mirror at once, the file with the next write, at 64 waiting, and when the scope closes", () =>
+      Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* Effect.gen(function*() {
+          const peers = yield* PeerManager.PeerManager
+          yield* peers.add(alice)
+          yield* peers.add(bob)
+          yield* peers.addMany(others)
+
+          const seen = yield* peers.update(alice.nodeId, (p) => seenAt(p, 9_000))
+          expect(yield* peers.get(alice.nodeId)).toEqual(seen)
+          expect(yield* storedLastSeen(alice)).toBe(5_000)
+          // any other write takes the waiting touches with it
+          yield* peers.ban(bob.nodeId, HOUR, "test")
+          expect(yield* storedLastSeen(alice)).toBe(9_000)
+
+          for (const [i, other] of others.slice(0, 63).entries()) {
+            yield* peers.update(other.nodeId, (p) => seenAt(p, 10_000 + i))
+          }
+          expect(yield* storedLastSeen(others[62]!)).toBe(null)
+          yield* peers.update(others[63]!.nodeId, (p) => seenAt(p, 20_000))
+          expect(yield* storedLastSeen(others[0]!)).toBe(10_000)
+          expect(yield* storedLastSeen(others[63]!)).toBe(20_000)
+
+          // an add of a record with the same claims and addresses is a touch too
+          yield* peers.add(seenAt(yield* peers.get(alice.nodeId), 30_000))
+          expect(yield* storedLastSeen(alice)).toBe(9_000)
+        }).pipe(Effect.provide(open({ filename })))
+
+        const reopened = yield* Effect.flatMap(PeerManager.PeerManager, (peers) => peers.get(alice.nodeId)).pipe(
+          Effect.provide(open({ filename }))
+        )
+        expect(reopened).toEqual(seenAt(alice, 30_000))
+      }))
+
+    it.effect("a claim, an address or a ban is no touch: it is written before the call returns", () =>
+      Effect.gen(function*() {
+        const peers = yield* PeerManager.PeerManager
+        yield* peers.add(alice)
+        const moved = new Peer.Peer({
+          ...seenAt(alice, 9_000),
+          addresses: [
+            ...alice.addresses,
+            new Peer.PeerAddress({ address: "/ip4/10.9.9.9/tcp/1", connectionFailures: 0, source: "Join" })
+          ]
+        })
+        yield* peers.add(moved)
+        expect(yield* storedLastSeen(alice)).toBe(9_000)
+        yield* peers.update(alice.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 9_500, offlineAt: 9_500 }))
+        expect(yield* storedLastSeen(alice)).toBe(9_500)
+      }).pipe(Effect.provide(open({ filename: ":memory:" }))))
+
+    it.effect("a write that fails keeps the touches waiting for the next one", () =>
+      Effect.gen(function*() {
+        const peers = yield* PeerManager.PeerManager
+        const failWrites = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql.unsafe(`CREATE TRIGGER fail_peers BEFORE INSERT ON peer_addresses BEGIN SELECT RAISE(ABORT, 'x'); END`))
+        const restoreWrites = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TRIGGER fail_peers`))
+        yield* peers.add(alice)
+        yield* peers.update(alice.nodeId, (p) => seenAt(p, 9_000))
+        yield* failWrites
+        expect((yield* Effect.flip(peers.add(bob)))._tag).toBe("StoreError")
+        yield* restoreWrites
+        expect(yield* storedLastSeen(alice)).toBe(5_000)
+        expect((yield* peers.get(alice.nodeId)).lastSeen).toBe(9_000)
+        yield* peers.add(bob)
+        expect(yield* storedLastSeen(alice)).toBe(9_000)
+      }).pipe(Effect.provide(open({ filename: ":memory:" }))))
+  })
+
   describe("a file that cannot be used (scenario 33)", () => {
     it.scoped("random bytes: Corrupt, naming the file, and the file is byte-identical afterwards", () =>
       Effect.gen(function*() {
