@@ -69,6 +69,7 @@ const benchTransport = (connected: ReadonlyArray<NodeId.NodeId>) =>
       isConnected: (peer) => Effect.succeed(connected.some((c) => NodeId.equals(c, peer))),
       connectedPeers: Effect.succeed(connected),
       events: Stream.never,
+      subscribe: Queue.unbounded<Transport.ConnectionEvent>(),
       listenAddresses: ["mem://bench"]
     })
     return { transport, inbound, sent }

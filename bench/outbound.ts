@@ -53,6 +53,7 @@ const benchTransport = (peers: ReadonlyArray<NodeId.NodeId>) => {
     isConnected: (peer) => Effect.succeed(peers.some((p) => NodeId.equals(p, peer))),
     connectedPeers: Effect.succeed(peers),
     events: Stream.never,
+    subscribe: Queue.unbounded<Transport.ConnectionEvent>(),
     listenAddresses: ["mem://bench"]
   })
   return { transport, sent }

@@ -251,6 +251,7 @@ export const make = (
       isConnected: (peer) => Internal.isConnected(endpoint, peer),
       connectedPeers: Internal.connectedPeers(endpoint),
       events: Stream.fromPubSub(endpoint.events),
+      subscribe: PubSub.subscribe(endpoint.events),
       listenAddresses: [address]
     })
   })

@@ -10,6 +10,7 @@ import * as Context from "effect/Context"
 import type * as Deferred from "effect/Deferred"
 import type * as Effect from "effect/Effect"
 import type * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type { DialError, SendFailReason } from "./DhtError.js"
 import type { NodeId } from "./NodeId.js"
@@ -69,6 +70,12 @@ export interface TransportService {
   readonly connectedPeers: Effect.Effect<ReadonlyArray<NodeId>>
   /** Connection changes, from the moment of subscription. */
   readonly events: Stream.Stream<ConnectionEvent>
+  /**
+   * `events` as a queue that receives every connection change from now until the scope closes (sliding like the
+   * stream: a reader that falls behind loses the oldest). A loop taking from it costs less per event than a stream's
+   * pull, and every service of a node follows every connection.
+   */
+  readonly subscribe: Effect.Effect<Queue.Dequeue<ConnectionEvent>, never, Scope.Scope>
   /** The addresses this node listens on (`mem://…`, `tcp://…`). */
   readonly listenAddresses: ReadonlyArray<string>
 }

@@ -98,6 +98,7 @@ const makeTransport = (options: TransportOptions) =>
       isConnected: () => Effect.succeed(false),
       connectedPeers: options.connectedPeers ?? Effect.succeed([]),
       events: Stream.empty,
+      subscribe: Queue.unbounded<Transport.ConnectionEvent>(),
       listenAddresses: []
     })
     return { service, dials: Ref.get(dials), disconnects: Ref.get(disconnects) }

@@ -74,6 +74,7 @@ const stageLayer = (recorded: Bans) => {
     isConnected: () => Effect.succeed(false),
     connectedPeers: Effect.succeed([]),
     events: Stream.empty,
+    subscribe: Queue.unbounded<Transport.ConnectionEvent>(),
     listenAddresses: ["mem://self"]
   }))
   const actor = Layer.succeed(DhtActor.DhtActor, DhtActor.DhtActor.of({

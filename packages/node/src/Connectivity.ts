@@ -657,8 +657,13 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     Effect.forever,
     Effect.forkScoped
   )
-  yield* transport.events.pipe(Stream.runForEach((event) => submit(fromConnection(event))), Effect.forkScoped)
-  // the forked reader subscribes when it first runs: let it, so the first refresh's connections are not missed
+  const connections = yield* transport.subscribe
+  yield* Queue.take(connections).pipe(
+    Effect.flatMap((event) => submit(fromConnection(event))),
+    Effect.forever,
+    Effect.forkScoped
+  )
+  // let the readers start before the first refresh is submitted
   yield* Effect.yieldNow()
 
   yield* submit({ _tag: "Tick" }).pipe(

@@ -39,7 +39,6 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as PeerSync from "./PeerSync.js"
 
 // --- states and events (§12.1) ---
@@ -250,8 +249,6 @@ export type Requirements =
   | DhtEvents.DhtEvents
   | PeerSync.PeerSync
 
-// connection events held for `Initializing` and `OnConnect`; when more arrive unread the oldest go
-const CONNECTION_EVENT_BUFFER = 256
 
 const roundsOk = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "ok")
 const roundsFailed = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "failed")
@@ -294,8 +291,8 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
   const peerSync = yield* PeerSync.PeerSync
 
   const minConnected = Math.max(1, config.connectivity.minConnectivity)
-  const connections = yield* Queue.sliding<Transport.ConnectionEvent>(CONNECTION_EVENT_BUFFER)
-  yield* transport.events.pipe(Stream.runForEach((event) => Queue.offer(connections, event)), Effect.forkScoped)
+  // the transport's own sliding buffer holds them: 256 for MemoryNetwork and TCP
+  const connections = yield* transport.subscribe
   // a stream subscribes when it starts running: yielding lets the pump subscribe before a caller can connect, so a
   // connection made right after the service is built wakes `Initializing` at once instead of at the next poll
   yield* Effect.yieldNow()

@@ -227,6 +227,7 @@ export const make = (
       isConnected: (peer) => Internal.isConnected(endpoint, peer),
       connectedPeers: Internal.connectedPeers(endpoint),
       events: Stream.fromPubSub(endpoint.events),
+      subscribe: PubSub.subscribe(endpoint.events),
       listenAddresses: [address],
       address: { host: listener.host, port: listener.port },
       connectionCount: Internal.connectionCount(endpoint)

@@ -42,8 +42,8 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
-import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 
 /**
  * @since 0.1.0
@@ -657,11 +657,16 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   // the rate limit is per connection: a requester that reconnects (a restart) is served at once, not 30 s later
   const transport = yield* Effect.serviceOption(Transport.Transport)
   if (Option.isSome(transport)) {
+    const connections = yield* Scope.extend(transport.value.subscribe, scope)
     yield* Effect.forkIn(
-      Stream.runForEach(transport.value.events, (event) =>
-        Effect.sync(() => {
-          if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
-        })),
+      Queue.take(connections).pipe(
+        Effect.flatMap((event) =>
+          Effect.sync(() => {
+            if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
+          })
+        ),
+        Effect.forever
+      ),
       scope
     )
   }
