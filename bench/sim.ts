@@ -34,8 +34,9 @@ interface ChildOutput {
 }
 
 const child = fileURLToPath(new URL("./simChild.js", import.meta.url))
-// the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's
-const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined)
+// the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's; the old generation's
+// limit aside, which the runs below set to the same for every size
+const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined, { totalBytes: 0, heapLimitBytes: 0 })
 
 const runOne = (nodes: number): Promise<ChildOutput> =>
   new Promise((resolve, reject) => {

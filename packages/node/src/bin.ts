@@ -14,6 +14,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import { spawn } from "node:child_process"
 import * as os from "node:os"
+import * as v8 from "node:v8"
 import * as Cli from "./Cli.js"
 import * as Dht from "./Dht.js"
 
@@ -23,7 +24,10 @@ const runHere = () =>
     NodeRuntime.runMain({ disablePrettyLogger: true, teardown: Cli.teardownFor(process.argv) })
   )
 
-const flags = Cli.nodeFlagsFor(process.argv, process.execArgv, process.env.NODE_OPTIONS)
+const flags = Cli.nodeFlagsFor(process.argv, process.execArgv, process.env.NODE_OPTIONS, {
+  totalBytes: os.totalmem(),
+  heapLimitBytes: v8.getHeapStatistics().heap_size_limit
+})
 
 if (flags.length === 0) {
   runHere()

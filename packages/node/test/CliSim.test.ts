@@ -42,15 +42,26 @@ const runBin = (args: ReadonlyArray<string>, interruptOn?: RegExp) =>
   }).pipe(Effect.timeout("60 seconds"))
 
 describe("comms-dht sim", () => {
-  it("asks for a 64 MB semi-space for sim only, and never twice", () => {
+  it("asks for a 64 MB semi-space and most of the memory for sim only, and never twice", () => {
     const argv = (...args: Array<string>) => ["node", "comms-dht", ...args]
-    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3"), [], undefined)).toEqual(["--max-semi-space-size=64"])
-    expect(Cli.nodeFlagsFor(argv("run", "--identity", "a.json"), [], undefined)).toEqual([])
-    expect(Cli.nodeFlagsFor(argv("keygen"), [], undefined)).toEqual([])
-    expect(Cli.nodeFlagsFor(argv("--help"), [], undefined)).toEqual([])
-    // started with the flag already, by hand or by the command itself
-    expect(Cli.nodeFlagsFor(argv("sim"), ["--max-semi-space-size=32"], undefined)).toEqual([])
-    expect(Cli.nodeFlagsFor(argv("sim"), [], "--max-old-space-size=4096 --max-semi-space-size=16")).toEqual([])
+    const GiB = 1024 * 1024 * 1024
+    const big = { totalBytes: 24 * GiB, heapLimitBytes: 4 * GiB }
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3"), [], undefined, big))
+      .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])
+    expect(Cli.nodeFlagsFor(argv("run", "--identity", "a.json"), [], undefined, big)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("keygen"), [], undefined, big)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("--help"), [], undefined, big)).toEqual([])
+    // a machine where V8's default limit is already more than three quarters of the memory
+    expect(Cli.nodeFlagsFor(argv("sim"), [], undefined, { totalBytes: 2 * GiB, heapLimitBytes: 2 * GiB }))
+      .toEqual(["--max-semi-space-size=64"])
+    // started with a flag already, by hand or by the command itself
+    expect(Cli.nodeFlagsFor(argv("sim"), ["--max-semi-space-size=32"], undefined, big))
+      .toEqual(["--max-old-space-size=18432"])
+    expect(Cli.nodeFlagsFor(argv("sim"), ["--max-old-space-size=8000"], undefined, big))
+      .toEqual(["--max-semi-space-size=64"])
+    expect(Cli.nodeFlagsFor(argv("sim"), [], "--max-old-space-size=4096 --max-semi-space-size=16", big)).toEqual([])
+    expect(Cli.nodeFlagsFor(argv("sim"), ["--max-semi-space-size=64", "--max-old-space-size=18432"], undefined, big))
+      .toEqual([])
   })
 
   it.live("through the executable: one JSON object on stdout and exit code 0", () =>
