@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
-import { fromPublicKey, NodeId, PublicKey } from "./NodeId.js"
+import { equals, fromPublicKey, NodeId, PublicKey } from "./NodeId.js"
 
 /**
  * Peer feature bit flags (SPEC §2.4).
@@ -62,6 +62,30 @@ export class PeerClaim extends Schema.Class<PeerClaim>("@comms-dht/core/PeerClai
   features: Schema.Number,
   identitySignature: IdentitySignature
 }) {}
+
+/**
+ * The same signature, field for field (two decodings of one signature are two objects).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const sameIdentitySignature = (
+  a: IdentitySignature | undefined,
+  b: IdentitySignature | undefined
+): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.version === b.version && a.updatedAt === b.updatedAt &&
+    equals(a.signature, b.signature))
+
+/**
+ * The same claim, field for field.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const sameClaim = (a: PeerClaim | undefined, b: PeerClaim | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.features === b.features &&
+    sameIdentitySignature(a.identitySignature, b.identitySignature) && a.addresses.length === b.addresses.length &&
+    a.addresses.every((address, i) => address === b.addresses[i]))
 
 /**
  * Where an address was learnt.

@@ -8,8 +8,8 @@
  */
 import * as Context from "effect/Context"
 import type * as Deferred from "effect/Deferred"
-import type * as Effect from "effect/Effect"
-import type * as Queue from "effect/Queue"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type { DialError, SendFailReason } from "./DhtError.js"
@@ -85,3 +85,19 @@ export interface TransportService {
  * @category tags
  */
 export class Transport extends Context.Tag("@comms-dht/core/Transport")<Transport, TransportService>() {}
+
+/**
+ * Runs `f` on every connection change from now until the scope closes, one at a time, in a fiber of the scope:
+ * subscribed before it returns, so no change made after the call is missed.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const forEachEvent = (
+  transport: TransportService,
+  f: (event: ConnectionEvent) => Effect.Effect<void>
+): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.flatMap(
+    transport.subscribe,
+    (events) => Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(events), f))))
+  )

@@ -657,12 +657,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     Effect.forever,
     Effect.forkScoped
   )
-  const connections = yield* transport.subscribe
-  yield* Queue.take(connections).pipe(
-    Effect.flatMap((event) => submit(fromConnection(event))),
-    Effect.forever,
-    Effect.forkScoped
-  )
+  yield* Transport.forEachEvent(transport, (event) => submit(fromConnection(event)))
   // let the readers start before the first refresh is submitted
   yield* Effect.yieldNow()
 

@@ -33,7 +33,6 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Queue from "effect/Queue"
 import type * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Connectivity from "./Connectivity.js"
@@ -160,16 +159,11 @@ const safOnConnection = (config: DhtConfig.Config) =>
     ? Layer.scopedDiscard(Effect.gen(function*() {
       const saf = yield* StoreAndForward.StoreAndForward
       const transport = yield* Transport.Transport
-      const connections = yield* transport.subscribe
-      yield* Queue.take(connections).pipe(
-        Effect.flatMap((event) =>
-          event._tag === "PeerConnected"
-            ? Effect.catchAll(saf.peerConnected(event.peer), (error) =>
-              Effect.logWarning("store-and-forward request failed", error))
-            : Effect.void
-        ),
-        Effect.forever,
-        Effect.forkScoped
+      yield* Transport.forEachEvent(transport, (event) =>
+        event._tag === "PeerConnected"
+          ? Effect.catchAll(saf.peerConnected(event.peer), (error) =>
+            Effect.logWarning("store-and-forward request failed", error))
+          : Effect.void
       )
     }))
     : Layer.empty

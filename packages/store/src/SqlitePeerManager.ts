@@ -127,14 +127,6 @@ const MINUTE_MS = 60_000
 const skippedBudget = Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget")
 const skippedCapacity = Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
 
-const sameSignature = (a: Peer.IdentitySignature | undefined, b: Peer.IdentitySignature | undefined): boolean =>
-  a === b || (a !== undefined && b !== undefined && a.version === b.version && a.updatedAt === b.updatedAt &&
-    NodeId.equals(a.signature, b.signature))
-
-// a claim's signature covers its key, addresses, features and time: equal signatures, equal claims
-const sameClaim = (a: Peer.PeerClaim | undefined, b: Peer.PeerClaim | undefined): boolean =>
-  a === b || (a !== undefined && b !== undefined && sameSignature(a.identitySignature, b.identitySignature))
-
 /**
  * `next` differs from `previous` only in what connections and dials change: when it was last seen and verified,
  * and the statistics of its addresses (last seen, last attempt, failures). The addresses, their sources and claims,
@@ -145,11 +137,11 @@ const isTouch = (previous: Peer.Peer, next: Peer.Peer): boolean =>
   next.bannedUntil === previous.bannedUntil && next.bannedReason === previous.bannedReason &&
   next.offlineAt === previous.offlineAt && next.addedAt === previous.addedAt &&
   next.claimUpdatedAt === previous.claimUpdatedAt &&
-  sameSignature(next.identitySignature, previous.identitySignature) &&
+  Peer.sameIdentitySignature(next.identitySignature, previous.identitySignature) &&
   next.addresses.length === previous.addresses.length &&
   next.addresses.every((a, i) => {
     const b = previous.addresses[i]!
-    return a.address === b.address && a.source === b.source && sameClaim(a.claim, b.claim)
+    return a.address === b.address && a.source === b.source && Peer.sameClaim(a.claim, b.claim)
   })
 
 // touched records waiting for a write before one is forced

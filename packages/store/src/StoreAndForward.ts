@@ -42,7 +42,6 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
-import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 
 /**
@@ -657,16 +656,11 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   // the rate limit is per connection: a requester that reconnects (a restart) is served at once, not 30 s later
   const transport = yield* Effect.serviceOption(Transport.Transport)
   if (Option.isSome(transport)) {
-    const connections = yield* Scope.extend(transport.value.subscribe, scope)
-    yield* Effect.forkIn(
-      Queue.take(connections).pipe(
-        Effect.flatMap((event) =>
-          Effect.sync(() => {
-            if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
-          })
-        ),
-        Effect.forever
-      ),
+    yield* Scope.extend(
+      Transport.forEachEvent(transport.value, (event) =>
+        Effect.sync(() => {
+          if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
+        })),
       scope
     )
   }

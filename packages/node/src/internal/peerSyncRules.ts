@@ -1,7 +1,7 @@
 /** @internal */
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as NodeId from "@comms-dht/core/NodeId"
-import type * as Peer from "@comms-dht/core/Peer"
+import * as Peer from "@comms-dht/core/Peer"
 import * as PeerSyncMessages from "@comms-dht/core/PeerSyncMessages"
 import * as HashMap from "effect/HashMap"
 import * as Option from "effect/Option"
@@ -49,12 +49,6 @@ export const relayableClaims = (
     .map(PeerSyncMessages.fromPeerClaim)
 }
 
-const sameClaim = (a: Peer.PeerClaim, b: Peer.PeerClaim): boolean =>
-  a.features === b.features && a.identitySignature.updatedAt === b.identitySignature.updatedAt &&
-  a.identitySignature.version === b.identitySignature.version &&
-  NodeId.equals(a.identitySignature.signature, b.identitySignature.signature) &&
-  a.addresses.length === b.addresses.length && a.addresses.every((address, i) => address === b.addresses[i])
-
 /**
  * @internal `claim` is, field for field, the newest claim `peer` holds: accepting it again (SPEC §2.6) would find the
  * same proof and the same policy answer, and applying it would leave the record as it is. An older claim is not
@@ -62,7 +56,7 @@ const sameClaim = (a: Peer.PeerClaim, b: Peer.PeerClaim): boolean =>
  */
 export const holdsClaim = (peer: Peer.Peer, claim: Peer.PeerClaim): boolean =>
   peer.claimUpdatedAt !== undefined && claim.identitySignature.updatedAt === peer.claimUpdatedAt &&
-  peer.addresses.some((address) => address.claim !== undefined && sameClaim(address.claim, claim))
+  peer.addresses.some((address) => address.claim !== undefined && Peer.sameClaim(address.claim, claim))
 
 /** @internal what a response may hold, from the request it answers */
 export interface Limits {
