@@ -12,12 +12,14 @@ import * as Transport from "@comms-dht/core/Transport"
 import { describe, expect, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as NodeCrypto from "../src/Crypto.js"
 import * as Dht from "../src/Dht.js"
+import * as FullNodes from "./fullNodes.js"
 
 const identity = (n: number) =>
   Effect.map(NodeCrypto.makeNode(), (crypto) => {
@@ -80,5 +82,21 @@ describe("Dht.layer", () => {
       expect(message!.messageType).toBe(7)
       expect(message!.wasEncrypted).toBe(true)
       expect(Option.map(message!.origin, NodeId.toHex)).toEqual(Option.some(NodeId.toHex(alice.publicKey)))
+    }))
+
+  it.scoped("connected nodes shut down at the same moment all close cleanly", () =>
+    Effect.gen(function*() {
+      const shared = yield* Layer.build(Layer.mergeAll(MemoryNetwork.layerHub(), NodeCrypto.layerNode()))
+      const nodes = yield* Effect.forEach([1, 2, 3], (n) => FullNodes.makeNode(n, shared))
+      yield* Effect.forEach(nodes, (node) => node.start)
+      yield* FullNodes.connect(nodes[0]!, nodes[1]!)
+      yield* FullNodes.connect(nodes[0]!, nodes[2]!)
+      yield* FullNodes.connect(nodes[1]!, nodes[2]!)
+      yield* FullNodes.settle
+      // each closing tears down connections whose other end may finish closing first: that must not interrupt it
+      const exits = yield* Effect.forEach(nodes, (node) => Effect.exit(node.stop), { concurrency: "unbounded" })
+      expect(exits.map(Exit.isSuccess)).toEqual([true, true, true])
+      expect(yield* Effect.flatMap(MemoryNetwork.MemoryNetworkHub, (hub) => hub.addresses).pipe(Effect.provide(shared)))
+        .toEqual([])
     }))
 })

@@ -1,5 +1,6 @@
 /** @internal */
 import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -257,6 +258,9 @@ const inFlightUp = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.incr
 const inFlightDown = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.decrement ?? Effect.void
 const inFlightDownBy = (hub: Hub, n: number): Effect.Effect<void> =>
   n <= 0 || hub.options.inFlight === undefined ? Effect.void : Effect.repeatN(hub.options.inFlight.decrement, n - 1)
+
+const takeAllIfOpen = <A>(queue: Queue.Dequeue<A>): Effect.Effect<ReadonlyArray<A>> =>
+  Effect.suspend(() => queue.isActive() ? Effect.map(Queue.takeAll(queue), Chunk.toReadonlyArray) : Effect.succeed([]))
 
 const interruptUnlessSelf = (ref: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>): Effect.Effect<void> =>
   Effect.flatMap(Ref.get(ref), (fiber) =>
@@ -954,11 +958,15 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
       yield* interruptUnlessSelf(side.reader)
       yield* interruptUnlessSelf(side.link.fiber)
       yield* failSlotMessages(side.slot, yield* closedReason(local))
-      yield* Effect.flatMap(Queue.takeAll(side.inbound), (unread) => inFlightDownBy(hub, unread.length))
+      // Either end may have finished going offline while this teardown waited for its lock (two nodes closing at
+      // once): a queue or PubSub that is shut down interrupts whoever touches it, here the closing of the other node.
+      yield* Effect.flatMap(takeAllIfOpen(side.inbound), (unread) => inFlightDownBy(hub, unread.length))
       if (side.link.queue !== undefined) {
-        yield* Effect.flatMap(Queue.takeAll(side.link.queue), (inFlight) => inFlightDownBy(hub, inFlight.length))
+        yield* Effect.flatMap(takeAllIfOpen(side.link.queue), (inFlight) => inFlightDownBy(hub, inFlight.length))
       }
-      yield* PubSub.publish(local.events, { _tag: "PeerDisconnected", nodeId: side.remote.nodeId })
+      if (local.events.isActive()) {
+        yield* PubSub.publish(local.events, { _tag: "PeerDisconnected", nodeId: side.remote.nodeId })
+      }
     }
   })
 
