@@ -677,7 +677,13 @@ const simulate = <E>(
     }
     receiptTimes.sort((a, b) => a - b)
     yield* report(8, "closing", 1)
-    yield* work("closing", Effect.forEach(nodes, (node) => stop(node.index), { discard: true }))
+    // All at once: closed one after another, each departure set the remaining nodes reacting to it (pools,
+    // dials to nodes about to close), 37.5 s of a 200-node run and 177 s at 1000 nodes; together, 5.1 s at 200
+    // nodes, with the same JSON.
+    yield* work(
+      "closing",
+      Effect.forEach(nodes, (node) => stop(node.index), { concurrency: "unbounded", discard: true })
+    )
 
     // --- measures ---
     yield* Effect.logDebug("simulation done").pipe(Effect.annotateLogs({ ...(yield* vc.stats) }))
