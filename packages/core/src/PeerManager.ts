@@ -404,6 +404,19 @@ export const sample = <A>(candidates: ReadonlyArray<A>, n: number): Effect.Effec
 }
 
 /**
+ * The peer stored under `nodeId`, if any: a lookup that expects absence (a join or a connection from a stranger)
+ * without building a `PeerNotFound` error, whose stack trace costs more than the lookup.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const getOption = (
+  peers: PeerManagerService,
+  nodeId: NodeId
+): Effect.Effect<Option.Option<Peer>, StoreError> =>
+  Effect.map(peers.getMany([nodeId]), (found) => Option.fromNullable(found[0]))
+
+/**
  * `makeMemory` as a Layer: a fresh, empty table each time it is built.
  *
  * @since 0.1.0

@@ -628,11 +628,15 @@ export const recordConnected = (
     const now = yield* Clock.currentTimeMillis
     const make = (existing: Peer | undefined) =>
       connectedPeer(existing, remote, now, options.maxAddressesPerPeer, options.dialledAddress)
-    return yield* peers.update(remote.nodeId, (p) => make(p)).pipe(
-      Effect.catchTag("PeerNotFound", () => {
-        const peer = make(undefined)
-        return Effect.as(peers.add(peer), peer)
-      }),
+    const addNew = Effect.suspend(() => {
+      const peer = make(undefined)
+      return Effect.as(peers.add(peer), peer)
+    })
+    // a stranger is looked up first rather than caught as `PeerNotFound` (an error's stack trace costs more than
+    // the lookup); the update still falls back to adding if the peer is removed in between
+    return yield* peers.getMany([remote.nodeId]).pipe(
+      Effect.flatMap((found) => found.length > 0 ? peers.update(remote.nodeId, (p) => make(p)) : addNew),
+      Effect.catchTag("PeerNotFound", () => addNew),
       Effect.catchTag("StoreError", (e) =>
         Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))
     )

@@ -121,10 +121,7 @@ export const learnPeer = (
     const peers = yield* PeerManager.PeerManager
     const config = yield* DhtConfig.DhtConfig
     const nodeId = NodeId.fromPublicKey(publicKey)
-    const existing = yield* peers.get(nodeId).pipe(
-      Effect.map(Option.some),
-      Effect.catchTag("PeerNotFound", () => Effect.succeed(Option.none<Peer.Peer>()))
-    )
+    const existing = yield* PeerManager.getOption(peers, nodeId)
     if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
       return yield* new DhtError.NewAndExistingMismatch()
     }
@@ -231,10 +228,7 @@ export const handleDiscovery = (opened: Opened): Effect.Effect<void, HandlerErro
     if (!NodeId.equals(request.publicKey, origin)) return yield* new DhtError.OriginMismatch()
     yield* learnPeer(origin, request.claim, "Discovery", opened.message.sourcePeer.nodeId)
     const peers = yield* PeerManager.PeerManager
-    const known = yield* peers.get(NodeId.fromPublicKey(origin)).pipe(
-      Effect.map(Option.some),
-      Effect.catchTag("PeerNotFound", () => Effect.succeed(Option.none<Peer.Peer>()))
-    )
+    const known = yield* PeerManager.getOption(peers, NodeId.fromPublicKey(origin))
     const nowMs = yield* Clock.currentTimeMillis
     if (Option.isSome(known) && known.value.isBanned(nowMs)) return
     const claim = yield* ownClaim

@@ -195,9 +195,9 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     )
 
   const knownDestination = (key: NodeId.PublicKey) =>
-    peers.getByPublicKey(key).pipe(
-      Effect.map(Option.some),
-      Effect.catchTag("PeerNotFound", () => Effect.succeedNone)
+    Effect.map(
+      PeerManager.getOption(peers, NodeId.fromPublicKey(key)),
+      Option.filter((peer) => NodeId.equals(peer.publicKey, key))
     )
 
   // the priority when §9.1 says "store", else none
