@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
 import * as Random from "effect/Random"
 import * as TestClock from "effect/TestClock"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
@@ -65,6 +66,17 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
         expect(yield* table.getMany([b.nodeId])).toEqual([seen])
         yield* table.remove(c.nodeId)
         expect(yield* table.getMany([c.nodeId, b.nodeId])).toEqual([seen])
+      }).pipe(withTable()))
+
+    it.effect("getOption: the stored peer, or none for a stranger and after removal", () =>
+      Effect.gen(function*() {
+        const table = yield* PeerManager.PeerManager
+        const a = peer(1)
+        yield* table.add(a)
+        expect(yield* PeerManager.getOption(table, a.nodeId)).toEqual(Option.some(a))
+        expect(yield* PeerManager.getOption(table, peer(9).nodeId)).toEqual(Option.none())
+        yield* table.remove(a.nodeId)
+        expect(yield* PeerManager.getOption(table, a.nodeId)).toEqual(Option.none())
       }).pipe(withTable()))
 
     it.effect("adds, updates, finds by NodeId or key, removes", () =>
