@@ -10,6 +10,7 @@ import * as Order from "effect/Order"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Hex from "./internal/hex.js"
+import { byteKey } from "./internal/hexKey.js"
 import * as Lru from "./internal/lru.js"
 
 const bytes = (n: number, name: string) =>
@@ -103,6 +104,16 @@ export const fromPublicKey = (key: PublicKey): NodeId => {
   nodeIdOfKey.set(key, id)
   return id
 }
+
+/**
+ * A key (or NodeId) as a compact string for sets and maps that are never shown: one character per byte, made without
+ * the array of character codes that hex builds. Distinct bytes give distinct strings; use `toHex` for anything
+ * printed or stored.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const mapKey = (bytes: Uint8Array): string => byteKey(bytes)
 
 /**
  * Lowercase hex (26 characters for a NodeId, 64 for a key). Arrays are taken as immutable: the hex of a NodeId is

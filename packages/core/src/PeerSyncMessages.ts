@@ -18,7 +18,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { InvalidMessageBody } from "./DhtError.js"
 import * as Ed25519 from "./Ed25519.js"
-import * as Hex from "./internal/hex.js"
+import { byteKey } from "./internal/hexKey.js"
 import * as Lru from "./internal/lru.js"
 import * as Pb from "./internal/proto/peer_sync_pb.js"
 import * as Wire from "./internal/wire.js"
@@ -200,7 +200,7 @@ const decodePlainResponse = (bytes: Uint8Array): PeerSyncResponse | undefined =>
       const [field, wireType] = reader.tag()
       if (field === 1 && wireType === WireType.LengthDelimited) {
         const slice = reader.bytes()
-        const key = Hex.encode(slice)
+        const key = byteKey(slice)
         let info = infoMemo.get(key)
         if (info === undefined) {
           const parsed = Wire.parse(Pb.PeerInfoSchema, slice)

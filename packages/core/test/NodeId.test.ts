@@ -56,3 +56,22 @@ describe("NodeId distance (§2.3)", () => {
     expect(NodeId.isCloser(t, x, y)).toBe(dx < dy)
   }, { fastCheck: { numRuns } })
 })
+
+describe("NodeId.mapKey", () => {
+  const bytes = FastCheck.uint8Array({ maxLength: 9000 })
+  it.prop("equal for equal bytes, different for different bytes (lengths across its 4096-byte chunks)", [
+    bytes,
+    bytes
+  ], ([a, b]) => {
+    const same = a.length === b.length && a.every((x, i) => x === b[i])
+    expect(NodeId.mapKey(a) === NodeId.mapKey(b)).toBe(same)
+    expect(NodeId.mapKey(a)).toBe(NodeId.mapKey(Uint8Array.from(a)))
+    expect(NodeId.mapKey(a)).toHaveLength(a.length)
+  })
+  it("tells apart byte strings that differ only in their last byte or their length", () => {
+    const a = new Uint8Array(5000).fill(7)
+    const b = a.slice()
+    b[4999] = 8
+    expect(new Set([a, b, a.subarray(0, 4999), a.subarray(0, 4096)].map(NodeId.mapKey)).size).toBe(4)
+  })
+})

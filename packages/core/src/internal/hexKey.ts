@@ -19,3 +19,22 @@ export const hexKey = (bytes: Uint8Array): string => {
   }
   return String.fromCharCode(...chars)
 }
+
+/** Bytes per `String.fromCharCode` call in `byteKey`: its characters travel as call arguments. */
+const CHUNK = 4096
+
+/**
+ * @internal
+ * A `Map` key for bytes that are never shown: one character per byte, a flat string built straight from the bytes
+ * (no array of character codes on the way, half the length of hex). Distinct bytes give distinct keys.
+ */
+export const byteKey = (bytes: Uint8Array): string => {
+  // `apply` over the typed array: a spread of it costs several times more (measured 0.65 µs against 4 µs for 220
+  // bytes, hex 1.2 µs)
+  if (bytes.length <= CHUNK) return Reflect.apply(String.fromCharCode, undefined, bytes)
+  const parts: Array<string> = []
+  for (let i = 0; i < bytes.length; i += CHUNK) {
+    parts.push(Reflect.apply(String.fromCharCode, undefined, bytes.subarray(i, i + CHUNK)))
+  }
+  return parts.join("")
+}

@@ -87,7 +87,9 @@ export const structureFault = (
   const keys = new Set<string>()
   for (const info of response.peers) {
     if (info.isEmpty) return Option.some(new DhtError.EmptyPeerMessageReceived())
-    const key = NodeId.toHex(info.publicKey)
+    // a key's own bytes as the set's key: its hex (a key is not NodeId-sized, so not memoised) was a fresh string
+    // and array of character codes per relayed peer
+    const key = NodeId.mapKey(info.publicKey)
     if (keys.has(key)) return Option.some(new DhtError.DuplicatePeerReceived())
     keys.add(key)
     if (info.claims.length > limits.maxClaims) {
