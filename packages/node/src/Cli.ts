@@ -6,7 +6,8 @@
  * - `run --identity FILE --listen HOST:PORT [--peer PUBLICKEY@HOST:PORT]… [--db FILE] [--config FILE]`: one node
  *   over TCP on sqlite, speaking JSON lines: events on stdout, commands on stdin (README "Run a real node").
  *
- * Logs go to stderr for every command (logfmt): stdout carries only the result. `main` returns the process exit
+ * Logs go to stderr for every command (logfmt): stdout carries only the result. `sim` shows its nodes' warnings and
+ * errors; `comms-dht --log-level debug sim …` shows everything they log. `main` returns the process exit
  * code, which `teardownFor` hands to the runtime: 0 on completion, 1 on an internal error, 2 on a usage error; an
  * interrupted `sim` gives 130, while SIGINT/SIGTERM is how a `run` node is meant to stop, so it gives 0.
  *
@@ -27,8 +28,10 @@ import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as NodeCrypto from "./Crypto.js"
@@ -231,10 +234,21 @@ const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
           store: input.store,
           db: Option.getOrUndefined(input.db),
           onProgress: tty ? drawProgress : undefined
-        }, makeDhtLayer).pipe(Effect.ensuring(tty ? clearProgress : Effect.void))
+        }, makeDhtLayer).pipe(
+          Effect.ensuring(tty ? clearProgress : Effect.void),
+          Logger.withMinimumLogLevel(yield* simLogLevel)
+        )
         yield* Console.log(input.json ? JSON.stringify(result) : summary(result, input.store))
       })
   ).pipe(Command.withDescription("simulate a network of full nodes in one process, on virtual time (SPEC §19)"))
+
+// The simulated nodes log as any node does: at the default level every one of them says "connectivity online" and
+// more, over a thousand lines at 1000 nodes, through the progress bar. A run shows their warnings and errors unless
+// `--log-level` asks for less than `info` (`debug`, `trace`, `all`).
+const simLogLevel = Effect.map(
+  FiberRef.get(FiberRef.currentMinimumLogLevel),
+  (level) => LogLevel.lessThan(level, LogLevel.Info) || LogLevel.greaterThan(level, LogLevel.Warning) ? level : LogLevel.Warning
+)
 
 // --- run ---
 

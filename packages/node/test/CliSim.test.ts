@@ -72,6 +72,8 @@ describe("comms-dht sim", () => {
       expect(lines).toHaveLength(1)
       const result: unknown = JSON.parse(lines[0]!)
       expect(result).toMatchObject({ nodes: 4, messages: 4, direct: { expected: 4, delivered: 4 }, duplicates: 0 })
+      // the simulated nodes' info lines ("connectivity online" from each) stay out of a run's stderr
+      expect(done.stderr).not.toContain("level=INFO")
     }), 90_000)
 
   it.live("a usage error's exit code 2 comes through the restarted process", () =>
@@ -84,8 +86,8 @@ describe("comms-dht sim", () => {
 
   it.live("Ctrl-C stops a run under way with exit code 130 and no result on stdout", () =>
     Effect.gen(function*() {
-      // a network large enough to be mid-run when its nodes come online
-      const done = yield* runBin(["sim", "--nodes", "60", "--json"], /connectivity online/)
+      // a network large enough to be mid-run when its nodes come online, which they log at --log-level debug
+      const done = yield* runBin(["--log-level", "debug", "sim", "--nodes", "60", "--json"], /connectivity online/)
       expect(done.code).toBe(130)
       expect(done.stdout).toBe("")
     }), 90_000)
