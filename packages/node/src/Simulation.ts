@@ -436,9 +436,14 @@ const simulate = <E>(
         Context.add(DhtConfig.DhtConfig, config)
       )
 
+    // Every running node's scope is a child of this one, which closes its children at once when the run is
+    // interrupted (Ctrl-C) or fails: one after another, each departure set the remaining nodes reacting to it (the
+    // closing step below). Opened after the storage, so closed before it.
+    const nodesScope = yield* Scope.fork(simScope, ExecutionStrategy.parallel)
+
     const startEndpoint = (node: SimNode, claim: Option.Option<Peer.PeerClaim>) =>
       Effect.gen(function*() {
-        const scope = yield* Scope.fork(simScope, ExecutionStrategy.sequential)
+        const scope = yield* Scope.fork(nodesScope, ExecutionStrategy.sequential)
         const endpoint = yield* Layer.buildWithScope(
           MemoryNetwork.layer(
             Option.match(claim, {
