@@ -548,7 +548,8 @@ export const validateHandshake = (
       const unbound = yield* check.bind(payload, publicKey)
       if (Option.isSome(unbound)) return yield* fail(unbound.value[0], unbound.value[1])
     }
-    // most handshakes in a growing network are with strangers: looked up, not caught as `PeerNotFound` (its stack trace)
+    // most handshakes in a growing network are with strangers: looked up, not caught as `PeerNotFound` (its stack
+    // trace)
     const stored = yield* check.peers.getMany([nodeId]).pipe(
       Effect.map((found) => Option.fromNullable(found[0])),
       Effect.orElseSucceed(() => Option.none<Peer>())

@@ -247,7 +247,8 @@ const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
 // `--log-level` asks for less than `info` (`debug`, `trace`, `all`).
 const simLogLevel = Effect.map(
   FiberRef.get(FiberRef.currentMinimumLogLevel),
-  (level) => LogLevel.lessThan(level, LogLevel.Info) || LogLevel.greaterThan(level, LogLevel.Warning) ? level : LogLevel.Warning
+  (level) =>
+    LogLevel.lessThan(level, LogLevel.Info) || LogLevel.greaterThan(level, LogLevel.Warning) ? level : LogLevel.Warning
 )
 
 // --- run ---
