@@ -27,7 +27,7 @@ import type { NodeId, PublicKey, SecretKey } from "./NodeId.js"
 import { equals, fromPublicKey, toHex } from "./NodeId.js"
 import type { AddressSource } from "./Peer.js"
 import { Peer, PeerAddress, PeerClaim } from "./Peer.js"
-import type { PeerManagerService } from "./PeerManager.js"
+import { getOption, type PeerManagerService } from "./PeerManager.js"
 
 // --- claim signatures (§4.7): the construction is MessageCrypto's; these build and check whole claims ---
 
@@ -550,10 +550,7 @@ export const validateHandshake = (
     }
     // most handshakes in a growing network are with strangers: looked up, not caught as `PeerNotFound` (its stack
     // trace)
-    const stored = yield* check.peers.getMany([nodeId]).pipe(
-      Effect.map((found) => Option.fromNullable(found[0])),
-      Effect.orElseSucceed(() => Option.none<Peer>())
-    )
+    const stored = yield* getOption(check.peers, nodeId).pipe(Effect.orElseSucceed(() => Option.none<Peer>()))
     if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
       return yield* fail("IdentityMismatch", "NodeId known with another key")
     }
@@ -639,8 +636,8 @@ export const recordConnected = (
     })
     // a stranger is looked up first rather than caught as `PeerNotFound` (an error's stack trace costs more than
     // the lookup); the update still falls back to adding if the peer is removed in between
-    return yield* peers.getMany([remote.nodeId]).pipe(
-      Effect.flatMap((found) => found.length > 0 ? peers.update(remote.nodeId, (p) => make(p)) : addNew),
+    return yield* getOption(peers, remote.nodeId).pipe(
+      Effect.flatMap((known) => Option.isSome(known) ? peers.update(remote.nodeId, (p) => make(p)) : addNew),
       Effect.catchTag("PeerNotFound", () => addNew),
       Effect.catchTag("StoreError", (e) =>
         Effect.as(Effect.logWarning("could not record a connected peer", e), make(undefined)))

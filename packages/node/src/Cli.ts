@@ -242,7 +242,7 @@ const simCommand = <E>(makeDhtLayer: Simulation.MakeDhtLayer<E>) =>
       })
   ).pipe(Command.withDescription("simulate a network of full nodes in one process, on virtual time (SPEC §19)"))
 
-// The simulated nodes log as any node does: at the default level every one of them says "connectivity online" and
+// The simulated nodes log like real ones: at the default level every one of them says "connectivity online" and
 // more, over a thousand lines at 1000 nodes, through the progress bar. A run shows their warnings and errors unless
 // `--log-level` asks for less than `info` (`debug`, `trace`, `all`).
 const simLogLevel = Effect.map(

@@ -249,7 +249,6 @@ export type Requirements =
   | DhtEvents.DhtEvents
   | PeerSync.PeerSync
 
-
 const roundsOk = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "ok")
 const roundsFailed = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "failed")
 
@@ -292,10 +291,9 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
 
   const minConnected = Math.max(1, config.connectivity.minConnectivity)
   // the transport's own sliding buffer holds them: 256 for MemoryNetwork and TCP
+  // subscribed here, before a caller can connect: a connection made right after the service is built wakes
+  // `Initializing` at once instead of at the next poll
   const connections = yield* transport.subscribe
-  // a stream subscribes when it starts running: yielding lets the pump subscribe before a caller can connect, so a
-  // connection made right after the service is built wakes `Initializing` at once instead of at the next poll
-  yield* Effect.yieldNow()
 
   // --- Initializing ---
 
