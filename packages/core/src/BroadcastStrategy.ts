@@ -15,7 +15,7 @@ import * as Effect from "effect/Effect"
 import type { Config } from "./DhtConfig.js"
 import { PeerSelectionFailed } from "./DhtError.js"
 import {
-  byDistanceTo,
+  closestOf,
   compareBytes,
   equals,
   fromPublicKey,
@@ -294,10 +294,8 @@ export const isBroadcast = (strategy: BroadcastStrategy, resolved: ReadonlyArray
 
 const byHex = (a: Peer, b: Peer) => compareBytes(a.nodeId, b.nodeId)
 
-const closestTo = (target: NodeId, peers: ReadonlyArray<Peer>, n: number): Array<Peer> => {
-  const order = byDistanceTo(target)
-  return peers.slice().sort((a, b) => order(a.nodeId, b.nodeId)).slice(0, Math.max(0, n))
-}
+const closestTo = (target: NodeId, peers: ReadonlyArray<Peer>, n: number): Array<Peer> =>
+  closestOf(target, peers, n, (peer) => peer.nodeId)
 
 const randomOf = (peers: ReadonlyArray<Peer>, n: number): Effect.Effect<Array<Peer>> =>
   sample(peers.slice().sort(byHex), n)

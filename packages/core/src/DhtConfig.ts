@@ -159,11 +159,11 @@ export class NetworkDiscoveryConfig
     idleAfterNumRounds: withDefault(Count, () => 10),
     onFailureIdlePeriod: duration("5 seconds"),
     maxSyncPeers: withDefault(Count, () => 5),
-    maxPeersToSyncPerRound: withDefault(Count, () => 500),
+    maxPeersToSyncPerRound: withDefault(Count, () => 32),
     initialPeerSyncDelay: Schema.optionalWith(DurationInput, { as: "Option", exact: true }).pipe(
       Schema.withConstructorDefault(() => Option.none<Duration.Duration>())
     ),
-    onConnectFetchPeers: withDefault(Count, () => 100),
+    onConnectFetchPeers: withDefault(Count, () => 16),
     connectivityPollInterval: duration("10 seconds"),
     peerSyncTimeout: duration("30 seconds")
   })

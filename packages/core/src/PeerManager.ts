@@ -16,7 +16,7 @@ import * as Ref from "effect/Ref"
 import { DhtConfig } from "./DhtConfig.js"
 import { PeerNotFound, type StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
-import { byDistanceTo, compareBytes, equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
+import { closestOf, compareBytes, equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
 import { Peer } from "./Peer.js"
 
 /**
@@ -342,10 +342,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
     all: sortedMatches(undefined),
     count: Effect.map(peers, HashMap.size),
     closest: (target, n, query) =>
-      Effect.map(sortedMatches(query), (candidates) => {
-        const order = byDistanceTo(target)
-        return candidates.sort((a, b) => order(a.nodeId, b.nodeId)).slice(0, Math.max(0, n))
-      }),
+      Effect.map(sortedMatches(query), (candidates) => closestOf(target, candidates, n, (peer) => peer.nodeId)),
     random: (n, query) =>
       Effect.flatMap(sortedMatches(query), (candidates) => sample(candidates, n)),
     ban: (nodeId, durationMs, reason) =>

@@ -165,9 +165,10 @@ describe("DhtConfig", () => {
       idleAfterNumRounds: 10,
       onFailureIdlePeriod: 5_000,
       maxSyncPeers: 5,
-      maxPeersToSyncPerRound: 500,
+      // SPEC §17.5 says 500 and 100: docs/spec-departures.md §6
+      maxPeersToSyncPerRound: 32,
       initialPeerSyncDelay: true,
-      onConnectFetchPeers: 100,
+      onConnectFetchPeers: 16,
       connectivityPollInterval: 10_000,
       peerSyncTimeout: 30_000
     })

@@ -49,6 +49,35 @@ describe("NodeId distance (§2.3)", () => {
     { fastCheck: { numRuns } }
   )
 
+  // Ids that often share their first bytes with each other and with the target, some repeated, so that the
+  // selection's ties on its four-byte prefix and its boundary are exercised, not only distinct random prefixes.
+  const selection = FastCheck.tuple(
+    FastCheck.uint8Array({ minLength: 4, maxLength: 4 }),
+    FastCheck.array(
+      FastCheck.tuple(FastCheck.uint8Array({ minLength: 13, maxLength: 13 }), FastCheck.integer({ min: 0, max: 5 })),
+      { minLength: 1, maxLength: 60 }
+    ),
+    FastCheck.array(FastCheck.nat(), { maxLength: 10 }),
+    FastCheck.integer({ min: -1, max: 80 })
+  ).map(([prefix, drawn, repeats, n]) => {
+    const [target, ...ids] = drawn.map(([bytes, shared]) => {
+      const id = Uint8Array.from(bytes)
+      id.set(prefix.subarray(0, Math.min(4, shared)))
+      return NodeId.NodeId.make(id)
+    })
+    const all = [...ids, ...(ids.length === 0 ? [] : repeats.map((i) => ids[i % ids.length]!))]
+    return { target: target!, ids: all, n }
+  })
+  it.prop("closestOf is the first n of the full sort by distance", [selection], ([{ ids, n, target }]) => {
+    const items = ids.map((id, index) => ({ id, index }))
+    const order = NodeId.byDistanceTo(target)
+    const expected = items.slice().sort((a, b) => order(a.id, b.id)).slice(0, Math.max(0, n))
+    const chosen = NodeId.closestOf(target, items, n, (item) => item.id)
+    expect(chosen.map((item) => NodeId.toHex(item.id))).toEqual(expected.map((item) => NodeId.toHex(item.id)))
+    // each item chosen once
+    expect(new Set(chosen.map((item) => item.index)).size).toBe(chosen.length)
+  }, { fastCheck: { numRuns } })
+
   it.prop("compareDistance and isCloser agree with the numeric distances", [nodeId, nodeId, nodeId], ([t, x, y]) => {
     const dx = xor(x, t)
     const dy = xor(y, t)

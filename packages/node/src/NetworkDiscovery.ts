@@ -183,6 +183,8 @@ interface Memory {
   readonly attemptedIds: ReadonlyArray<NodeId.NodeId>
   readonly lastRound: Option.Option<DhtEvent.RoundInfo>
   readonly threshold: Option.Option<bigint>
+  /** the last round's new peers within the threshold taken at its start (docs/spec-departures.md §6) */
+  readonly lastNewNeighbours: number
 }
 
 const emptyMemory: Memory = {
@@ -190,7 +192,8 @@ const emptyMemory: Memory = {
   attempted: HashSet.empty(),
   attemptedIds: [],
   lastRound: Option.none(),
-  threshold: Option.none()
+  threshold: Option.none(),
+  lastNewNeighbours: 0
 }
 
 const reset = (memory: Memory): Memory => ({ ...memory, numRounds: 0, attempted: HashSet.empty(), attemptedIds: [] })
@@ -326,9 +329,10 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
     }
     const known = yield* peers.count
     const last = m.lastRound
-    if (
-      known >= nd.minDesiredPeers && Option.isSome(last) && isSuccess(last.value) && last.value.numNewPeers === 0
-    ) {
+    // Settled once a round finds no new neighbour, rather than SPEC §12.2's no new peer at all: in a network larger
+    // than a few responses nearly every round finds someone new, so every node ran `idleAfterNumRounds` rounds and
+    // learnt the whole network (docs/spec-departures.md §6).
+    if (known >= nd.minDesiredPeers && Option.isSome(last) && isSuccess(last.value) && m.lastNewNeighbours === 0) {
       yield* Ref.update(memory, reset)
       return Event.OnConnectMode()
     }
@@ -382,6 +386,7 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
         { concurrency: "unbounded" }
       )
       let numNewPeers = 0
+      let numNewNeighbours = 0
       let numDuplicatePeers = 0
       let numSucceeded = 0
       const syncPeers: Array<NodeId.NodeId> = []
@@ -389,6 +394,9 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
         if (Either.isRight(result)) {
           numSucceeded++
           numNewPeers += result.right.numNew
+          for (const peer of result.right.newPeers) {
+            if (BroadcastStrategy.distanceValue(peer, identity.nodeId) < threshold) numNewNeighbours++
+          }
           numDuplicatePeers += result.right.numDuplicate
           syncPeers.push(peer)
         } else {
@@ -399,6 +407,7 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
         }
       }
       const roundInfo: DhtEvent.RoundInfo = { numNewPeers, numDuplicatePeers, numSucceeded, syncPeers }
+      yield* Ref.update(memory, (m) => ({ ...m, lastNewNeighbours: numNewNeighbours }))
       return Event.DiscoveryComplete({ roundInfo })
     })
 
@@ -425,6 +434,23 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
       )
     )
 
+  // A connection is synced with when the peer is one of this node's `numNeighbouringNodes` closest known
+  // communication nodes (or fewer are known): it knows this node's neighbourhood at least as well as this node does.
+  // SPEC §12.1 syncs with every new connection, which in a settled node of a large network mostly brings the far
+  // peers it had stopped looking for (docs/spec-departures.md §6).
+  const isNeighbour = (peer: NodeId.NodeId) =>
+    Effect.map(
+      peers.closest(identity.nodeId, config.numNeighbouringNodes, {
+        features: Peer.PeerFeatures.COMMUNICATION_NODE,
+        excludeBanned: true
+      }),
+      (closest) => {
+        const farthest = closest[closest.length - 1]
+        return closest.length < config.numNeighbouringNodes || farthest === undefined ||
+          !NodeId.isCloser(identity.nodeId, farthest.nodeId, peer)
+      }
+    ).pipe(Effect.orElseSucceed(() => true)) // the table unreadable: sync as SPEC §12.1 would
+
   const onConnect: Effect.Effect<Event> = Effect.scoped(Effect.gen(function*() {
     const jobs = yield* FiberSet.make<void, never>()
     const permits = yield* Effect.makeSemaphore(Math.max(1, nd.maxSyncPeers))
@@ -434,11 +460,14 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
         if (event._tag !== "PeerConnected" || !event.peer.isCommunicationNode) return Effect.void
         const peer = event.peer.nodeId
         const key = NodeId.toHex(peer)
-        return Ref.modify(synced, (set) => [!HashSet.has(set, key), HashSet.add(set, key)] as const).pipe(
-          Effect.flatMap((fresh) =>
-            fresh ? FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer))) : Effect.void
-          )
-        )
+        return Effect.flatMap(isNeighbour(peer), (near) =>
+          near
+            ? Ref.modify(synced, (set) => [!HashSet.has(set, key), HashSet.add(set, key)] as const).pipe(
+              Effect.flatMap((fresh) =>
+                fresh ? FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer))) : Effect.void
+              )
+            )
+            : Effect.void)
       }),
       Effect.forever
     )

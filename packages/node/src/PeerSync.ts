@@ -281,6 +281,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
     return bytes
   }
 
+  const nodeIdOf = (peer: Peer.Peer) => peer.nodeId
   const selectPeers = (request: PeerSyncMessages.GetPeersRequest, requesterId: NodeId.NodeId) =>
     Effect.gen(function*() {
       if (request.maxClaims === 0 || request.maxAddressesPerClaim === 0) return []
@@ -292,14 +293,14 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         !NodeId.equals(peer.nodeId, identity.nodeId) && (request.includeClients || peer.isCommunicationNode)
       )
       const infoOf = (peer: Peer.Peer) => encodedInfo(peer, request.maxClaims, request.maxAddressesPerClaim)
-      // The answer is a uniform sample of the eligible peers that have a claim to relay. Nearly all have one, so n
-      // eligible peers are drawn and their claims read; a uniform draw that lands only on peers with claims is a
-      // uniform draw among those. Only when one has none are the claims of every eligible peer read, which would
-      // otherwise happen on every request: a table of a thousand peers answering for fifty.
-      const drawn = (yield* PeerManager.sample(eligible, n)).map(infoOf)
-      if (drawn.every((info) => info !== undefined)) return drawn.filter((info) => info !== undefined)
-      const candidates = eligible.map(infoOf).filter((info) => info !== undefined)
-      return yield* PeerManager.sample(candidates, n)
+      // The answer is the n eligible peers closest to the requester that have a claim to relay (Kademlia's
+      // FIND_NODE of the requester's own id, not SPEC §12.4's unspecified choice; docs/spec-departures.md §6).
+      // Nearly all have a claim, so the n closest are chosen and their claims read; only when one has none are the
+      // claims of every eligible peer read.
+      const closest = NodeId.closestOf(requesterId, eligible, n, nodeIdOf).map(infoOf)
+      if (closest.every((info) => info !== undefined)) return closest.filter((info) => info !== undefined)
+      const candidates = eligible.filter((peer) => infoOf(peer) !== undefined)
+      return NodeId.closestOf(requesterId, candidates, n, nodeIdOf).flatMap((peer) => infoOf(peer) ?? [])
     })
 
   const respond = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>

@@ -173,7 +173,7 @@ describe("the machine on a memory network", () => {
 
   it.scoped("learns the network in rounds, then settles in OnConnect with minDesiredPeers known (scenario 28)", () =>
     Effect.gen(function*() {
-      const cfg = DhtConfig.unsafeMake({ networkDiscovery: { minDesiredPeers: 5 }, numNeighbouringNodes: 1 }, config)
+      const cfg = DhtConfig.unsafeMake({ networkDiscovery: { minDesiredPeers: 5 } }, config)
       const seed = yield* startNode(yield* identityOf(100), { config: quiet })
       const others = yield* Effect.forEach([101, 102, 103, 104, 105], (n) =>
         Effect.flatMap(identityOf(n), (identity) => startNode(identity, { config: quiet })))
@@ -189,7 +189,7 @@ describe("the machine on a memory network", () => {
         "Discovering→Ready",
         "Ready→Discovering", // the closest five of the new peers
         "Discovering→Ready",
-        "Ready→OnConnect" // a successful round without new peers, with ≥ minDesiredPeers known
+        "Ready→OnConnect" // a successful round without new neighbours, with ≥ minDesiredPeers known
       ])
       const added = peersAdded(events)
       expect(added).toHaveLength(1)
@@ -201,15 +201,15 @@ describe("the machine on a memory network", () => {
       expect(Option.map(snapshot.lastRound, (r) => [r.numSucceeded, r.numNewPeers, r.numDuplicatePeers])).toEqual(
         Option.some([5, 0, 5])
       )
-      // recorded at the start of the second round, when the seed was the only verified node (§12.3)
-      expect(snapshot.threshold).toEqual(
-        Option.some(BroadcastStrategy.distanceValue(seed.identity.nodeId, a.identity.nodeId))
-      )
+      // recorded at the start of the second round, when the seed was the only verified node: fewer than
+      // numNeighbouringNodes (8), so every peer is within it (§12.3) and every new peer was a new neighbour
+      expect(snapshot.threshold).toEqual(Option.some(BroadcastStrategy.MAX_DISTANCE))
       for (const node of others) {
         expect(Option.map(yield* recordOf(a, node.identity), (p) => p.isVerified)).toEqual(Option.some(true))
       }
 
-      // OnConnect: a communication node connecting now is asked for onConnectFetchPeers peers, once
+      // OnConnect: a communication node connecting now, among the 8 closest known (7 are), is asked for
+      // onConnectFetchPeers peers, once
       const late = yield* startRaw(yield* identityOf(106))
       const relayed = yield* identityOf(107)
       yield* connect(late, a)
@@ -240,6 +240,80 @@ describe("the machine on a memory network", () => {
       yield* settle
       expect(yield* receivedOf(late)).toEqual([])
       expect(yield* receivedOf(client)).toEqual([])
+    }).pipe(Effect.provide(shared)))
+
+  // The ids of `identityOf(from…from + count − 1)` in ascending distance to `target`.
+  const byDistance = (target: NodeId.NodeId, from: number, count: number) =>
+    Effect.map(
+      Effect.forEach(Array.from({ length: count }, (_, i) => from + i), (n) =>
+        Effect.map(identityOf(n), (identity) => ({ n, nodeId: identity.nodeId }))),
+      (all) => NodeId.closestOf(target, all, count, (x) => x.nodeId).map((x) => x.n)
+    )
+
+  it.scoped("settles after a round that found new peers but no new neighbour (docs/spec-departures.md §6)", () =>
+    Effect.gen(function*() {
+      // one neighbour: the threshold is the distance of the closest verified peer
+      const cfg = DhtConfig.unsafeMake({ networkDiscovery: { minDesiredPeers: 3 }, numNeighbouringNodes: 1 }, config)
+      const self = yield* identityOf(1)
+      // the seed is the closest of twenty to `a`; the others it knows are farther from `a` than it
+      const [seedN, ...farther] = yield* byDistance(self.nodeId, 100, 20)
+      const seed = yield* startNode(yield* identityOf(seedN!), { config: quiet })
+      const others = yield* Effect.forEach(farther.slice(0, 4), (n) =>
+        Effect.flatMap(identityOf(n), (identity) => startNode(identity, { config: quiet })))
+      yield* Effect.forEach(others, (node) => connect(node, seed), { discard: true })
+      const a = yield* startNode(self, { config: cfg })
+      yield* connect(a, seed)
+
+      yield* eventually(Effect.map(stateOf(a), (s) => s._tag === "OnConnect"))
+      // SPEC §12.2 would go on to a second round: the first found four new peers
+      const events = yield* eventsSoFar(a)
+      expect(transitions(events)).toEqual([
+        "Initializing→Ready",
+        "Ready→Discovering",
+        "Discovering→Ready",
+        "Ready→OnConnect"
+      ])
+      expect(peersAdded(events)).toEqual([
+        { numNewPeers: 4, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [seed.identity.nodeId] }
+      ])
+    }).pipe(Effect.provide(shared)))
+
+  it.scoped("a round that found a new neighbour is followed by another", () =>
+    Effect.gen(function*() {
+      const cfg = DhtConfig.unsafeMake({ networkDiscovery: { minDesiredPeers: 3 }, numNeighbouringNodes: 1 }, config)
+      const self = yield* identityOf(1)
+      // now the seed knows a peer closer to `a` than the seed itself
+      const [closer, seedN, ...farther] = yield* byDistance(self.nodeId, 100, 20)
+      const seed = yield* startNode(yield* identityOf(seedN!), { config: quiet })
+      const others = yield* Effect.forEach([closer!, ...farther.slice(0, 3)], (n) =>
+        Effect.flatMap(identityOf(n), (identity) => startNode(identity, { config: quiet })))
+      yield* Effect.forEach(others, (node) => connect(node, seed), { discard: true })
+      const a = yield* startNode(self, { config: cfg })
+      yield* connect(a, seed)
+
+      yield* eventually(Effect.map(stateOf(a), (s) => s._tag === "OnConnect"))
+      expect(transitions(yield* eventsSoFar(a)).filter((t) => t === "Ready→Discovering")).toHaveLength(2)
+    }).pipe(Effect.provide(shared)))
+
+  it.scoped("in OnConnect syncs with a new connection among its closest, not with a farther one", () =>
+    Effect.gen(function*() {
+      const cfg = DhtConfig.unsafeMake({ networkDiscovery: { minDesiredPeers: 1 }, numNeighbouringNodes: 1 }, config)
+      const self = yield* identityOf(1)
+      const [nearN, seedN, farN] = yield* byDistance(self.nodeId, 100, 20)
+      const seed = yield* startNode(yield* identityOf(seedN!), { config: quiet })
+      const a = yield* startNode(self, { config: cfg })
+      yield* connect(a, seed)
+      yield* eventually(Effect.map(stateOf(a), (s) => s._tag === "OnConnect"))
+
+      // farther than the seed, a's one neighbour: not asked
+      const far = yield* startRaw(yield* identityOf(farN!))
+      yield* connect(far, a)
+      yield* settle
+      expect(yield* receivedOf(far)).toEqual([])
+      // closer than the seed: asked
+      const near = yield* startRaw(yield* identityOf(nearN!))
+      yield* connect(near, a)
+      expect(yield* nextRequest(near)).toMatchObject({ n: nd.onConnectFetchPeers, includeClients: false })
     }).pipe(Effect.provide(shared)))
 
   it.scoped("publishes NetworkDiscoveryPeersAdded for an OnConnect sync that found new peers", () =>
@@ -304,7 +378,8 @@ describe("the machine on a memory network", () => {
         requestPeers: (peer) =>
           Effect.sync(() => {
             requested.push(peer)
-            return { numNew: 1, numDuplicate: 0, numSkipped: 0, newPeers: [] }
+            // a new neighbour each time: fewer than numNeighbouringNodes are verified, so every peer is one
+            return { numNew: 1, numDuplicate: 0, numSkipped: 0, newPeers: [peer] }
           }),
         handle: () => Effect.void,
         inFlight: Effect.succeed(0)

@@ -10,6 +10,7 @@ import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as NodeId from "@comms-dht/core/NodeId"
 import type * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as Peer from "@comms-dht/core/Peer"
+import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as PeerSyncMessages from "@comms-dht/core/PeerSyncMessages"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -154,9 +155,9 @@ describe("requester", () => {
       const privateClaim = yield* claimOf(private_!, ["tcp://192.168.1.5:18141"])
       const before = yield* relayedInvalid
 
-      const fiber = yield* a.run(requestPeers({ n: 500, includeClients: true }, m.identity)).pipe(Effect.fork)
+      const fiber = yield* a.run(requestPeers({ n: 32, includeClients: true }, m.identity)).pipe(Effect.fork)
       const asked = yield* nextRequest(m)
-      expect(asked).toMatchObject({ n: 500, includeClients: true, maxClaims: 5, maxAddressesPerClaim: 5 })
+      expect(asked).toMatchObject({ n: 32, includeClients: true, maxClaims: 5, maxAddressesPerClaim: 5 })
       yield* sendResponse(
         m,
         a.identity,
@@ -337,10 +338,13 @@ describe("requester", () => {
 
 describe("responder", () => {
   /** A full responder and a raw requester connected to it; `r` knows `records` besides. */
-  const responderAndRaw = (records: Effect.Effect<ReadonlyArray<Peer.Peer>, never, Crypto.Crypto>) =>
+  const responderAndRaw = (
+    records: Effect.Effect<ReadonlyArray<Peer.Peer>, never, Crypto.Crypto>,
+    cfg: DhtConfig.Config = quiet
+  ) =>
     Effect.gen(function*() {
       yield* TestClock.setTime(T0)
-      const r = yield* startNode(yield* identityOf(1), { config: quiet })
+      const r = yield* startNode(yield* identityOf(1), { config: cfg })
       const q = yield* startRaw(yield* identityOf(2), quiet)
       yield* addPeers(r, yield* records)
       yield* connect(q, r)
@@ -402,19 +406,41 @@ describe("responder", () => {
       expect((yield* nextResponse(q)).requestId).toBe(3)
     }).pipe(Effect.provide(shared)))
 
-  it.scoped("n = 0 means 100 and n above 500 is clamped to 500", () =>
+  const withPeers = (count: number) =>
+    Effect.flatMap(
+      Effect.forEach(Array.from({ length: count }, (_, i) => i + 10), (n) => identityOf(n)),
+      (ids) => Effect.forEach(ids, (id) => Effect.map(claimOf(id), (c) => claimedRecord(id, [c], { lastSeen: T0 })))
+    )
+  const keysOf = (infos: ReadonlyArray<PeerSyncMessages.PeerInfo>) => infos.map((info) => NodeId.toHex(info.publicKey))
+
+  it.scoped("answers with the n eligible peers closest to the requester, at most maxPeersToSyncPerRound (32)", () =>
     Effect.gen(function*() {
-      const ids = yield* Effect.forEach(Array.from({ length: 520 }, (_, i) => i + 10), (n) => identityOf(n))
-      const { q, r } = yield* responderAndRaw(
-        Effect.forEach(ids, (id) => Effect.map(claimOf(id), (c) => claimedRecord(id, [c], { lastSeen: T0 })))
-      )
+      const { q, r } = yield* responderAndRaw(withPeers(120))
+      const records = yield* r.run(Effect.flatMap(PeerManager.PeerManager, (table) => table.all))
+      const eligible = records.filter((peer) => !NodeId.equals(peer.nodeId, q.identity.nodeId))
+      const closestKeys = (n: number) =>
+        NodeId.closestOf(q.identity.nodeId, eligible, n, (peer) => peer.nodeId).map((peer) =>
+          NodeId.toHex(peer.publicKey)
+        )
+      yield* sendRequest(q, r.identity, request({ n: 10, requestId: 1 }))
+      expect(keysOf((yield* nextResponse(q)).peers)).toEqual(closestKeys(10))
+      // the default clamp (SPEC §12.4's is 500: docs/spec-departures.md §6)
+      yield* TestClock.adjust(10_000)
+      yield* sendRequest(q, r.identity, request({ n: 500, requestId: 2 }))
+      expect(keysOf((yield* nextResponse(q)).peers)).toEqual(closestKeys(32))
+    }).pipe(Effect.provide(shared)))
+
+  it.scoped("n = 0 means 100 and n above the configured maximum is clamped to it", () =>
+    Effect.gen(function*() {
+      const wide = DhtConfig.unsafeMake({ networkDiscovery: { enabled: false, maxPeersToSyncPerRound: 500 } }, config)
+      const { q, r } = yield* responderAndRaw(withPeers(520), wide)
       yield* sendRequest(q, r.identity, request({ n: 0, requestId: 1 }))
       expect((yield* nextResponse(q)).peers).toHaveLength(100)
       yield* TestClock.adjust(10_000)
       yield* sendRequest(q, r.identity, request({ n: 1000, requestId: 2 }))
       const clamped = yield* nextResponse(q)
       expect(clamped.peers).toHaveLength(500)
-      expect(new Set(clamped.peers.map((info) => NodeId.toHex(info.publicKey))).size).toBe(500)
+      expect(new Set(keysOf(clamped.peers)).size).toBe(500)
       // the requester itself is never among them
       expect(clamped.peers.some((info) => NodeId.equals(info.publicKey, q.identity.publicKey))).toBe(false)
     }).pipe(Effect.provide(shared)))

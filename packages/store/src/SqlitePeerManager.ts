@@ -570,10 +570,7 @@ export const make: Effect.Effect<
       all: sortedPeers,
       count: Effect.sync(() => peers.size),
       closest: (target, n, query) =>
-        Effect.map(sortedMatches(query), (candidates) => {
-          const order = NodeId.byDistanceTo(target)
-          return candidates.sort((a, b) => order(a.nodeId, b.nodeId)).slice(0, Math.max(0, n))
-        }),
+        Effect.map(sortedMatches(query), (candidates) => NodeId.closestOf(target, candidates, n, (peer) => peer.nodeId)),
       random: (n, query) => Effect.flatMap(sortedMatches(query), (candidates) => PeerManager.sample(candidates, n)),
       ban: (nodeId, durationMs, reason) =>
         locked(Effect.flatMap(Clock.currentTimeMillis, (now) =>
