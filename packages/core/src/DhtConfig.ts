@@ -147,6 +147,8 @@ export class ConnectivityConfig extends Schema.Class<ConnectivityConfig>("@comms
 
 /**
  * Network discovery (SPEC §17.5, §12). `initialPeerSyncDelay` is `Option.none()` by default: no delayed refresh.
+ * `maxPeersToSyncPerRound` (32; also the most a responder returns) and `onConnectFetchPeers` (16) are smaller than
+ * the spec's 500 and 100: answers are the requester's closest peers (docs/spec-departures.md §6).
  *
  * @since 0.1.0
  * @category models

@@ -3,7 +3,9 @@
  * sync (§12.4). `Initializing` waits for connectivity (at least `connectivity.minConnectivity`, and at least one,
  * connected peer: polled every `connectivityPollInterval` and woken by the transport's `PeerConnected`), then
  * `Ready` decides each round (§12.2), `Discovering` syncs with the chosen peers, `Waiting` sleeps, and `OnConnect`
- * syncs once with every communication node that connects later. Every transition publishes
+ * syncs once with every communication node that connects later among this node's closest. A round that found no new
+ * neighbour (a new peer within the §12.3 threshold) settles the node, not only one that found no new peer at all
+ * (docs/spec-departures.md §6). Every transition publishes
  * `NetworkDiscoveryStateChanged{from, to}`; a round or an on-connect sync that found new peers publishes
  * `NetworkDiscoveryPeersAdded`; each round counts `comms_dht_network_discovery_rounds_total{result}`.
  *

@@ -4,9 +4,9 @@
  * `DirectNodeId`, so a response is tied to its request by `(responder, request_id)` only.
  *
  * - **Responder**: serves at most one request per requester per 10 s (`RateLimited` otherwise, dropped, no ban) and
- *   relays verified, active, unbanned peers other than the requester, each with its signed claims as they were
- *   signed: a claim with more addresses than asked for is omitted, never truncated, and a peer left without claims
- *   is omitted.
+ *   relays the verified, active, unbanned peers closest to the requester (docs/spec-departures.md §6), each with its
+ *   signed claims as they were signed: a claim with more addresses than asked for is omitted, never truncated, and a
+ *   peer left without claims is omitted.
  * - **Requester**: `requestPeers` dials the peer, sends the request and waits `peerSyncTimeout` for the response.
  *   The response is judged in two parts: counts the responder controls (more peers than asked, a duplicate key, an
  *   empty `PeerInfo`, more claims or addresses than asked) fail the whole response with the §14.1 tag, which the
