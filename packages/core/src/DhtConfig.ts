@@ -176,7 +176,9 @@ const fields = {
   supportedVersions: withDefault(Schema.Array(Count), () => [1]),
   outboundBufferSize: withDefault(AtLeastOne, () => 20),
   numNeighbouringNodes: withDefault(AtLeastOne, () => 8),
-  numRandomNodes: withDefault(Count, () => 4),
+  // 12, not the spec's 4: a node that learns its neighbourhood rather than the whole network routes through its
+  // random pool's long links (docs/spec-departures.md §6)
+  numRandomNodes: withDefault(Count, () => 12),
   minimizeConnections: withDefault(Schema.Boolean, () => false),
   broadcastFactor: withDefault(Count, () => 8),
   propagationFactor: withDefault(AtLeastOne, () => 3),

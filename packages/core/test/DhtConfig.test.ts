@@ -55,7 +55,8 @@ describe("DhtConfig", () => {
       supportedVersions: [1],
       outboundBufferSize: 20,
       numNeighbouringNodes: 8,
-      numRandomNodes: 4,
+      // SPEC §17.1 says 4: docs/spec-departures.md §6
+      numRandomNodes: 12,
       minimizeConnections: false,
       broadcastFactor: 8,
       propagationFactor: 3,

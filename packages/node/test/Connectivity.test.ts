@@ -186,7 +186,11 @@ describe("Connectivity", () => {
     Effect.gen(function*() {
       const [me, ...others] = yield* identities(31)
       const raws = yield* Effect.forEach(others, startRaw)
-      const node = yield* startNode(me!, { known: others.map(verifiedRecord) })
+      // the spec's random pool of 4 (ours defaults to 12: docs/spec-departures.md §6)
+      const node = yield* startNode(me!, {
+        known: others.map(verifiedRecord),
+        config: withConfig({ numRandomNodes: 4 })
+      })
       const byDistance = closestTo(me!, others)
 
       // the 8 closest, connected and pinned; 4 random others
