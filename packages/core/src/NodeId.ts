@@ -268,8 +268,18 @@ export const closestOf = <A>(
   while (end < keys.length && prefixAt(end) === boundary) end++
   const chosen: Array<A> = new Array(end)
   for (let i = 0; i < end; i++) chosen[i] = items[keys[i]! % INDEX_SPACE]!
-  // equal prefixes are ordered by index so far: the whole distance decides them
-  return chosen.sort(byId).slice(0, k)
+  // items sharing a prefix are in index order so far: the whole distance orders each such run, and only those (a
+  // caller asking for every peer, sorted, pays no comparator sort of them all)
+  for (let start = 0; start < end;) {
+    let stop = start + 1
+    while (stop < end && prefixAt(stop) === prefixAt(start)) stop++
+    if (stop - start > 1) {
+      const run = chosen.slice(start, stop).sort(byId)
+      for (let i = 0; i < run.length; i++) chosen[start + i] = run[i]!
+    }
+    start = stop
+  }
+  return end === k ? chosen : chosen.slice(0, k)
 }
 
 /**

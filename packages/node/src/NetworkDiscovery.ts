@@ -462,14 +462,19 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
         if (event._tag !== "PeerConnected" || !event.peer.isCommunicationNode) return Effect.void
         const peer = event.peer.nodeId
         const key = NodeId.toHex(peer)
-        return Effect.flatMap(isNeighbour(peer), (near) =>
-          near
-            ? Ref.modify(synced, (set) => [!HashSet.has(set, key), HashSet.add(set, key)] as const).pipe(
-              Effect.flatMap((fresh) =>
-                fresh ? FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer))) : Effect.void
-              )
-            )
-            : Effect.void)
+        // a peer synced with already is passed over before the table is read; one that is not a neighbour now is
+        // not recorded, so it is asked if it connects again once it is one
+        return Effect.flatMap(Ref.get(synced), (set) =>
+          HashSet.has(set, key)
+            ? Effect.void
+            : Effect.flatMap(isNeighbour(peer), (near) =>
+              near
+                ? Ref.modify(synced, (s) => [!HashSet.has(s, key), HashSet.add(s, key)] as const).pipe(
+                  Effect.flatMap((fresh) =>
+                    fresh ? FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer))) : Effect.void
+                  )
+                )
+                : Effect.void))
       }),
       Effect.forever
     )
