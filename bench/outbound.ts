@@ -3,7 +3,9 @@
  * — its bounded queue, then broadcast, encrypt and serialize — until the transport has taken the frame and reported
  * it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF, sealing the
  * padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The ratio is
- * the share of a request's cost that is crypto. Both use the node backend (`@comms-dht/node/Crypto`); the `noble`
+ * the share of a request's cost that is crypto. `outbound.floor` (same bound) is the least a requester on a queue can
+ * cost: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply completed and
+ * awaited, and nothing else; `encrypted-direct` cannot get above its ratio. Both use the node backend (`@comms-dht/node/Crypto`); the `noble`
  * pair repeats them on the portable backend. Requests go one after the other, 32 to a call, and rates are per
  * request.
  *
@@ -27,6 +29,7 @@ import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -149,7 +152,7 @@ const request = (
 const pair = async (
   prefix: string,
   make: () => Effect.Effect<Crypto.CryptoService>,
-  withMemoryNetwork: boolean
+  full: boolean
 ): Promise<Array<Task>> => {
   const crypto = await Effect.runPromise(make())
   const sender = await Effect.runPromise(identity(crypto))
@@ -172,6 +175,41 @@ const pair = async (
     Crypto.Crypto,
     crypto
   )
+  // The floor: what any requester on a queue pays besides the crypto. The caller offers a request with its reply to
+  // a queue; one fiber takes it, does the crypto above, encodes the envelope and completes the reply, which the
+  // caller awaits: the requester's queue and reply, with nothing between them but the crypto and the encoding.
+  const floorQueue = await Effect.runPromise(Queue.unbounded<Deferred.Deferred<number>>())
+  const floorWorker = Effect.forever(
+    Effect.flatMap(Queue.take(floorQueue), (reply) =>
+      Effect.flatMap(MessageCrypto.encrypt(sender, receiver.publicKey, fields, plaintext), (sealed) =>
+        Deferred.succeed(
+          reply,
+          Envelope.encodeEnvelope(
+            new Envelope.DhtEnvelope({
+              header: new Envelope.DhtMessageHeader({
+                ...fields,
+                messageType: Envelope.DhtMessageType.None,
+                flags: sealed.flags,
+                messageSignature: sealed.messageSignature,
+                ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
+                messageTag: 1n,
+                hopCount: 0
+              }, true),
+              body: sealed.body
+            }, true)
+          ).length
+        )))
+  )
+  await Effect.runPromise(Effect.forkDaemon(Effect.provideService(floorWorker, Crypto.Crypto, crypto)))
+  const floorOne = Effect.flatMap(Deferred.make<number>(), (reply) =>
+    Effect.zipRight(
+      Queue.offer(floorQueue, reply),
+      Effect.flatMap(
+        Deferred.await(reply),
+        (length) => length > 6_000 ? Effect.void : Effect.dieMessage("a floor request was not encoded")
+      )
+    ))
+  const floor = Effect.repeatN(floorOne, BATCH - 1)
   let sink = 0
   const tasks: Array<Task> = [
     { name: `${prefix}crypto-only`, fn: () => void (sink ^= Effect.runSync(cryptoOnly).body.length), batch: BATCH },
@@ -182,10 +220,14 @@ const pair = async (
       batch: BATCH
     }
   ]
-  if (!withMemoryNetwork) return tasks
+  if (!full) return tasks
   const memory = await Effect.runPromise(onMemoryNetwork(crypto, sender, receiver))
   const overMemory = request(receiver, memory.context, memory.check)
-  return [...tasks, { name: `${prefix}memory-network`, fn: () => Effect.runPromise(overMemory), batch: BATCH }]
+  return [
+    ...tasks,
+    { name: `${prefix}floor`, fn: () => Effect.runPromise(floor), bound: `${prefix}crypto-only`, batch: BATCH },
+    { name: `${prefix}memory-network`, fn: () => Effect.runPromise(overMemory), batch: BATCH }
+  ]
 }
 
 /** `outbound.*` (node backend) and `outbound.noble.*`. */
