@@ -20,7 +20,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as BroadcastStrategy from "./BroadcastStrategy.js"
 import { NoMessagesQueued, type SendFailReason, type SendFailure, TransportShutdown } from "./DhtError.js"
@@ -41,11 +40,13 @@ export type MessageTag = bigint
  * @since 0.1.0
  * @category constructors
  */
-export const randomU64: Effect.Effect<bigint> = Effect.zipWith(
-  Random.nextIntBetween(0, 0x1_0000_0000),
-  Random.nextIntBetween(0, 0x1_0000_0000),
-  (hi, lo) => (BigInt(hi) << 32n) | BigInt(lo)
-)
+export const randomU64: Effect.Effect<bigint> = Effect.randomWith((random) =>
+  // every request draws a tag and every application body a nonce: the service is looked up once for both halves,
+  // and they are chained directly (`Effect.zipWith` runs its two effects through `Effect.all`)
+  Effect.flatMap(
+    random.nextIntBetween(0, 0x1_0000_0000),
+    (hi) => Effect.map(random.nextIntBetween(0, 0x1_0000_0000), (lo) => (BigInt(hi) << 32n) | BigInt(lo))
+  ))
 
 /**
  * A fresh message tag.

@@ -316,6 +316,17 @@ export const encrypt = Effect.fnUntraced(function*(selected: Selected) {
   })
 })
 
+// `f` of each item, one after the other: a chain of `flatMap`s, without the batching check and finalizer mask that
+// `Effect.forEach` sets up each time, which cost more than sending one copy (most requests go to one or a few peers)
+const inTurn = <A, E, R>(
+  items: ReadonlyArray<A>,
+  f: (item: A) => Effect.Effect<void, E, R>
+): Effect.Effect<void, E, R> => {
+  const step = (i: number): Effect.Effect<void, E, R> =>
+    i === items.length - 1 ? f(items[i]!) : Effect.flatMap(f(items[i]!), () => step(i + 1))
+  return items.length === 0 ? Effect.void : step(0)
+}
+
 // --- stage 3: serialize (§6.4) ---
 
 const headerOf = (message: OutboundRequester.DhtOutboundMessage): Envelope.DhtMessageHeader =>
@@ -353,11 +364,8 @@ export const serialize = Effect.fnUntraced(function*(messages: ReadonlyArray<Out
     return yield* new DhtError.FailedToGenerateMessages({ reason: "TooLarge" })
   }
   const transport = yield* Transport.Transport
-  yield* Effect.forEach(
-    messages,
-    (message) => transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply }),
-    { discard: true }
-  )
+  yield* inTurn(messages, (message) =>
+    transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply }))
   return new OutboundRequester.MessageSendStates(
     messages.map((message) => ({ peer: message.peer, tag: message.tag, result: message.reply }))
   )
@@ -404,27 +412,31 @@ const countOutcome = (state: OutboundRequester.MessageSendState) =>
     (exit) => Metric.increment(Exit.isSuccess(exit) ? sentMessages : failedMessages)
   )
 
-// counts the copies whose outcome is known, in one step; returns those still in flight
+// counts the copies whose outcome is known, in one step; returns those still in flight. A reply completed with an
+// effect rather than an outcome (`Deferred.complete`) is left to the watcher, which runs it.
 const countSettled = (
   states: OutboundRequester.MessageSendStates
 ): Effect.Effect<Array<OutboundRequester.MessageSendState>> =>
-  Effect.flatMap(
-    Effect.forEach(states.states, (state) => Effect.map(Deferred.poll(state.result), (polled) => ({ state, polled }))),
-    (polled) => {
-      const pending: Array<OutboundRequester.MessageSendState> = []
-      const settled: Array<Effect.Effect<boolean>> = []
-      for (const { polled: outcome, state } of polled) {
-        if (Option.isNone(outcome)) pending.push(state)
-        else settled.push(Effect.map(Effect.exit(outcome.value), Exit.isSuccess))
-      }
-      if (settled.length === 0) return Effect.succeed(pending)
-      return Effect.flatMap(Effect.all(settled), (results) =>
-        DhtMetrics.withLabels((labels) => {
-          for (const sent of results) (sent ? sentMessages : failedMessages).unsafeUpdate(1, labels)
-          return pending
-        }))
-    }
-  )
+  Effect.suspend(() => {
+    const pending: Array<OutboundRequester.MessageSendState> = []
+    let sent = 0
+    let failed = 0
+    const settle = (state: OutboundRequester.MessageSendState) =>
+      Effect.map(Deferred.poll(state.result), (polled) => {
+        const outcome = Option.getOrUndefined(polled)
+        if (outcome === undefined || !Exit.isExit(outcome)) pending.push(state)
+        else if (Exit.isSuccess(outcome)) sent += 1
+        else failed += 1
+      })
+    return Effect.zipRight(
+      inTurn(states.states, settle),
+      DhtMetrics.withLabels((labels) => {
+        if (sent > 0) sentMessages.unsafeUpdate(sent, labels)
+        if (failed > 0) failedMessages.unsafeUpdate(failed, labels)
+        return pending
+      })
+    )
+  })
 
 const countOutcomes = (states: OutboundRequester.MessageSendStates) => {
   const first = states.states[0]
@@ -644,12 +656,15 @@ const tagOf = (params: OutboundRequester.SendMessageParams): Effect.Effect<Outbo
       })
   })
 
+// chained directly: `Effect.zipWith` would run the two through `Effect.all`, several steps more for every request
 const makeRequest = (params: OutboundRequester.SendMessageParams, body: OutboundRequester.OutboundBody) =>
-  Effect.zipWith(
-    tagOf(params),
-    Deferred.make<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(),
-    (tag, reply): Request => ({ params, body, tag, reply })
-  )
+  Effect.flatMap(tagOf(params), (tag) =>
+    Effect.map(Effect.fiberId, (fiberId): Request => ({
+      params,
+      body,
+      tag,
+      reply: Deferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiberId)
+    })))
 
 const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
 
@@ -684,9 +699,11 @@ export const make = (
       // which sets `closed` before it drains the queue. One offered later may never be taken, so the sender checks
       // `closed` once its offer is in, rather than racing a second wait against it (a race forks two fibers per
       // request).
+      // A queue with room takes the request at once (`unsafeOffer`, as `Queue.offer` would); only a full or shut
+      // down one is offered to the suspending way.
       send: (params, body) =>
         Effect.flatMap(makeRequest(params, body), (request) =>
-          shutdownAsDhtShutdown(Queue.offer(queue, request)).pipe(
+          (Queue.unsafeOffer(queue, request) ? Effect.void : shutdownAsDhtShutdown(Queue.offer(queue, request))).pipe(
             Effect.zipRight(Deferred.isDone(closed)),
             Effect.flatMap((isClosed) =>
               isClosed ? Effect.fail(new DhtError.DhtShutdown()) : Deferred.await(request.reply)
