@@ -38,6 +38,7 @@ interface Result {
   readonly bound?: string
   readonly boundOpsPerSec?: number
   readonly ratio?: number
+  readonly sequentialRatio?: number
   readonly minRatio?: number
   readonly ok?: boolean
 }
@@ -73,21 +74,59 @@ const run = async (tasks: ReadonlyArray<Task>): Promise<Array<Result>> => {
   })
 }
 
-/** Adds `boundOpsPerSec`, `ratio` and `ok` to every result whose task names a bound measured in this run. */
-const withBounds = (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>): Array<Result> =>
-  results.map((result) => {
+/**
+ * A task's rate over its bound's, the two run in alternation for `ms` (a call of each per round, in the order
+ * bound–task, then task–bound): both see the same machine, whose speed drifts by tens of percent within a minute. Run
+ * one after the other, as tinybench runs tasks, the same code's ratio came out anywhere from 0.48 to 0.82.
+ */
+const interleavedRatio = async (task: Task, bound: Task, ms: number): Promise<number> => {
+  let taskMs = 0
+  let boundMs = 0
+  const timed = async (fn: () => unknown) => {
+    const start = performance.now()
+    await fn()
+    return performance.now() - start
+  }
+  const end = performance.now() + ms
+  for (let round = 0; round < 4 || performance.now() < end; round++) {
+    if (round % 2 === 0) {
+      boundMs += await timed(bound.fn)
+      taskMs += await timed(task.fn)
+    } else {
+      taskMs += await timed(task.fn)
+      boundMs += await timed(bound.fn)
+    }
+  }
+  return (boundMs / (bound.batch ?? 1)) / (taskMs / (task.batch ?? 1))
+}
+
+/**
+ * Adds `boundOpsPerSec`, `ratio` and `ok` to every result whose task names a bound measured in this run. The ratio
+ * is measured again with the two interleaved (`interleavedRatio`); `sequentialRatio` is the quotient of the two
+ * rates above, for comparison.
+ */
+const withBounds = async (tasks: ReadonlyArray<Task>, results: ReadonlyArray<Result>): Promise<Array<Result>> => {
+  const out: Array<Result> = []
+  for (const result of results) {
     const task = tasks.find((t) => t.name === result.name)
     const bound = results.find((r) => r.name === task?.bound)
-    if (task?.bound === undefined || bound === undefined) return result
-    const ratio = result.opsPerSec / bound.opsPerSec
-    return {
+    const boundTask = tasks.find((t) => t.name === task?.bound)
+    if (task?.bound === undefined || bound === undefined || boundTask === undefined) {
+      out.push(result)
+      continue
+    }
+    const ratio = await interleavedRatio(task, boundTask, 2 * time)
+    out.push({
       ...result,
       bound: bound.name,
       boundOpsPerSec: bound.opsPerSec,
       ratio,
+      sequentialRatio: result.opsPerSec / bound.opsPerSec,
       ...(task.minRatio === undefined ? {} : { minRatio: task.minRatio, ok: ratio >= task.minRatio })
-    }
-  })
+    })
+  }
+  return out
+}
 
 const main = async () => {
   const tasks: ReadonlyArray<Task> = [
@@ -99,7 +138,7 @@ const main = async () => {
     // filling the 100,000-row file takes seconds: only when a store task can be selected
     ...(filter === undefined || /store|saf|sql/.test(filter) ? await storeBenches() : [])
   ]
-  const results = withBounds(tasks, await run(tasks))
+  const results = await withBounds(tasks, await run(tasks))
   // whole simulations, each in a process of its own, after the microbenchmarks so they do not share the heap
   const sims: Array<SimScalingResult> = simBudget > 0 && (filter === undefined || "sim.scaling".includes(filter) ||
       filter.startsWith("sim"))
