@@ -77,7 +77,7 @@ const run = async (tasks: ReadonlyArray<Task>): Promise<Array<Result>> => {
 /**
  * A task's rate over its bound's, the two run in alternation for `ms` (a call of each per round, in the order
  * bound–task, then task–bound): both see the same machine, whose speed drifts by tens of percent within a minute. Run
- * one after the other, as tinybench runs tasks, the same code's ratio came out anywhere from 0.48 to 0.82.
+ * one after the other, as tinybench runs tasks, the same code's inbound ratio came out anywhere from 0.49 to 0.82.
  */
 const interleavedRatio = async (task: Task, bound: Task, ms: number): Promise<number> => {
   let taskMs = 0
