@@ -27,6 +27,7 @@ import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Transport from "@comms-dht/core/Transport"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -135,6 +136,58 @@ const knownPeers = (
     )
   )
 
+// The services the stages use, taken from the context once per worker rather than looked up by every stage of every
+// request (a lookup is a step of the fiber; four of them cost the broadcast stage a third of its steps).
+interface Services {
+  readonly identity: NodeIdentity.Identity
+  readonly config: DhtConfig.Config
+  readonly peers: PeerManager.PeerManagerService
+  readonly transport: Transport.TransportService
+  readonly cache: DedupCache.DedupCacheService
+}
+
+const servicesOf = (context: Context.Context<Requirements>): Services => ({
+  identity: Context.get(context, NodeIdentity.NodeIdentity),
+  config: Context.get(context, DhtConfig.DhtConfig),
+  peers: Context.get(context, PeerManager.PeerManager),
+  transport: Context.get(context, Transport.Transport),
+  cache: Context.get(context, DedupCache.DedupCache)
+})
+
+// a stage run on its own, as the exported stages are: its services from the context it is run in
+const withServices = <A, E, R>(f: (services: Services) => Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.context<Requirements>(), (context) => f(servicesOf(context)))
+
+const selectPeers = (services: Services, request: Request): Effect.Effect<Selection, BroadcastError> => {
+  const { config, identity, peers, transport } = services
+  const { params } = request
+  const strategy = params.strategy
+  if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
+    return Effect.fail(new DhtError.SendToOurselves())
+  }
+  return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+    Effect.flatMap(transport.connectedPeers, (connected) =>
+      Effect.flatMap(knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag), (known) => {
+        const ctx = BroadcastStrategy.makeContext(config, {
+          self: identity.nodeId,
+          peers: known,
+          connected: new Set(connected.map(NodeId.toHex)),
+          nowMs,
+          isOrigin: Option.isNone(params.customHeader)
+        })
+        return Effect.flatMap(BroadcastStrategy.select(strategy, ctx), (chosen) =>
+          Effect.map(expiryOf(params, nowMs, config), (expires): Selection =>
+            chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey"
+              ? Selection.Discover({ request, publicKey: strategy.publicKey, expires })
+              : Selection.Selected({
+                request,
+                peers: chosen,
+                expires,
+                isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
+              })))
+      })))
+}
+
 /**
  * Stage 1 (SPEC §6.1): `SendToOurselves` for a direct send to this node's key; the peers the strategy selects from
  * a snapshot of the peer table and the transport's connections (§6.2); a destination to discover when a direct
@@ -143,38 +196,8 @@ const knownPeers = (
  * @since 0.1.0
  * @category stages
  */
-export const broadcast = Effect.fnUntraced(function*(request: Request) {
-  const identity = yield* NodeIdentity.NodeIdentity
-  const config = yield* DhtConfig.DhtConfig
-  const { params } = request
-  const strategy = params.strategy
-  if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
-    return yield* new DhtError.SendToOurselves()
-  }
-  const peers = yield* PeerManager.PeerManager
-  const transport = yield* Transport.Transport
-  const nowMs = yield* Clock.currentTimeMillis
-  const connected = yield* transport.connectedPeers
-  const known = yield* knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag)
-  const ctx = BroadcastStrategy.makeContext(config, {
-    self: identity.nodeId,
-    peers: known,
-    connected: new Set(connected.map(NodeId.toHex)),
-    nowMs,
-    isOrigin: Option.isNone(params.customHeader)
-  })
-  const chosen = yield* BroadcastStrategy.select(strategy, ctx)
-  const expires = yield* expiryOf(params, nowMs, config)
-  if (chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey") {
-    return Selection.Discover({ request, publicKey: strategy.publicKey, expires })
-  }
-  return Selection.Selected({
-    request,
-    peers: chosen,
-    expires,
-    isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
-  })
-})
+export const broadcast = (request: Request): Effect.Effect<Selection, BroadcastError, Requirements> =>
+  withServices((services) => selectPeers(services, request))
 
 // --- stage 2: encrypt (§6.3) ---
 
@@ -263,9 +286,8 @@ export const dedupHash = (
 ): Effect.Effect<Uint8Array, never, Crypto.Crypto> => MessageCrypto.dedupHash(fields, body, messageSignature)
 
 // echoes of our own broadcast are dropped when they come back (SPEC §6.3, §8.2)
-const preInsert = (identity: NodeIdentity.Identity, prepared: Prepared, config: DhtConfig.Config) =>
+const preInsert = ({ cache, config, identity }: Services, prepared: Prepared) =>
   Effect.gen(function*() {
-    const cache = yield* DedupCache.DedupCache
     const hash = yield* dedupHash(prepared, prepared.body, prepared.messageSignature)
     if ((yield* cache.hitCount(hash)) > 0) return
     const keepUntil = Number(prepared.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
@@ -281,9 +303,13 @@ const preInsert = (identity: NodeIdentity.Identity, prepared: Prepared, config: 
  * @since 0.1.0
  * @category stages
  */
-export const encrypt = Effect.fnUntraced(function*(selected: Selected) {
-  const identity = yield* NodeIdentity.NodeIdentity
-  const config = yield* DhtConfig.DhtConfig
+export const encrypt = (
+  selected: Selected
+): Effect.Effect<Array<OutboundRequester.DhtOutboundMessage>, DhtError.FailedToGenerateMessages, Requirements> =>
+  withServices((services) => sealFor(services, selected))
+
+const sealFor = Effect.fnUntraced(function*(services: Services, selected: Selected) {
+  const { config, identity } = services
   const { expires, isBroadcast, peers, request } = selected
   const { params } = request
   const prepared = Option.isSome(params.customHeader)
@@ -291,7 +317,7 @@ export const encrypt = Effect.fnUntraced(function*(selected: Selected) {
     : yield* prepare(identity, params, request.body, expires, config.protocolVersion)
   // a forward's hash is in the cache already: the inbound dedup stage put it there (a message it could not record
   // is never forwarded, §7.3), so §6.3's check would find it and insert nothing
-  if (isBroadcast && Option.isNone(params.customHeader)) yield* preInsert(identity, prepared, config)
+  if (isBroadcast && Option.isNone(params.customHeader)) yield* preInsert(services, prepared)
   const hopCount = Option.match(params.customHeader, { onNone: () => 0, onSome: (h) => h.hopCount })
   // the replies made in one step rather than an Effect per peer
   const fiberId = yield* Effect.fiberId
@@ -355,21 +381,29 @@ const headerOf = (message: OutboundRequester.DhtOutboundMessage): Envelope.DhtMe
  * @since 0.1.0
  * @category stages
  */
-export const serialize = Effect.fnUntraced(function*(messages: ReadonlyArray<OutboundRequester.DhtOutboundMessage>) {
+export const serialize = (
+  messages: ReadonlyArray<OutboundRequester.DhtOutboundMessage>
+): Effect.Effect<OutboundRequester.MessageSendStates, DhtError.FailedToGenerateMessages, Requirements> =>
+  withServices((services) => hand(services, messages))
+
+const hand = (
+  { config, transport }: Services,
+  messages: ReadonlyArray<OutboundRequester.DhtOutboundMessage>
+): Effect.Effect<OutboundRequester.MessageSendStates, DhtError.FailedToGenerateMessages> => {
   const first = messages[0]
-  if (first === undefined) return OutboundRequester.noSendStates
-  const config = yield* DhtConfig.DhtConfig
+  if (first === undefined) return Effect.succeed(OutboundRequester.noSendStates)
   const bytes = Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header: headerOf(first), body: first.body }, true))
   if (bytes.length > config.maxMessageSize) {
-    return yield* new DhtError.FailedToGenerateMessages({ reason: "TooLarge" })
+    return Effect.fail(new DhtError.FailedToGenerateMessages({ reason: "TooLarge" }))
   }
-  const transport = yield* Transport.Transport
-  yield* inTurn(messages, (message) =>
-    transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply }))
-  return new OutboundRequester.MessageSendStates(
-    messages.map((message) => ({ peer: message.peer, tag: message.tag, result: message.reply }))
+  return Effect.as(
+    inTurn(messages, (message) =>
+      transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply })),
+    new OutboundRequester.MessageSendStates(
+      messages.map((message) => ({ peer: message.peer, tag: message.tag, result: message.reply }))
+    )
   )
-})
+}
 
 // --- the pipeline ---
 
@@ -486,13 +520,13 @@ export interface Handler {
 }
 
 // encrypt → serialize for a selection; an empty one is queued as no states (`resolve` makes it NoMessagesQueued)
-const deliver = (handler: Handler, selected: Selected) =>
+const deliver = (handler: Handler, services: Services, selected: Selected) =>
   Effect.gen(function*() {
     if (selected.peers.length === 0) {
       yield* countFailure(new DhtError.NoMessagesQueued(), selected.request.tag)
       return OutboundRequester.noSendStates
     }
-    const states = yield* serialize(yield* encrypt(selected))
+    const states = yield* hand(services, yield* sealFor(services, selected))
     // Copies the transport has already answered (a memory network writing in the sender's fiber answers them all
     // before `send` returns) are counted now; a watcher is forked only for those still in flight.
     const pending = yield* countSettled(states)
@@ -514,7 +548,11 @@ const discoveryFailure = (error: DhtError.DiscoveryError): DhtError.SendFailure 
 }
 
 // SPEC §6.1 step 3: answer PendingDiscovery now; discover, then carry on with the discovered peer, off the stream
-const pendingDiscovery = (handler: Handler, discovering: Data.TaggedEnum.Value<Selection, "Discover">) =>
+const pendingDiscovery = (
+  handler: Handler,
+  services: Services,
+  discovering: Data.TaggedEnum.Value<Selection, "Discover">
+) =>
   Effect.gen(function*() {
     const { expires, publicKey, request } = discovering
     const result = yield* Deferred.make<OutboundRequester.MessageSendStates, DhtError.SendFailure>()
@@ -525,7 +563,7 @@ const pendingDiscovery = (handler: Handler, discovering: Data.TaggedEnum.Value<S
     const job = discover(publicKey).pipe(
       Effect.mapError(discoveryFailure),
       Effect.flatMap((peer) =>
-        deliver(handler, Selection.Selected({ request, peers: [peer.nodeId], expires, isBroadcast: false }))
+        deliver(handler, services, Selection.Selected({ request, peers: [peer.nodeId], expires, isBroadcast: false }))
       ),
       Effect.tapError((failure) => countFailure(failure, request.tag)),
       Effect.exit,
@@ -547,16 +585,22 @@ const pendingDiscovery = (handler: Handler, discovering: Data.TaggedEnum.Value<S
  * @category pipeline
  */
 export const handle = (handler: Handler) => (request: Request): Effect.Effect<void, never, Requirements> =>
+  withServices((services) => handleWith(handler, services)(request))
+
+const handleWith = (handler: Handler, services: Services) => (request: Request) =>
   Metric.increment(requestsByStrategy[request.params.strategy._tag]).pipe(
-    Effect.zipRight(broadcast(request)),
+    Effect.zipRight(selectPeers(services, request)),
     Effect.flatMap((selection): Effect.Effect<
       OutboundRequester.SendMessageResponse,
       DhtError.SendFailure,
       Requirements
     > =>
       selection._tag === "Discover"
-        ? pendingDiscovery(handler, selection)
-        : Effect.map(deliver(handler, selection), (states) => OutboundRequester.SendMessageResponse.Queued({ states }))
+        ? pendingDiscovery(handler, services, selection)
+        : Effect.map(
+          deliver(handler, services, selection),
+          (states) => OutboundRequester.SendMessageResponse.Queued({ states })
+        )
     ),
     Effect.matchEffect({
       onFailure: (failure) =>
@@ -604,22 +648,23 @@ export const CONCURRENCY = 16
 export const workers = (
   handler: Handler,
   queue: Queue.Dequeue<Request>
-): Effect.Effect<never, never, Requirements> => {
-  const one = handle(handler)
-  const guarded = (request: Request) =>
-    Effect.catchAllCause(one(request), (cause) =>
-      Cause.isInterruptedOnly(cause)
-        ? Effect.failCause(cause)
-        : Effect.zipRight(
-          Effect.logError("outbound request failed unexpectedly", cause),
-          Deferred.failCause(request.reply, cause)
-        ))
-  const worker = Effect.uninterruptibleMask((restore) =>
-    Effect.forever(Effect.flatMap(restore(Queue.take(queue)), (request) => restore(guarded(request))))
-  )
-  return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
-    .pipe(Effect.zipRight(Effect.never))
-}
+): Effect.Effect<never, never, Requirements> =>
+  withServices((services) => {
+    const one = handleWith(handler, services)
+    const guarded = (request: Request) =>
+      Effect.catchAllCause(one(request), (cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.failCause(cause)
+          : Effect.zipRight(
+            Effect.logError("outbound request failed unexpectedly", cause),
+            Deferred.failCause(request.reply, cause)
+          ))
+    const worker = Effect.uninterruptibleMask((restore) =>
+      Effect.forever(Effect.flatMap(restore(Queue.take(queue)), (request) => restore(guarded(request))))
+    )
+    return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
+      .pipe(Effect.zipRight(Effect.never))
+  })
 
 // --- the requester ---
 
