@@ -158,35 +158,35 @@ const servicesOf = (context: Context.Context<Requirements>): Services => ({
 const withServices = <A, E, R>(f: (services: Services) => Effect.Effect<A, E, R>) =>
   Effect.flatMap(Effect.context<Requirements>(), (context) => f(servicesOf(context)))
 
-const selectPeers = (services: Services, request: Request): Effect.Effect<Selection, BroadcastError> => {
+const selectPeers = Effect.fnUntraced(function*(services: Services, request: Request) {
   const { config, identity, peers, transport } = services
   const { params } = request
   const strategy = params.strategy
   if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
-    return Effect.fail(new DhtError.SendToOurselves())
+    return yield* new DhtError.SendToOurselves()
   }
-  return Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
-    Effect.flatMap(transport.connectedPeers, (connected) =>
-      Effect.flatMap(knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag), (known) => {
-        const ctx = BroadcastStrategy.makeContext(config, {
-          self: identity.nodeId,
-          peers: known,
-          connected: new Set(connected.map(NodeId.toHex)),
-          nowMs,
-          isOrigin: Option.isNone(params.customHeader)
-        })
-        return Effect.flatMap(BroadcastStrategy.select(strategy, ctx), (chosen) =>
-          Effect.map(expiryOf(params, nowMs, config), (expires): Selection =>
-            chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey"
-              ? Selection.Discover({ request, publicKey: strategy.publicKey, expires })
-              : Selection.Selected({
-                request,
-                peers: chosen,
-                expires,
-                isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
-              })))
-      })))
-}
+  const nowMs = yield* Clock.currentTimeMillis
+  const connected = yield* transport.connectedPeers
+  const known = yield* knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag)
+  const ctx = BroadcastStrategy.makeContext(config, {
+    self: identity.nodeId,
+    peers: known,
+    connected: new Set(connected.map(NodeId.toHex)),
+    nowMs,
+    isOrigin: Option.isNone(params.customHeader)
+  })
+  const chosen = yield* BroadcastStrategy.select(strategy, ctx)
+  const expires = yield* expiryOf(params, nowMs, config)
+  if (chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey") {
+    return Selection.Discover({ request, publicKey: strategy.publicKey, expires })
+  }
+  return Selection.Selected({
+    request,
+    peers: chosen,
+    expires,
+    isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
+  })
+})
 
 /**
  * Stage 1 (SPEC §6.1): `SendToOurselves` for a direct send to this node's key; the peers the strategy selects from
