@@ -4,11 +4,12 @@
  * subscription — decrypted and verified, each message fresh; bound: `inbound.crypto-only`, the crypto that message
  * cannot avoid (the challenge and the dedup hash, ECDH + KDF, opening the sealed signature, verifying it through a
  * fresh verification memo, opening the body) done alone in the same run.
- * `inbound.floor` (bound: the same crypto) is the least any pipeline between two queues can cost: the frame decoded and
- * the same crypto, on one fiber between an inbox and an outbox, and nothing else; `encrypted-direct` cannot get above
- * its ratio. `inbound.forward`: a message for another key, forwarded by the node (F1) until the outbound pipeline hands it to
- * the transport. Both on the node backend (`@comms-dht/node/Crypto`); the `noble` set repeats the first pair on the
- * portable backend. The pairs handle 32 messages a call, one after the other; rates are per message.
+ * `inbound.floor` (bound: the same crypto) is the least any pipeline between two queues can cost: the frame decoded
+ * and the same crypto, on one fiber between an inbox and an outbox, and nothing else; `encrypted-direct` cannot get
+ * above its ratio. `inbound.forward`: a message for another key, forwarded by the node (F1) until the outbound
+ * pipeline hands it to the transport. Both on the node backend (`@comms-dht/node/Crypto`); the `noble` set repeats
+ * the first pair on the portable backend. The pairs handle 32 messages a call, one after the other; rates are per
+ * message.
  *
  * Fresh messages: a pool is generated before measuring, and when a run goes through it the node's dedup cache and
  * verification memo are replaced by empty ones, so no message is ever stopped as a duplicate or verified from memory.
@@ -38,7 +39,7 @@ import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Task } from "./main.js"
-import { identity, peerOf } from "./support.js"
+import { identity, peerOf, sealedEnvelope } from "./support.js"
 
 const BODY_BYTES = 1024
 
@@ -196,7 +197,12 @@ const floorTask = async (
         { discard: true }
       )
     )
-  return { name: `${prefix}floor`, fn: async () => run(await batchOf(next)), bound: `${prefix}crypto-only`, batch: BATCH }
+  return {
+    name: `${prefix}floor`,
+    fn: async () => run(await batchOf(next)),
+    bound: `${prefix}crypto-only`,
+    batch: BATCH
+  }
 }
 
 const encryptedPair = async (
@@ -238,20 +244,7 @@ const encryptedPair = async (
     const sealed = await provided(
       MessageCrypto.encrypt(sender, receiver.publicKey, fields, Envelope.encodeEnvelopeBody(body))
     )
-    const header = new Envelope.DhtMessageHeader({
-      ...fields,
-      messageType: Envelope.DhtMessageType.None,
-      flags: sealed.flags,
-      messageSignature: sealed.messageSignature,
-      ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
-      messageTag: BigInt(i),
-      hopCount: 0
-    }, true)
-    pool.push({
-      header,
-      body: sealed.body,
-      bytes: Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header, body: sealed.body }, true))
-    })
+    pool.push(sealedEnvelope(fields, sealed, BigInt(i)))
   }
   const reset = async () => {
     const next = await fresh()

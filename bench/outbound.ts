@@ -5,9 +5,9 @@
  * padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The ratio is
  * the share of a request's cost that is crypto. `outbound.floor` (same bound) is the least a requester on a queue can
  * cost: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply completed and
- * awaited, and nothing else; `encrypted-direct` cannot get above its ratio. Both use the node backend (`@comms-dht/node/Crypto`); the `noble`
- * pair repeats them on the portable backend. Requests go one after the other, 32 to a call, and rates are per
- * request.
+ * awaited, and nothing else; `encrypted-direct` cannot get above its ratio. Both use the node backend
+ * (`@comms-dht/node/Crypto`); the `noble` pair repeats them on the portable backend. Requests go one after the
+ * other, 32 to a call, and rates are per request.
  *
  * The transport is the benchmark's own: it collects each frame and completes its send state at once, so the figure
  * is the pipeline's and not an in-process network's. `outbound.memory-network` sends the same request over a
@@ -29,12 +29,11 @@ import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import type { Task } from "./main.js"
-import { identity, peerOf } from "./support.js"
+import { identity, peerOf, sealedEnvelope } from "./support.js"
 
 const BODY_BYTES = 1024
 
@@ -149,6 +148,7 @@ const request = (
   return Effect.provide(Effect.repeatN(one, BATCH - 1), context)
 }
 
+/** The crypto-only and pipeline pair on `make`'s backend; `full` adds the floor and the memory network. */
 const pair = async (
   prefix: string,
   make: () => Effect.Effect<Crypto.CryptoService>,
@@ -181,24 +181,10 @@ const pair = async (
   const floorQueue = await Effect.runPromise(Queue.unbounded<Deferred.Deferred<number>>())
   const floorWorker = Effect.forever(
     Effect.flatMap(Queue.take(floorQueue), (reply) =>
-      Effect.flatMap(MessageCrypto.encrypt(sender, receiver.publicKey, fields, plaintext), (sealed) =>
-        Deferred.succeed(
-          reply,
-          Envelope.encodeEnvelope(
-            new Envelope.DhtEnvelope({
-              header: new Envelope.DhtMessageHeader({
-                ...fields,
-                messageType: Envelope.DhtMessageType.None,
-                flags: sealed.flags,
-                messageSignature: sealed.messageSignature,
-                ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
-                messageTag: 1n,
-                hopCount: 0
-              }, true),
-              body: sealed.body
-            }, true)
-          ).length
-        )))
+      Effect.flatMap(
+        MessageCrypto.encrypt(sender, receiver.publicKey, fields, plaintext),
+        (sealed) => Deferred.succeed(reply, sealedEnvelope(fields, sealed, 1n).bytes.length)
+      ))
   )
   await Effect.runPromise(Effect.forkDaemon(Effect.provideService(floorWorker, Crypto.Crypto, crypto)))
   const floorOne = Effect.flatMap(Deferred.make<number>(), (reply) =>

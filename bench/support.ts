@@ -1,9 +1,12 @@
 /** What the pipeline benchmarks share: fresh identities and the peer records that point at them. */
 import type * as Crypto from "@comms-dht/core/Crypto"
+import * as Envelope from "@comms-dht/core/Envelope"
+import type * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as Peer from "@comms-dht/core/Peer"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 
 /** a communication node with a fresh key from `crypto` */
 export const identity = (crypto: Crypto.CryptoService) =>
@@ -23,3 +26,25 @@ export const peerOf = (id: NodeIdentity.Identity) =>
     source: "Config",
     nowMs: 0
   })
+
+/** The envelope the outbound pipeline sends for `sealed`: its header (tag `messageTag`, hop 0) and its bytes. */
+export const sealedEnvelope = (
+  fields: MessageCrypto.EncryptFields,
+  sealed: MessageCrypto.Encrypted,
+  messageTag: bigint
+) => {
+  const header = new Envelope.DhtMessageHeader({
+    ...fields,
+    messageType: Envelope.DhtMessageType.None,
+    flags: sealed.flags,
+    messageSignature: sealed.messageSignature,
+    ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
+    messageTag,
+    hopCount: 0
+  }, true)
+  return {
+    header,
+    body: sealed.body,
+    bytes: Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header, body: sealed.body }, true))
+  }
+}

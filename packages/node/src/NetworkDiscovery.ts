@@ -469,10 +469,10 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
             ? Effect.void
             : Effect.flatMap(isNeighbour(peer), (near) =>
               near
-                ? Ref.modify(synced, (s) => [!HashSet.has(s, key), HashSet.add(s, key)] as const).pipe(
-                  Effect.flatMap((fresh) =>
-                    fresh ? FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer))) : Effect.void
-                  )
+                // this loop alone adds to the set, so nothing can have added the key since it was read
+                ? Effect.zipRight(
+                  Ref.update(synced, HashSet.add(key)),
+                  FiberSet.run(jobs, permits.withPermits(1)(syncOnConnect(peer)))
                 )
                 : Effect.void))
       }),
