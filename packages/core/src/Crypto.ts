@@ -8,6 +8,7 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import type * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as CryptoBackend from "./CryptoBackend.js"
 import type { DecryptionFailed, EncryptionFailed } from "./DhtError.js"
@@ -79,23 +80,27 @@ export interface CryptoService {
   readonly x25519PublicKey: (secret: Uint8Array) => Uint8Array
   /** A fresh ephemeral X25519 key pair from the layer's randomness (SPEC §4.4 step 1). */
   readonly ephemeralKeyPair: Effect.Effect<X25519KeyPair>
-  /** Sender side: `X25519(e, toMontgomery(recipient))`; a throw or an all-zero result fails. */
+  /**
+   * Sender side: `X25519(e, toMontgomery(recipient))`; a throw or an all-zero result is `Left`. The pure primitives
+   * answer with an `Either` (an Effect too, so `yield*` works): the pipelines call them in plain functions, without
+   * a step of the fiber each.
+   */
   readonly sharedSecretToRecipient: (
     ephemeralSecret: Uint8Array,
     recipient: PublicKey
-  ) => Effect.Effect<Uint8Array, EncryptionFailed>
-  /** Recipient side: `X25519(toMontgomerySecret(ownSeed), E)`; a throw or an all-zero result fails. */
+  ) => Either.Either<Uint8Array, EncryptionFailed>
+  /** Recipient side: `X25519(toMontgomerySecret(ownSeed), E)`; a throw or an all-zero result is `Left`. */
   readonly sharedSecretFromEphemeral: (
     ownSecret: SecretKey,
     ephemeralPublicKey: Uint8Array
-  ) => Effect.Effect<Uint8Array, DecryptionFailed>
+  ) => Either.Either<Uint8Array, DecryptionFailed>
 
   /** XChaCha20-Poly1305 with a fresh random 24-byte nonce, empty AD: `nonce || ciphertext || tag`. */
   readonly seal: (key: Uint8Array, plaintext: Uint8Array) => Effect.Effect<Uint8Array>
   /** As `seal` with a given nonce (test vectors and the benchmark). */
   readonly sealWithNonce: (key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array) => Uint8Array
   /** Opens `nonce || ciphertext || tag`; too short or a failed tag is `DecryptionFailed`. */
-  readonly open: (key: Uint8Array, sealed: Uint8Array) => Effect.Effect<Uint8Array, DecryptionFailed>
+  readonly open: (key: Uint8Array, sealed: Uint8Array) => Either.Either<Uint8Array, DecryptionFailed>
 }
 
 /**

@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import type { CryptoService, DshLabel } from "./Crypto.js"
 import { DecryptionFailed, EncryptionFailed } from "./DhtError.js"
 import type { Drbg } from "./Drbg.js"
@@ -167,28 +168,25 @@ export const make = (primitives: Primitives, options: Options = {}): Effect.Effe
         secret,
         publicKey: primitives.x25519PublicKey(secret)
       })),
-      sharedSecretToRecipient: (ephemeralSecret, recipient) =>
-        Effect.suspend(() => {
-          const ss = sharedSecret(() => ephemeralSecret, () => montgomery(recipient), "sender")
-          return typeof ss === "string" ? Effect.fail(new EncryptionFailed({ reason: ss })) : Effect.succeed(ss)
-        }),
-      sharedSecretFromEphemeral: (ownSecret, ephemeralPublicKey) =>
-        Effect.suspend(() => {
-          const ss = sharedSecret(() => montgomerySecret(ownSecret), () => ephemeralPublicKey, "recipient")
-          return typeof ss === "string" ? Effect.fail(new DecryptionFailed({ reason: ss })) : Effect.succeed(ss)
-        }),
+      sharedSecretToRecipient: (ephemeralSecret, recipient) => {
+        const ss = sharedSecret(() => ephemeralSecret, () => montgomery(recipient), "sender")
+        return typeof ss === "string" ? Either.left(new EncryptionFailed({ reason: ss })) : Either.right(ss)
+      },
+      sharedSecretFromEphemeral: (ownSecret, ephemeralPublicKey) => {
+        const ss = sharedSecret(() => montgomerySecret(ownSecret), () => ephemeralPublicKey, "recipient")
+        return typeof ss === "string" ? Either.left(new DecryptionFailed({ reason: ss })) : Either.right(ss)
+      },
       seal: (key, plaintext) => Effect.map(randomBytes(24), (nonce) => sealWithNonce(key, nonce, plaintext)),
       sealWithNonce,
-      open: (key, sealed) =>
-        Effect.suspend(() => {
-          if (sealed.length < 24 + 16) {
-            return Effect.fail(new DecryptionFailed({ reason: `sealed input of ${sealed.length} bytes` }))
-          }
-          try {
-            return Effect.succeed(primitives.open(key, sealed))
-          } catch {
-            return Effect.fail(new DecryptionFailed({ reason: "authentication failed" }))
-          }
-        })
+      open: (key, sealed) => {
+        if (sealed.length < 24 + 16) {
+          return Either.left(new DecryptionFailed({ reason: `sealed input of ${sealed.length} bytes` }))
+        }
+        try {
+          return Either.right(primitives.open(key, sealed))
+        } catch {
+          return Either.left(new DecryptionFailed({ reason: "authentication failed" }))
+        }
+      }
     }
   })

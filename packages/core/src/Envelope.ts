@@ -524,7 +524,13 @@ const isCanonicalSignatureEncoding = (bytes: Uint8Array): boolean =>
   bytes.length === CANONICAL_SIGNATURE_LENGTH && bytes[0] === 0x0a && bytes[1] === 32 && bytes[34] === 0x1a &&
   bytes[35] === 64
 
-const decodeMessageSignatureEither = (bytes: Uint8Array): Either.Either<MessageSignature, DecodeError> => {
+/**
+ * `decodeMessageSignature` as an `Either`, for plain functions.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeMessageSignatureEither = (bytes: Uint8Array): Either.Either<MessageSignature, DecodeError> => {
   const parsed = Wire.parse(Pb.MessageSignatureSchema, bytes)
   if (Either.isLeft(parsed)) return Either.left(new DecodeError({ reason: parsed.left }))
   const { signature } = parsed.right
@@ -593,7 +599,13 @@ export class EnvelopeBody extends Schema.Class<EnvelopeBody>("@comms-dht/core/En
   parts: Schema.Array(Schema.Uint8ArrayFromSelf).pipe(Schema.minItems(1), Schema.maxItems(MAX_BODY_PARTS))
 }) {}
 
-const decodeEnvelopeBodyEither = (bytes: Uint8Array): Either.Either<EnvelopeBody, EnvelopeBodyDecodeFailed> => {
+/**
+ * `decodeEnvelopeBody` as an `Either`, for plain functions.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeEnvelopeBodyEither = (bytes: Uint8Array): Either.Either<EnvelopeBody, EnvelopeBodyDecodeFailed> => {
   const parsed = Wire.parse(Pb.EnvelopeBodySchema, bytes)
   if (Either.isLeft(parsed)) return Either.left(new EnvelopeBodyDecodeFailed({ reason: parsed.left }))
   const parts = parsed.right.parts
@@ -656,7 +668,13 @@ export class MessageHeader extends Schema.Class<MessageHeader>("@comms-dht/core/
   nonce: MessageNonce
 }) {}
 
-const decodeMessageHeaderEither = (bytes: Uint8Array): Either.Either<MessageHeader, InvalidApplicationBody> => {
+/**
+ * `decodeMessageHeader` as an `Either`, for plain functions.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeMessageHeaderEither = (bytes: Uint8Array): Either.Either<MessageHeader, InvalidApplicationBody> => {
   const parsed = Wire.parse(Pb.MessageHeaderSchema, bytes)
   if (Either.isLeft(parsed)) return Either.left(new InvalidApplicationBody({ reason: parsed.left }))
   const { messageType, nonce } = parsed.right

@@ -168,31 +168,42 @@ export const sign = (
   signer: Signer,
   fields: SignedFields,
   body: Uint8Array
-): Effect.Effect<Uint8Array, never, Crypto> =>
-  Effect.map(Crypto, (crypto) => {
-    const signature = crypto.sign(signer.secretKey, crypto.dsh("challenge", 32, challengeFields(fields, body)))
-    return Envelope.encodeMessageSignature(
-      new Envelope.MessageSignature({ signerPublicKey: signer.publicKey, signature }, true)
-    )
-  })
+): Effect.Effect<Uint8Array, never, Crypto> => Effect.map(Crypto, (crypto) => signWith(crypto, signer, fields, body))
+
+/**
+ * `sign` with a crypto service already at hand.
+ *
+ * @since 0.1.0
+ * @category signing
+ */
+export const signWith = (crypto: CryptoService, signer: Signer, fields: SignedFields, body: Uint8Array): Uint8Array =>
+  Envelope.encodeMessageSignature(
+    new Envelope.MessageSignature({
+      signerPublicKey: signer.publicKey,
+      signature: crypto.sign(signer.secretKey, crypto.dsh("challenge", 32, challengeFields(fields, body)))
+    }, true)
+  )
+
+const signatureFailed = (reason: string): Either.Either<PublicKey, string> => Either.left(reason)
 
 /** the signer on success, else why not; `known` is the challenge of `fields` and `body` if the caller has it */
-const checkSignature = (
+const checkSignatureWith = (
+  crypto: CryptoService,
   fields: SignedFields,
   body: Uint8Array,
   messageSignature: Uint8Array,
   known: Uint8Array | undefined
-): Effect.Effect<Either.Either<PublicKey, string>, never, Crypto> =>
-  Effect.gen(function*() {
-    const decoded = yield* Effect.either(Envelope.decodeMessageSignature(messageSignature))
-    if (Either.isLeft(decoded)) return Either.left(decoded.left.reason)
-    const { signature, signerPublicKey } = decoded.right
-    const crypto = yield* Crypto
-    const message = known ?? crypto.dsh("challenge", 32, challengeFields(fields, body))
-    const ok = yield* crypto.verify(signerPublicKey, signature, message)
-    // the predicate includes the key check (§4.3), so an accepted signer is a valid identity key
-    return ok ? Either.right(signerPublicKey) : Either.left("signature does not verify")
-  })
+): Effect.Effect<Either.Either<PublicKey, string>> => {
+  const decoded = Envelope.decodeMessageSignatureEither(messageSignature)
+  if (Either.isLeft(decoded)) return Effect.succeed(signatureFailed(decoded.left.reason))
+  const { signature, signerPublicKey } = decoded.right
+  const message = known ?? crypto.dsh("challenge", 32, challengeFields(fields, body))
+  // the predicate includes the key check (§4.3), so an accepted signer is a valid identity key
+  return Effect.map(
+    crypto.verify(signerPublicKey, signature, message),
+    (ok) => ok ? Either.right(signerPublicKey) : signatureFailed("signature does not verify")
+  )
+}
 
 /**
  * Verifies a cleartext message's encoded `MessageSignature` over `fields` and `body` (SPEC §4.3, through the
@@ -208,12 +219,24 @@ export const verify = (
   messageSignature: Uint8Array,
   challenge?: Uint8Array
 ): Effect.Effect<PublicKey, InvalidSignature, Crypto> =>
+  Effect.flatMap(Crypto, (crypto) => verifyWith(crypto, fields, body, messageSignature, challenge))
+
+/**
+ * `verify` with a crypto service at hand.
+ *
+ * @since 0.1.0
+ * @category signing
+ */
+export const verifyWith = (
+  crypto: CryptoService,
+  fields: SignedFields,
+  body: Uint8Array,
+  messageSignature: Uint8Array,
+  challenge?: Uint8Array
+): Effect.Effect<PublicKey, InvalidSignature> =>
   Effect.flatMap(
-    checkSignature(fields, body, messageSignature, challenge),
-    Either.match({
-      onLeft: (reason) => Effect.fail(new InvalidSignature({ reason })),
-      onRight: Effect.succeed
-    })
+    checkSignatureWith(crypto, fields, body, messageSignature, challenge),
+    Either.mapLeft((reason) => new InvalidSignature({ reason }))
   )
 
 // --- keys (§4.4) ---
@@ -240,10 +263,17 @@ export const deriveKeys = (
   ephemeralPublicKey: Uint8Array,
   recipient: Uint8Array
 ): Effect.Effect<MessageKeys, never, Crypto> =>
-  Effect.map(Crypto, (crypto) => ({
-    kBody: crypto.dsh("key_message", 32, [sharedSecret, ephemeralPublicKey, recipient]),
-    kSig: crypto.dsh("key_signature", 32, [sharedSecret, ephemeralPublicKey, recipient])
-  }))
+  Effect.map(Crypto, (crypto) => keysWith(crypto, sharedSecret, ephemeralPublicKey, recipient))
+
+const keysWith = (
+  crypto: CryptoService,
+  sharedSecret: Uint8Array,
+  ephemeralPublicKey: Uint8Array,
+  recipient: Uint8Array
+): MessageKeys => ({
+  kBody: crypto.dsh("key_message", 32, [sharedSecret, ephemeralPublicKey, recipient]),
+  kSig: crypto.dsh("key_signature", 32, [sharedSecret, ephemeralPublicKey, recipient])
+})
 
 // --- padding (§4.5) ---
 
@@ -344,30 +374,62 @@ export const encryptWith = (
   plaintext: Uint8Array,
   randomness: EncryptionRandomness
 ): Effect.Effect<Encrypted, EncryptionFailed, Crypto> =>
-  Effect.gen(function*() {
-    const crypto = yield* Crypto
-    const e = randomness.ephemeral
-    const ss = yield* crypto.sharedSecretToRecipient(e.secret, recipient)
-    const { kBody, kSig } = yield* deriveKeys(ss, e.publicKey, recipient)
-    const body = crypto.sealWithNonce(kBody, randomness.bodyNonce, yield* pad(plaintext))
-    const flags = Envelope.withFlags(fields.flags, Envelope.DhtMessageFlags.ENCRYPTED)
-    // the signed fields spelled out: `{ ...fields, flags }` costs microseconds on Node 20 (V8's object spread)
-    const signed: SignedFields = {
-      version: fields.version,
-      destination: fields.destination,
-      messageType: fields.messageType,
-      flags,
-      expires: fields.expires,
-      ephemeralPublicKey: Option.some(e.publicKey)
-    }
-    const signature = yield* sign(signer, signed, body)
-    return {
-      flags,
-      ephemeralPublicKey: e.publicKey,
-      body,
-      messageSignature: crypto.sealWithNonce(kSig, randomness.signatureNonce, signature)
-    }
+  Effect.flatMap(Crypto, (crypto) => sealMessage(crypto, signer, recipient, fields, plaintext, randomness))
+
+/**
+ * `encryptWith` with a crypto service at hand, as a plain function: the outbound pipeline draws the randomness
+ * (`drawRandomness`) and seals without a step of its fiber per primitive.
+ *
+ * @since 0.1.0
+ * @category encryption
+ */
+export const sealMessage = (
+  crypto: CryptoService,
+  signer: Signer,
+  recipient: PublicKey,
+  fields: EncryptFields,
+  plaintext: Uint8Array,
+  randomness: EncryptionRandomness
+): Either.Either<Encrypted, EncryptionFailed> => {
+  const e = randomness.ephemeral
+  const ss = crypto.sharedSecretToRecipient(e.secret, recipient)
+  if (Either.isLeft(ss)) return Either.left(ss.left)
+  const padded = pad(plaintext)
+  if (Either.isLeft(padded)) return Either.left(padded.left)
+  const { kBody, kSig } = keysWith(crypto, ss.right, e.publicKey, recipient)
+  const body = crypto.sealWithNonce(kBody, randomness.bodyNonce, padded.right)
+  const flags = Envelope.withFlags(fields.flags, Envelope.DhtMessageFlags.ENCRYPTED)
+  // the signed fields spelled out: `{ ...fields, flags }` costs microseconds on Node 20 (V8's object spread)
+  const signed: SignedFields = {
+    version: fields.version,
+    destination: fields.destination,
+    messageType: fields.messageType,
+    flags,
+    expires: fields.expires,
+    ephemeralPublicKey: Option.some(e.publicKey)
+  }
+  return Either.right({
+    flags,
+    ephemeralPublicKey: e.publicKey,
+    body,
+    messageSignature: crypto.sealWithNonce(kSig, randomness.signatureNonce, signWith(crypto, signer, signed, body))
   })
+}
+
+/**
+ * The randomness of one encryption, in the order of the module's note: the ephemeral key, then both nonces in one
+ * draw (the same bytes as two draws of 24).
+ *
+ * @since 0.1.0
+ * @category encryption
+ */
+export const drawRandomness = (crypto: CryptoService): Effect.Effect<EncryptionRandomness> =>
+  Effect.flatMap(crypto.ephemeralKeyPair, (ephemeral) =>
+    Effect.map(crypto.randomBytes(48), (nonces) => ({
+      ephemeral,
+      bodyNonce: nonces.subarray(0, 24),
+      signatureNonce: nonces.subarray(24, 48)
+    })))
 
 /**
  * Encrypts an encoded `EnvelopeBody` for `recipient` and signs it as `signer` (SPEC §4.4–§4.5), drawing a fresh
@@ -382,13 +444,11 @@ export const encrypt = (
   fields: EncryptFields,
   plaintext: Uint8Array
 ): Effect.Effect<Encrypted, EncryptionFailed, Crypto> =>
-  Effect.gen(function*() {
-    const crypto = yield* Crypto
-    const ephemeral = yield* crypto.ephemeralKeyPair
-    const bodyNonce = yield* crypto.randomBytes(24)
-    const signatureNonce = yield* crypto.randomBytes(24)
-    return yield* encryptWith(signer, recipient, fields, plaintext, { ephemeral, bodyNonce, signatureNonce })
-  })
+  Effect.flatMap(Crypto, (crypto) =>
+    Effect.flatMap(
+      drawRandomness(crypto),
+      (randomness) => sealMessage(crypto, signer, recipient, fields, plaintext, randomness)
+    ))
 
 /**
  * A received header: the signed fields and the (sealed) `message_signature`. `Envelope.DhtMessageHeader` is one.
@@ -427,20 +487,50 @@ export const decryptBytes = (
   body: Uint8Array,
   challenge?: Uint8Array
 ): Effect.Effect<DecryptedBytes, DecryptionFailed | InvalidEncryptedSignature, Crypto> =>
-  Effect.gen(function*() {
-    if (Option.isNone(header.ephemeralPublicKey)) {
-      return yield* new DecryptionFailed({ reason: "no ephemeral public key" })
+  Effect.flatMap(Crypto, (crypto) => decryptBytesWith(crypto, recipient, header, body, challenge))
+
+/**
+ * `decryptBytes` with a crypto service at hand: plain functions around the one effect, the memoised verification.
+ *
+ * @since 0.1.0
+ * @category encryption
+ */
+export const decryptBytesWith = (
+  crypto: CryptoService,
+  recipient: Signer,
+  header: ReceivedHeader,
+  body: Uint8Array,
+  challenge?: Uint8Array
+): Effect.Effect<DecryptedBytes, DecryptionFailed | InvalidEncryptedSignature> => {
+  const opened = openSignature(crypto, recipient, header)
+  if (Either.isLeft(opened)) return Either.left(opened.left)
+  const { kBody, signature } = opened.right
+  return Effect.flatMap(
+    checkSignatureWith(crypto, header, body, signature, challenge),
+    (checked): Either.Either<DecryptedBytes, DecryptionFailed | InvalidEncryptedSignature> => {
+      if (Either.isLeft(checked)) return Either.left(new InvalidEncryptedSignature({ reason: checked.left }))
+      const sealed = crypto.open(kBody, body)
+      if (Either.isLeft(sealed)) return Either.left(sealed.left)
+      return Either.map(unpad(sealed.right), (plaintext) => ({ plaintext, origin: checked.right }))
     }
-    const crypto = yield* Crypto
-    const e = header.ephemeralPublicKey.value
-    const ss = yield* crypto.sharedSecretFromEphemeral(recipient.secretKey, e)
-    const { kBody, kSig } = yield* deriveKeys(ss, e, recipient.publicKey)
-    const signature = yield* crypto.open(kSig, header.messageSignature)
-    const checked = yield* checkSignature(header, body, signature, challenge)
-    if (Either.isLeft(checked)) return yield* new InvalidEncryptedSignature({ reason: checked.left })
-    const plaintext = yield* unpad(yield* crypto.open(kBody, body))
-    return { plaintext, origin: checked.right }
-  })
+  )
+}
+
+// steps 2–3 of §4.6: the key exchange, both keys and the opened `MessageSignature`
+const openSignature = (
+  crypto: CryptoService,
+  recipient: Signer,
+  header: ReceivedHeader
+): Either.Either<{ readonly kBody: Uint8Array; readonly signature: Uint8Array }, DecryptionFailed> => {
+  if (Option.isNone(header.ephemeralPublicKey)) {
+    return Either.left(new DecryptionFailed({ reason: "no ephemeral public key" }))
+  }
+  const e = header.ephemeralPublicKey.value
+  const ss = crypto.sharedSecretFromEphemeral(recipient.secretKey, e)
+  if (Either.isLeft(ss)) return Either.left(ss.left)
+  const { kBody, kSig } = keysWith(crypto, ss.right, e, recipient.publicKey)
+  return Either.map(crypto.open(kSig, header.messageSignature), (signature) => ({ kBody, signature }))
+}
 
 /**
  * A decrypted message: its `EnvelopeBody` and authenticated origin (SPEC §4.6 step 7).
@@ -466,8 +556,23 @@ export const decrypt = (
   body: Uint8Array,
   challenge?: Uint8Array
 ): Effect.Effect<Decrypted, DecryptionFailed | InvalidEncryptedSignature | EnvelopeBodyDecodeFailed, Crypto> =>
+  Effect.flatMap(Crypto, (crypto) => decryptWith(crypto, recipient, header, body, challenge))
+
+/**
+ * `decrypt` with a crypto service at hand.
+ *
+ * @since 0.1.0
+ * @category encryption
+ */
+export const decryptWith = (
+  crypto: CryptoService,
+  recipient: Signer,
+  header: ReceivedHeader,
+  body: Uint8Array,
+  challenge?: Uint8Array
+): Effect.Effect<Decrypted, DecryptionFailed | InvalidEncryptedSignature | EnvelopeBodyDecodeFailed> =>
   Effect.flatMap(
-    decryptBytes(recipient, header, body, challenge),
+    decryptBytesWith(crypto, recipient, header, body, challenge),
     ({ origin, plaintext }) =>
       Effect.map(Envelope.decodeEnvelopeBody(plaintext), (decoded) => ({ body: decoded, origin }))
   )

@@ -53,11 +53,10 @@ const countingCrypto = (counts: Counts) =>
           counts.ephemeral++
           return base.ephemeralKeyPair
         }),
-        sharedSecretToRecipient: (secret, recipient) =>
-          Effect.suspend(() => {
-            counts.ecdh++
-            return base.sharedSecretToRecipient(secret, recipient)
-          }),
+        sharedSecretToRecipient: (secret, recipient) => {
+          counts.ecdh++
+          return base.sharedSecretToRecipient(secret, recipient)
+        },
         seal: (k, plaintext) =>
           Effect.suspend(() => {
             counts.seal++
