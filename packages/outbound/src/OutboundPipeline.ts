@@ -32,10 +32,14 @@ import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import type * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
@@ -107,13 +111,13 @@ export const expiryOf = (
   params: OutboundRequester.SendMessageParams,
   nowMs: number,
   config: DhtConfig.Config
-): Effect.Effect<bigint, DhtError.FailedToGenerateMessages> => {
-  if (Option.isSome(params.customHeader)) return Effect.succeed(params.customHeader.value.expires)
+): Either.Either<bigint, DhtError.FailedToGenerateMessages> => {
+  if (Option.isSome(params.customHeader)) return Either.right(params.customHeader.value.expires)
   const expiresIn = Option.getOrElse(params.expiresIn, () => config.saf.msgValidity)
   if (!Duration.isFinite(expiresIn) || Duration.greaterThan(expiresIn, config.maxMessageExpiry)) {
-    return Effect.fail(new DhtError.FailedToGenerateMessages({ reason: "ExpiryTooFar" }))
+    return Either.left(new DhtError.FailedToGenerateMessages({ reason: "ExpiryTooFar" }))
   }
-  return Effect.succeed(secondsOf(nowMs) + secondsOf(Duration.toMillis(expiresIn)))
+  return Either.right(secondsOf(nowMs) + secondsOf(Duration.toMillis(expiresIn)))
 }
 
 const noPeers: ReadonlyArray<Peer.Peer> = []
@@ -144,6 +148,7 @@ interface Services {
   readonly peers: PeerManager.PeerManagerService
   readonly transport: Transport.TransportService
   readonly cache: DedupCache.DedupCacheService
+  readonly crypto: Crypto.CryptoService
 }
 
 const servicesOf = (context: Context.Context<Requirements>): Services => ({
@@ -151,42 +156,79 @@ const servicesOf = (context: Context.Context<Requirements>): Services => ({
   config: Context.get(context, DhtConfig.DhtConfig),
   peers: Context.get(context, PeerManager.PeerManager),
   transport: Context.get(context, Transport.Transport),
-  cache: Context.get(context, DedupCache.DedupCache)
+  cache: Context.get(context, DedupCache.DedupCache),
+  crypto: Context.get(context, Crypto.Crypto)
 })
 
-// a stage run on its own, as the exported stages are: its services from the context it is run in
-const withServices = <A, E, R>(f: (services: Services) => Effect.Effect<A, E, R>) =>
-  Effect.flatMap(Effect.context<Requirements>(), (context) => f(servicesOf(context)))
+// What a request reads from its fiber, in the one step that starts it rather than a step each: the time, the metric
+// labels, and the fiber's id for the replies it makes.
+interface Turn {
+  readonly nowMs: number
+  readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
+  readonly fiberId: FiberId.FiberId
+}
 
-const selectPeers = Effect.fnUntraced(function*(services: Services, request: Request) {
+const withTurn = <A, E, R>(f: (turn: Turn) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) =>
+    f({
+      nowMs: Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+      labels: fiber.getFiberRef(FiberRef.currentMetricLabels),
+      fiberId: fiber.id()
+    })
+  )
+
+// a stage run on its own, as the exported stages are: its services from the context it is run in
+const withServices = <A, E, R>(f: (services: Services, turn: Turn) => Effect.Effect<A, E, R>) =>
+  Effect.flatMap(Effect.context<Requirements>(), (context) => withTurn((turn) => f(servicesOf(context), turn)))
+
+// The stages below are plain functions around the few effects a request needs (the transport's connections, the
+// peer table, the random draws, the transport's queue): each `yield*` of a generator or link of a pipe is a step of
+// the worker's fiber, and a request's steps cost more than its non-crypto work (docs/performance.md).
+const selectPeers = (
+  services: Services,
+  request: Request,
+  nowMs: number
+): Effect.Effect<Selection, BroadcastError> => {
   const { config, identity, peers, transport } = services
   const { params } = request
   const strategy = params.strategy
   if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
-    return yield* new DhtError.SendToOurselves()
+    return Either.left(new DhtError.SendToOurselves())
   }
-  const nowMs = yield* Clock.currentTimeMillis
-  const connected = yield* transport.connectedPeers
-  const known = yield* knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag)
-  const ctx = BroadcastStrategy.makeContext(config, {
-    self: identity.nodeId,
-    peers: known,
-    connected: new Set(connected.map(NodeId.toHex)),
-    nowMs,
-    isOrigin: Option.isNone(params.customHeader)
-  })
-  const chosen = yield* BroadcastStrategy.select(strategy, ctx)
-  const expires = yield* expiryOf(params, nowMs, config)
-  if (chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey") {
-    return Selection.Discover({ request, publicKey: strategy.publicKey, expires })
-  }
-  return Selection.Selected({
-    request,
-    peers: chosen,
-    expires,
-    isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
-  })
-})
+  return Effect.flatMap(transport.connectedPeers, (connected) =>
+    Effect.flatMap(knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag), (known) => {
+      const ctx = BroadcastStrategy.makeContext(config, {
+        self: identity.nodeId,
+        peers: known,
+        connected: new Set(connected.map(NodeId.toHex)),
+        nowMs,
+        isOrigin: Option.isNone(params.customHeader)
+      })
+      return Effect.flatMap(
+        BroadcastStrategy.select(strategy, ctx),
+        (chosen) => selectionOf(request, chosen, nowMs, config)
+      )
+    }))
+}
+
+const selectionOf = (
+  request: Request,
+  chosen: ReadonlyArray<NodeId.NodeId>,
+  nowMs: number,
+  config: DhtConfig.Config
+): Either.Either<Selection, DhtError.FailedToGenerateMessages> => {
+  const { params } = request
+  const strategy = params.strategy
+  return Either.map(expiryOf(params, nowMs, config), (expires) =>
+    chosen.length === 0 && params.discoveryEnabled && strategy._tag === "DirectPublicKey"
+      ? Selection.Discover({ request, publicKey: strategy.publicKey, expires })
+      : Selection.Selected({
+        request,
+        peers: chosen,
+        expires,
+        isBroadcast: BroadcastStrategy.isBroadcast(strategy, chosen)
+      }))
+}
 
 /**
  * Stage 1 (SPEC §6.1): `SendToOurselves` for a direct send to this node's key; the peers the strategy selects from
@@ -197,7 +239,7 @@ const selectPeers = Effect.fnUntraced(function*(services: Services, request: Req
  * @category stages
  */
 export const broadcast = (request: Request): Effect.Effect<Selection, BroadcastError, Requirements> =>
-  withServices((services) => selectPeers(services, request))
+  withServices((services, turn) => selectPeers(services, request, turn.nowMs))
 
 // --- stage 2: encrypt (§6.3) ---
 
@@ -220,30 +262,31 @@ const encryptionFailed = () => new DhtError.FailedToGenerateMessages({ reason: "
 // spelled out field by field: on Node 20 `{ ...fields, more }` costs microseconds per request (V8's object-spread
 // path), several times what building the record costs.
 const prepare = (
+  crypto: Crypto.CryptoService,
   identity: NodeIdentity.Identity,
   params: OutboundRequester.SendMessageParams,
   body: OutboundRequester.OutboundBody,
   expires: bigint,
   version: number
-): Effect.Effect<Prepared, DhtError.FailedToGenerateMessages, Crypto.Crypto> => {
+): Effect.Effect<Prepared, DhtError.FailedToGenerateMessages> => {
   const { destination, encryption, messageType } = params
   const flags = Envelope.withFlags(OutboundRequester.encryptionFlags(encryption), params.extraFlags)
   const plaintext = OutboundRequester.bodyBytes(body)
   if (encryption._tag === "EncryptFor") {
     const fields: MessageCrypto.EncryptFields = { version, destination, messageType, flags, expires }
-    return MessageCrypto.encrypt(identity, encryption.publicKey, fields, plaintext).pipe(
-      Effect.map((sealed): Prepared => ({
+    return Effect.flatMap(MessageCrypto.drawRandomness(crypto), (randomness) => {
+      const sealed = MessageCrypto.sealMessage(crypto, identity, encryption.publicKey, fields, plaintext, randomness)
+      return Either.isLeft(sealed) ? Either.left(encryptionFailed()) : Either.right<Prepared>({
         version,
         destination,
         messageType,
-        flags: sealed.flags,
+        flags: sealed.right.flags,
         expires,
-        ephemeralPublicKey: Option.some(sealed.ephemeralPublicKey),
-        body: sealed.body,
-        messageSignature: sealed.messageSignature
-      })),
-      Effect.mapError(encryptionFailed)
-    )
+        ephemeralPublicKey: Option.some(sealed.right.ephemeralPublicKey),
+        body: sealed.right.body,
+        messageSignature: sealed.right.messageSignature
+      })
+    })
   }
   const clear = (messageSignature: Uint8Array): Prepared => ({
     version,
@@ -255,9 +298,9 @@ const prepare = (
     body: plaintext,
     messageSignature
   })
-  return params.forceOrigin
-    ? Effect.map(MessageCrypto.sign(identity, clear(EMPTY), plaintext), clear)
-    : Effect.succeed(clear(EMPTY))
+  return Either.right(
+    params.forceOrigin ? clear(MessageCrypto.signWith(crypto, identity, clear(EMPTY), plaintext)) : clear(EMPTY)
+  )
 }
 
 // a forward sends what it received: nothing is recomputed (SPEC §6.3)
@@ -286,13 +329,16 @@ export const dedupHash = (
 ): Effect.Effect<Uint8Array, never, Crypto.Crypto> => MessageCrypto.dedupHash(fields, body, messageSignature)
 
 // echoes of our own broadcast are dropped when they come back (SPEC §6.3, §8.2)
-const preInsert = ({ cache, config, identity }: Services, prepared: Prepared) =>
-  Effect.gen(function*() {
-    const hash = yield* dedupHash(prepared, prepared.body, prepared.messageSignature)
-    if ((yield* cache.hitCount(hash)) > 0) return
-    const keepUntil = Number(prepared.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
-    yield* cache.insert(hash, identity.publicKey, keepUntil)
-  })
+const preInsert = ({ cache, config, crypto, identity }: Services, prepared: Prepared): Effect.Effect<void> => {
+  const hash = MessageCrypto.dedupHashWith(
+    crypto,
+    MessageCrypto.challengeWith(crypto, prepared, prepared.body),
+    prepared.messageSignature
+  )
+  const keepUntil = Number(prepared.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
+  return Effect.flatMap(cache.hitCount(hash), (hits) =>
+    hits > 0 ? Effect.void : Effect.asVoid(cache.insert(hash, identity.publicKey, keepUntil)))
+}
 
 /**
  * Stage 2 (SPEC §6.3): signs and encrypts once for the whole request (`EncryptFor`: fresh ephemeral key, sealed
@@ -306,41 +352,55 @@ const preInsert = ({ cache, config, identity }: Services, prepared: Prepared) =>
 export const encrypt = (
   selected: Selected
 ): Effect.Effect<Array<OutboundRequester.DhtOutboundMessage>, DhtError.FailedToGenerateMessages, Requirements> =>
-  withServices((services) => sealFor(services, selected))
+  withServices((services, turn) => sealFor(services, selected, turn.fiberId))
 
-const sealFor = Effect.fnUntraced(function*(services: Services, selected: Selected) {
-  const { config, identity } = services
-  const { expires, isBroadcast, peers, request } = selected
+const sealFor = (
+  services: Services,
+  selected: Selected,
+  fiberId: FiberId.FiberId
+): Effect.Effect<Array<OutboundRequester.DhtOutboundMessage>, DhtError.FailedToGenerateMessages> => {
+  const { request } = selected
   const { params } = request
-  const prepared = Option.isSome(params.customHeader)
-    ? forwarded(params.customHeader.value, request.body)
-    : yield* prepare(identity, params, request.body, expires, config.protocolVersion)
   // a forward's hash is in the cache already: the inbound dedup stage put it there (a message it could not record
   // is never forwarded, §7.3), so §6.3's check would find it and insert nothing
-  if (isBroadcast && Option.isNone(params.customHeader)) yield* preInsert(services, prepared)
-  const hopCount = Option.match(params.customHeader, { onNone: () => 0, onSome: (h) => h.hopCount })
-  // the replies made in one step rather than an Effect per peer
-  const fiberId = yield* Effect.fiberId
-  return peers.map((peer): OutboundRequester.DhtOutboundMessage => {
-    const reply = Deferred.unsafeMake<void, DhtError.SendFailReason>(fiberId)
-    return {
-      protocolVersion: prepared.version,
-      tag: request.tag,
-      peer,
-      destination: prepared.destination,
-      messageType: prepared.messageType,
-      flags: prepared.flags,
-      customHeader: params.customHeader,
-      body: prepared.body,
-      ephemeralPublicKey: prepared.ephemeralPublicKey,
-      messageSignature: prepared.messageSignature,
-      isBroadcast,
-      expires: prepared.expires,
-      hopCount,
-      reply
-    }
-  })
-})
+  if (Option.isSome(params.customHeader)) {
+    return Either.right(copiesOf(selected, forwarded(params.customHeader.value, request.body), fiberId))
+  }
+  const { config, crypto, identity } = services
+  return Effect.flatMap(
+    prepare(crypto, identity, params, request.body, selected.expires, config.protocolVersion),
+    (prepared) =>
+      selected.isBroadcast
+        ? Effect.as(preInsert(services, prepared), copiesOf(selected, prepared, fiberId))
+        : Either.right(copiesOf(selected, prepared, fiberId))
+  )
+}
+
+// one copy per peer, each with its own reply, made in one step rather than an Effect per peer
+const copiesOf = (
+  { isBroadcast, peers, request }: Selected,
+  prepared: Prepared,
+  fiberId: FiberId.FiberId
+): Array<OutboundRequester.DhtOutboundMessage> => {
+  const { customHeader } = request.params
+  const hopCount = Option.isSome(customHeader) ? customHeader.value.hopCount : 0
+  return peers.map((peer): OutboundRequester.DhtOutboundMessage => ({
+    protocolVersion: prepared.version,
+    tag: request.tag,
+    peer,
+    destination: prepared.destination,
+    messageType: prepared.messageType,
+    flags: prepared.flags,
+    customHeader,
+    body: prepared.body,
+    ephemeralPublicKey: prepared.ephemeralPublicKey,
+    messageSignature: prepared.messageSignature,
+    isBroadcast,
+    expires: prepared.expires,
+    hopCount,
+    reply: Deferred.unsafeMake<void, DhtError.SendFailReason>(fiberId)
+  }))
+}
 
 // `f` of each item, one after the other: a chain of `flatMap`s, without the batching check and finalizer mask that
 // `Effect.forEach` sets up each time, which cost more than sending one copy (most requests go to one or a few peers)
@@ -446,31 +506,38 @@ const countOutcome = (state: OutboundRequester.MessageSendState) =>
     (exit) => Metric.increment(Exit.isSuccess(exit) ? sentMessages : failedMessages)
   )
 
-// counts the copies whose outcome is known, in one step; returns those still in flight. A reply completed with an
-// effect rather than an outcome (`Deferred.complete`) is left to the watcher, which runs it.
+// counts the copies whose outcome is known; returns those still in flight. A reply completed with an effect rather
+// than an outcome (`Deferred.complete`) is left to the watcher, which runs it.
 const countSettled = (
-  states: OutboundRequester.MessageSendStates
-): Effect.Effect<Array<OutboundRequester.MessageSendState>> =>
-  Effect.suspend(() => {
-    const pending: Array<OutboundRequester.MessageSendState> = []
-    let sent = 0
-    let failed = 0
-    const settle = (state: OutboundRequester.MessageSendState) =>
-      Effect.map(Deferred.poll(state.result), (polled) => {
-        const outcome = Option.getOrUndefined(polled)
-        if (outcome === undefined || !Exit.isExit(outcome)) pending.push(state)
-        else if (Exit.isSuccess(outcome)) sent += 1
-        else failed += 1
-      })
-    return Effect.zipRight(
-      inTurn(states.states, settle),
-      DhtMetrics.withLabels((labels) => {
-        if (sent > 0) sentMessages.unsafeUpdate(sent, labels)
-        if (failed > 0) failedMessages.unsafeUpdate(failed, labels)
-        return pending
-      })
-    )
-  })
+  states: OutboundRequester.MessageSendStates,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Effect.Effect<Array<OutboundRequester.MessageSendState>> => {
+  const pending: Array<OutboundRequester.MessageSendState> = []
+  let sent = 0
+  let failed = 0
+  const settle = (state: OutboundRequester.MessageSendState, polled: Option.Option<Effect.Effect<void, unknown>>) => {
+    const outcome = Option.getOrUndefined(polled)
+    if (outcome === undefined || !Exit.isExit(outcome)) pending.push(state)
+    else if (Exit.isSuccess(outcome)) sent += 1
+    else failed += 1
+  }
+  const counted = () => {
+    if (sent > 0) sentMessages.unsafeUpdate(sent, labels)
+    if (failed > 0) failedMessages.unsafeUpdate(failed, labels)
+    return pending
+  }
+  const only = states.states.length === 1 ? states.states[0] : undefined
+  if (only !== undefined) {
+    return Effect.map(Deferred.poll(only.result), (polled) => {
+      settle(only, polled)
+      return counted()
+    })
+  }
+  return Effect.map(
+    inTurn(states.states, (state) => Effect.map(Deferred.poll(state.result), (polled) => settle(state, polled))),
+    counted
+  )
+}
 
 const countOutcomes = (states: OutboundRequester.MessageSendStates) => {
   const first = states.states[0]
@@ -520,21 +587,30 @@ export interface Handler {
 }
 
 // encrypt → serialize for a selection; an empty one is queued as no states (`resolve` makes it NoMessagesQueued)
-const deliver = (handler: Handler, services: Services, selected: Selected) =>
-  Effect.gen(function*() {
-    if (selected.peers.length === 0) {
-      yield* countFailure(new DhtError.NoMessagesQueued(), selected.request.tag)
-      return OutboundRequester.noSendStates
-    }
-    const states = yield* hand(services, yield* sealFor(services, selected))
-    // Copies the transport has already answered (a memory network writing in the sender's fiber answers them all
-    // before `send` returns) are counted now; a watcher is forked only for those still in flight.
-    const pending = yield* countSettled(states)
-    if (pending.length > 0) {
-      yield* FiberSet.run(handler.jobs, countOutcomes(new OutboundRequester.MessageSendStates(pending)))
-    }
-    return states
-  })
+const deliver = (
+  handler: Handler,
+  services: Services,
+  selected: Selected,
+  turn: Turn
+): Effect.Effect<OutboundRequester.MessageSendStates, DhtError.FailedToGenerateMessages> => {
+  if (selected.peers.length === 0) {
+    return Effect.as(
+      countFailure(new DhtError.NoMessagesQueued(), selected.request.tag),
+      OutboundRequester.noSendStates
+    )
+  }
+  return Effect.flatMap(sealFor(services, selected, turn.fiberId), (messages) =>
+    Effect.flatMap(hand(services, messages), (states) =>
+      // Copies the transport has already answered (a memory network writing in the sender's fiber answers them all
+      // before `send` returns) are counted now; a watcher is forked only for those still in flight.
+      Effect.flatMap(countSettled(states, turn.labels), (pending) =>
+        pending.length === 0
+          ? Effect.succeed(states)
+          : Effect.as(
+            FiberSet.run(handler.jobs, countOutcomes(new OutboundRequester.MessageSendStates(pending))),
+            states
+          ))))
+}
 
 const discoveryFailure = (error: DhtError.DiscoveryError): DhtError.SendFailure => {
   switch (error._tag) {
@@ -563,7 +639,14 @@ const pendingDiscovery = (
     const job = discover(publicKey).pipe(
       Effect.mapError(discoveryFailure),
       Effect.flatMap((peer) =>
-        deliver(handler, services, Selection.Selected({ request, peers: [peer.nodeId], expires, isBroadcast: false }))
+        withTurn((turn) =>
+          deliver(
+            handler,
+            services,
+            Selection.Selected({ request, peers: [peer.nodeId], expires, isBroadcast: false }),
+            turn
+          )
+        )
       ),
       Effect.tapError((failure) => countFailure(failure, request.tag)),
       Effect.exit,
@@ -585,31 +668,44 @@ const pendingDiscovery = (
  * @category pipeline
  */
 export const handle = (handler: Handler) => (request: Request): Effect.Effect<void, never, Requirements> =>
-  withServices((services) => handleWith(handler, services)(request))
-
-const handleWith = (handler: Handler, services: Services) => (request: Request) =>
-  Metric.increment(requestsByStrategy[request.params.strategy._tag]).pipe(
-    Effect.zipRight(selectPeers(services, request)),
-    Effect.flatMap((selection): Effect.Effect<
-      OutboundRequester.SendMessageResponse,
-      DhtError.SendFailure,
-      Requirements
-    > =>
-      selection._tag === "Discover"
-        ? pendingDiscovery(handler, services, selection)
-        : Effect.map(
-          deliver(handler, services, selection),
-          (states) => OutboundRequester.SendMessageResponse.Queued({ states })
-        )
-    ),
-    Effect.matchEffect({
-      onFailure: (failure) =>
-        Effect.zipRight(countFailure(failure, request.tag), Deferred.fail(request.reply, failure)),
-      onSuccess: (response) => Deferred.succeed(request.reply, response)
-    }),
-    Effect.onInterrupt(() => Deferred.fail(request.reply, new DhtError.DhtShutdown())),
-    Effect.asVoid
+  withServices((services, turn) =>
+    Effect.catchAllCause(handleWith(handler, services, turn)(request), settleFailed(request)).pipe(
+      Effect.onInterrupt(() => Deferred.fail(request.reply, new DhtError.DhtShutdown()))
+    )
   )
+
+// the stages for one request, its reply completed on success; a failure is left to `settleFailed`
+const handleWith = (handler: Handler, services: Services, turn: Turn) =>
+(
+  request: Request
+): Effect.Effect<void, DhtError.SendFailure> => {
+  requestsByStrategy[request.params.strategy._tag].unsafeUpdate(1, turn.labels)
+  return Effect.flatMap(selectPeers(services, request, turn.nowMs), (selection) =>
+    selection._tag === "Discover"
+      ? Effect.map(pendingDiscovery(handler, services, selection), (response) => {
+        Deferred.unsafeDone(request.reply, Exit.succeed(response))
+      })
+      : Effect.map(deliver(handler, services, selection, turn), (states) => {
+        Deferred.unsafeDone(request.reply, Exit.succeed(OutboundRequester.SendMessageResponse.Queued({ states })))
+      }))
+}
+
+// The reply of a request that did not get through the stages: its `SendFailure` (logged, counted), `DhtShutdown`
+// when the pipeline stops under it, or the defect (logged as an error).
+const settleFailed = (request: Request) => (cause: Cause.Cause<DhtError.SendFailure>): Effect.Effect<void> => {
+  if (Cause.isInterruptedOnly(cause)) {
+    Deferred.unsafeDone(request.reply, Exit.fail(new DhtError.DhtShutdown()))
+    return Effect.failCause(Cause.stripFailures(cause))
+  }
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    return Effect.zipRight(countFailure(failure.value, request.tag), Deferred.fail(request.reply, failure.value))
+  }
+  return Effect.zipRight(
+    Effect.logError("outbound request failed unexpectedly", cause),
+    Deferred.failCause(request.reply, Cause.stripFailures(cause))
+  )
+}
 
 /**
  * The stream of SPEC §6: every request through `handle`, 16 at a time. Requests finish in any order; the stream
@@ -650,18 +746,21 @@ export const workers = (
   queue: Queue.Dequeue<Request>
 ): Effect.Effect<never, never, Requirements> =>
   withServices((services) => {
-    const one = handleWith(handler, services)
-    const guarded = (request: Request) =>
-      Effect.catchAllCause(one(request), (cause) =>
-        Cause.isInterruptedOnly(cause)
-          ? Effect.failCause(cause)
-          : Effect.zipRight(
-            Effect.logError("outbound request failed unexpectedly", cause),
-            Deferred.failCause(request.reply, cause)
-          ))
-    const worker = Effect.uninterruptibleMask((restore) =>
-      Effect.forever(Effect.flatMap(restore(Queue.take(queue)), (request) => restore(guarded(request))))
-    )
+    // The handler is outside `restore`: an interrupted fiber skips failure handlers inside an interruptible region,
+    // and this one must answer the request with DhtShutdown. A loop of its own rather than `Effect.forever`, whose
+    // yield each turn is a step more; the take suspends whenever the queue is empty.
+    const worker = Effect.uninterruptibleMask((restore) => {
+      const one = (request: Request) =>
+        Effect.catchAllCause(
+          restore(withTurn((turn) => handleWith(handler, services, turn)(request))),
+          settleFailed(request)
+        )
+      const loop: Effect.Effect<never> = Effect.flatMap(
+        restore(Queue.take(queue)),
+        (request) => Effect.flatMap(one(request), () => loop)
+      )
+      return loop
+    })
     return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
       .pipe(Effect.zipRight(Effect.never))
   })
@@ -703,13 +802,14 @@ const tagOf = (params: OutboundRequester.SendMessageParams): Effect.Effect<Outbo
 
 // chained directly: `Effect.zipWith` would run the two through `Effect.all`, several steps more for every request
 const makeRequest = (params: OutboundRequester.SendMessageParams, body: OutboundRequester.OutboundBody) =>
-  Effect.flatMap(tagOf(params), (tag) =>
-    Effect.map(Effect.fiberId, (fiberId): Request => ({
+  Effect.withFiberRuntime<Request>((fiber) =>
+    Effect.map(tagOf(params), (tag): Request => ({
       params,
       body,
       tag,
-      reply: Deferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiberId)
-    })))
+      reply: Deferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiber.id())
+    }))
+  )
 
 const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
 
@@ -726,11 +826,14 @@ export const make = (
   Effect.gen(function*() {
     const config = yield* DhtConfig.DhtConfig
     const queue = yield* Queue.bounded<Request>(config.outboundBufferSize)
-    const closed = yield* Deferred.make<void>()
+    // set once, by the finalizer, in the step that begins draining: a plain flag, read in the step of an offer
+    const closed = { done: false }
     const jobs = yield* FiberSet.make<void, never>()
     // runs once the workers are interrupted (finalizers run in reverse), before the jobs are
     yield* Effect.addFinalizer(() =>
-      Deferred.succeed(closed, undefined).pipe(
+      Effect.sync(() => {
+        closed.done = true
+      }).pipe(
         Effect.zipRight(Queue.takeAll(queue)),
         Effect.flatMap(Effect.forEach((request) => Deferred.fail(request.reply, new DhtError.DhtShutdown()))),
         Effect.zipRight(Queue.shutdown(queue))
@@ -739,29 +842,26 @@ export const make = (
     const fromGraph = Option.map(yield* Effect.serviceOption(Discovery.Discovery), (d): Discover => d.discover)
     const handler: Handler = { jobs, discover: Option.orElse(Option.fromNullable(options.discover), () => fromGraph) }
     yield* Effect.forkScoped(workers(handler, queue))
+    const awaitReply = (request: Request) =>
+      closed.done ? Effect.fail(new DhtError.DhtShutdown()) : Deferred.await(request.reply)
     return OutboundRequester.OutboundRequester.of({
       // A request offered before `closed` is set is answered: by a worker, or with DhtShutdown by the finalizer,
       // which sets `closed` before it drains the queue. One offered later may never be taken, so the sender checks
       // `closed` once its offer is in, rather than racing a second wait against it (a race forks two fibers per
       // request).
-      // A queue with room takes the request at once (`unsafeOffer`, as `Queue.offer` would); only a full or shut
-      // down one is offered to the suspending way.
+      // A queue with room takes the request at once (`unsafeOffer`, as `Queue.offer` would), and the check is in the
+      // same step; only a full or shut down queue is offered to the suspending way.
       send: (params, body) =>
         Effect.flatMap(makeRequest(params, body), (request) =>
-          (Queue.unsafeOffer(queue, request) ? Effect.void : shutdownAsDhtShutdown(Queue.offer(queue, request))).pipe(
-            Effect.zipRight(Deferred.isDone(closed)),
-            Effect.flatMap((isClosed) =>
-              isClosed ? Effect.fail(new DhtError.DhtShutdown()) : Deferred.await(request.reply)
-            )
-          )),
+          Queue.unsafeOffer(queue, request)
+            ? awaitReply(request)
+            : Effect.flatMap(shutdownAsDhtShutdown(Queue.offer(queue, request)), () => awaitReply(request))),
       offerForward: (params, body) =>
-        Effect.gen(function*() {
-          if (yield* Deferred.isDone(closed)) return false
-          const request = yield* makeRequest(params, body)
-          const queued = Queue.unsafeOffer(queue, request)
-          if (!queued) yield* Metric.increment(shedForward)
-          return queued
-        })
+        Effect.suspend(() => closed.done ? Effect.succeed(false) : Effect.flatMap(
+          makeRequest(params, body),
+          (request) =>
+            Queue.unsafeOffer(queue, request) ? Effect.succeed(true) : Effect.as(Metric.increment(shedForward), false)
+        ))
     })
   })
 
