@@ -345,20 +345,23 @@ const dedupInsert = <M extends InboundMessages.DhtInboundMessage, E>(
   config: DhtConfig.Config,
   cache: DedupCache.DedupCacheService,
   onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
-) =>
-  Effect.gen(function*() {
-    const result = yield* cache.insert(hash, message.sourcePeer.publicKey, keepUntilOf(message, config))
+): Effect.Effect<Option.Option<M>, E, DhtActor.DhtActor> =>
+  Effect.flatMap(cache.insert(hash, message.sourcePeer.publicKey, keepUntilOf(message, config)), (result) => {
     switch (result._tag) {
-      case "Inserted": {
-        if (result.hits > config.dedupAllowedMessageOccurrences) return yield* onDuplicate(result.hits)
-        return Option.some(deduplicated(message, result.hits, hash, message.mayForward))
-      }
+      case "Inserted":
+        return result.hits > config.dedupAllowedMessageOccurrences
+          ? onDuplicate(result.hits)
+          : Effect.succeed(Option.some(deduplicated(message, result.hits, hash, message.mayForward)))
       case "Full":
-        yield* Rejections.report(new DhtError.DedupFull(), blameOf(message))
-        return Option.some(deduplicated(message, 1, hash, false))
+        return Effect.as(
+          Rejections.report(new DhtError.DedupFull(), blameOf(message)),
+          Option.some(deduplicated(message, 1, hash, false))
+        )
       case "Failed":
-        yield* Rejections.report(result.error, blameOf(message))
-        return Option.some(deduplicated(message, 1, hash, false))
+        return Effect.as(
+          Rejections.report(result.error, blameOf(message)),
+          Option.some(deduplicated(message, 1, hash, false))
+        )
     }
   })
 
@@ -390,7 +393,10 @@ export const decrypt = (
   Option.Option<InboundMessages.DecryptedDhtMessage>,
   DecryptError,
   Crypto.Crypto | NodeIdentity.NodeIdentity
-> => Effect.flatMap(NodeIdentity.NodeIdentity, (identity) => decryptWith(message, identity, undefined))
+> =>
+  Effect.flatMap(NodeIdentity.NodeIdentity, (identity) =>
+    Effect.flatMap(Crypto.Crypto, (crypto) =>
+      Effect.map(decryptWith(message, identity, crypto, undefined), Option.some)))
 
 // field by field: `{ ...message, more }` takes V8's slow object-spread path on Node 20, microseconds a message
 const decryptedOf = (
@@ -413,33 +419,38 @@ const decryptedOf = (
   isAlreadyForwarded: false
 })
 
-// `decrypt`, given the message's challenge when `front` has it from the dedup hash (the body is hashed once)
+// `decrypt`, given the message's challenge when `front` has it from the dedup hash (the body is hashed once). Plain
+// functions around the one effect a message may need, the memoised signature check.
 const decryptWith = (
   message: InboundMessages.DhtInboundMessage,
   identity: NodeIdentity.Identity,
+  crypto: Crypto.CryptoService,
   challenge: Uint8Array | undefined
-) =>
-  Effect.gen(function*() {
-    const { header } = message
-    const forUs = Envelope.isDestinedTo(header.destination, identity.publicKey)
-    if (!header.isEncrypted) {
-      const origin = header.messageSignature.length === 0
-        ? Option.none<NodeId.PublicKey>()
-        : Option.some(yield* MessageCrypto.verify(header, message.body, header.messageSignature, challenge))
-      const body = yield* Envelope.decodeEnvelopeBody(message.body)
-      return Option.some(decryptedOf(
-        message,
-        InboundMessages.DecryptionResult.Succeeded({ body, authenticatedOrigin: origin }),
-        forUs || header.destination._tag === "Unknown"
-      ))
-    }
-    if (!forUs) {
-      return Option.some(
-        decryptedOf(message, InboundMessages.DecryptionResult.NotForUs({ ciphertext: message.body }), false)
+): Effect.Effect<InboundMessages.DecryptedDhtMessage, DecryptError> => {
+  const { header } = message
+  const forUs = Envelope.isDestinedTo(header.destination, identity.publicKey)
+  if (!header.isEncrypted) {
+    const clear = (origin: Option.Option<NodeId.PublicKey>) =>
+      Either.map(Envelope.decodeEnvelopeBodyEither(message.body), (body) =>
+        decryptedOf(
+          message,
+          InboundMessages.DecryptionResult.Succeeded({ body, authenticatedOrigin: origin }),
+          forUs || header.destination._tag === "Unknown"
+        ))
+    return header.messageSignature.length === 0
+      ? clear(Option.none())
+      : Effect.flatMap(
+        MessageCrypto.verifyWith(crypto, header, message.body, header.messageSignature, challenge),
+        (origin) => clear(Option.some(origin))
       )
-    }
-    const opened = yield* MessageCrypto.decrypt(identity, header, message.body, challenge)
-    return Option.some(decryptedOf(
+  }
+  if (!forUs) {
+    return Either.right(
+      decryptedOf(message, InboundMessages.DecryptionResult.NotForUs({ ciphertext: message.body }), false)
+    )
+  }
+  return Effect.map(MessageCrypto.decryptWith(crypto, identity, header, message.body, challenge), (opened) =>
+    decryptedOf(
       message,
       InboundMessages.DecryptionResult.Succeeded({
         body: opened.body,
@@ -447,7 +458,7 @@ const decryptWith = (
       }),
       true
     ))
-  })
+}
 
 // --- forward (§7.5) ---
 
@@ -478,15 +489,17 @@ export const forwardRule = (
   return Envelope.isDestinedTo(header.destination, self) ? undefined : "F2"
 }
 
-const safDecision = (message: InboundMessages.DecryptedDhtMessage) =>
-  Effect.flatMap(Effect.serviceOption(SafStage.SafStage), (stage) =>
-    Option.isNone(stage)
-      ? Effect.succeed(Option.none<SafStage.SafDecision>())
-      : stage.value.decide(message).pipe(
-        Effect.map(Option.some),
-        Effect.catchTag("StoreError", (error) =>
-          Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<SafStage.SafDecision>()))
-      ))
+const safDecision = (
+  message: InboundMessages.DecryptedDhtMessage,
+  stage: Option.Option<SafStage.SafStageService>
+): Effect.Effect<Option.Option<SafStage.SafDecision>, never, DhtActor.DhtActor> =>
+  Option.isNone(stage)
+    ? Effect.succeedNone
+    : stage.value.decide(message).pipe(
+      Effect.map(Option.some),
+      Effect.catchTag("StoreError", (error) =>
+        Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<SafStage.SafDecision>()))
+    )
 
 /**
  * SPEC §7.5 on a node with `MESSAGE_PROPAGATION`, for a first occurrence that may be forwarded and matches F1–F3:
@@ -511,25 +524,46 @@ export const forward = (
   | GossipBudget.GossipBudget
   | DhtActor.DhtActor
 > =>
-  Effect.gen(function*() {
-    const identity = yield* NodeIdentity.NodeIdentity
-    return yield* forwardWith(message, identity, yield* DhtConfig.DhtConfig, yield* Clock.currentTimeMillis)
-  })
+  Effect.flatMap(Effect.context<ForwardRequirements>(), (context) =>
+    Effect.flatMap(Clock.currentTimeMillis, (nowMs) =>
+      Effect.map(forwardWith(message, forwardServicesOf(context), nowMs), Option.some)))
+
+type ForwardRequirements =
+  | NodeIdentity.NodeIdentity
+  | OutboundRequester.OutboundRequester
+  | GossipBudget.GossipBudget
+  | DhtActor.DhtActor
+
+// what forwarding reads from the Layer graph, once per worker (or per call of the exported stage)
+interface ForwardServices {
+  readonly identity: NodeIdentity.Identity
+  readonly config: DhtConfig.Config
+  readonly stage: Option.Option<SafStage.SafStageService>
+  readonly requester: OutboundRequester.OutboundRequesterService
+  readonly budget: GossipBudget.GossipBudgetService
+}
+
+const forwardServicesOf = (context: Context.Context<ForwardRequirements>): ForwardServices => ({
+  identity: Context.get(context, NodeIdentity.NodeIdentity),
+  config: Context.get(context, DhtConfig.DhtConfig),
+  stage: Context.getOption(context, SafStage.SafStage),
+  requester: Context.get(context, OutboundRequester.OutboundRequester),
+  budget: Context.get(context, GossipBudget.GossipBudget)
+})
 
 const forwardWith = (
   message: InboundMessages.DecryptedDhtMessage,
-  identity: NodeIdentity.Identity,
-  config: DhtConfig.Config,
+  services: ForwardServices,
   nowMs: number
-) =>
-  Effect.gen(function*() {
-    if (
-      !Peer.hasFeatures(identity.features, Peer.PeerFeatures.MESSAGE_PROPAGATION) || message.dedupHitCount !== 1 ||
-      !message.mayForward || message.isSafMessage
-    ) return Option.some(message)
-    const rule = forwardRule(message, identity.publicKey)
-    if (rule === undefined) return Option.some(message)
-    const decision = yield* safDecision(message)
+): Effect.Effect<InboundMessages.DecryptedDhtMessage, DhtError.RateLimited, DhtActor.DhtActor> => {
+  const { identity } = services
+  if (
+    !Peer.hasFeatures(identity.features, Peer.PeerFeatures.MESSAGE_PROPAGATION) || message.dedupHitCount !== 1 ||
+    !message.mayForward || message.isSafMessage
+  ) return Either.right(message)
+  const rule = forwardRule(message, identity.publicKey)
+  if (rule === undefined) return Either.right(message)
+  return Effect.flatMap(safDecision(message, services.stage), (decision) => {
     const decided: InboundMessages.DecryptedDhtMessage = Option.isNone(decision) ? message : Object.assign(
       {},
       message,
@@ -537,44 +571,50 @@ const forwardWith = (
     )
     const { header, sourcePeer } = decided
     if (Envelope.isDestinedTo(header.destination, sourcePeer.publicKey)) {
-      yield* Rejections.report(new DhtError.DestinationIsSource(), blameOfDecrypted(decided))
-      return Option.some(decided)
+      return Effect.as(Rejections.report(new DhtError.DestinationIsSource(), blameOfDecrypted(decided)), decided)
     }
-    if (header.expires < secondsOf(nowMs) || decided.isAlreadyForwarded) {
-      return Option.some(decided)
-    }
+    if (header.expires < secondsOf(nowMs) || decided.isAlreadyForwarded) return Either.right(decided)
     const origin = InboundMessages.authenticatedOrigin(decided)
     if (rule === "F3" && Option.isSome(origin)) {
-      const budget = yield* GossipBudget.GossipBudget
-      if (!(yield* budget.take(origin.value, config.gossipBudgetPerOrigin))) {
-        return yield* new DhtError.RateLimited({ what: "gossip" })
-      }
+      return Effect.flatMap(
+        services.budget.take(origin.value, services.config.gossipBudgetPerOrigin),
+        (allowed) => allowed ? offerForward(decided, origin, rule, services) : Either.left(rateLimited)
+      )
     }
-    const excluded = Option.match(origin, {
-      onNone: () => [sourcePeer.nodeId],
-      onSome: (key) => [sourcePeer.nodeId, NodeId.fromPublicKey(key)]
-    })
-    // stored here for a known destination: on to it, or to its closest nodes, which store it too (rule "saf")
-    const storedFor = header.destination._tag === "PublicKey" && Option.getOrElse(decided.isSafStored, () => false)
-      ? Option.some(header.destination.nodeId)
-      : Option.none<NodeId.NodeId>()
-    const strategy = Option.match(storedFor, {
-      onNone: () => BroadcastStrategy.Propagate({ destination: header.destination, excluded }),
-      onSome: (id) => BroadcastStrategy.DirectOrClosestNodes({ id, excluded, connectedOnly: false })
-    })
-    const requester = yield* OutboundRequester.OutboundRequester
-    const offered = yield* requester.offerForward(
-      OutboundRequester.makeParams({
-        strategy,
-        destination: header.destination,
-        messageType: header.messageType,
-        customHeader: Option.some(header)
-      }),
-      decided.body
-    )
-    if (offered) yield* Metric.increment(forwardedBy[Option.isSome(storedFor) ? "saf" : rule])
-    return Option.some(decided)
+    return offerForward(decided, origin, rule, services)
   })
+}
+
+const rateLimited = new DhtError.RateLimited({ what: "gossip" })
+
+const offerForward = (
+  decided: InboundMessages.DecryptedDhtMessage,
+  origin: Option.Option<NodeId.PublicKey>,
+  rule: "F1" | "F2" | "F3",
+  services: ForwardServices
+): Effect.Effect<InboundMessages.DecryptedDhtMessage> => {
+  const { header, sourcePeer } = decided
+  const excluded = Option.isNone(origin)
+    ? [sourcePeer.nodeId]
+    : [sourcePeer.nodeId, NodeId.fromPublicKey(origin.value)]
+  // stored here for a known destination: on to it, or to its closest nodes, which store it too (rule "saf")
+  const storedFor = header.destination._tag === "PublicKey" && Option.getOrElse(decided.isSafStored, () => false)
+    ? header.destination.nodeId
+    : undefined
+  const strategy = storedFor === undefined
+    ? BroadcastStrategy.Propagate({ destination: header.destination, excluded })
+    : BroadcastStrategy.DirectOrClosestNodes({ id: storedFor, excluded, connectedOnly: false })
+  const params = OutboundRequester.makeParams({
+    strategy,
+    destination: header.destination,
+    messageType: header.messageType,
+    customHeader: Option.some(header)
+  })
+  return Effect.flatMap(services.requester.offerForward(params, decided.body), (offered) =>
+    offered
+      ? Effect.as(Metric.increment(forwardedBy[storedFor === undefined ? rule : "saf"]), decided)
+      : Effect.succeed(decided))
+}
 
 // --- store and forward (§7.6) ---
 
@@ -595,29 +635,27 @@ export const storeAndForward = (
 const storeAndForwardWith = (
   message: InboundMessages.DecryptedDhtMessage,
   stage: Option.Option<SafStage.SafStageService>
-): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> =>
-  Effect.gen(function*() {
-    if (message.dedupHitCount !== 1 || message.isSafMessage) return [message]
-    const type = message.header.messageType
-    if (Option.isNone(stage)) {
-      if (!Envelope.isSafMessage(type)) return [message]
-      // SAF messages for another key are dropped (§7.6); a response nobody asked for is counted as such
-      if (message.decryption._tag === "Succeeded" && type === Envelope.DhtMessageType.SafStoredMessages) {
-        return yield* new DhtError.UnrequestedSafResponse()
-      }
-      yield* Effect.logDebug("SAF message dropped: no store-and-forward service")
-      return []
+): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> => {
+  if (message.dedupHitCount !== 1 || message.isSafMessage) return Either.right([message])
+  const type = message.header.messageType
+  if (Option.isNone(stage)) {
+    if (!Envelope.isSafMessage(type)) return Either.right([message])
+    // SAF messages for another key are dropped (§7.6); a response nobody asked for is counted as such
+    if (message.decryption._tag === "Succeeded" && type === Envelope.DhtMessageType.SafStoredMessages) {
+      return Either.left(new DhtError.UnrequestedSafResponse())
     }
-    const decision = Option.isSome(message.isSafStored)
-      ? { isSafStored: message.isSafStored.value, isAlreadyForwarded: message.isAlreadyForwarded }
-      : undefined
-    const outcome = yield* stage.value.handle(message, decision)
-    return SafStage.SafOutcome.$match(outcome, {
+    return Effect.as(Effect.logDebug("SAF message dropped: no store-and-forward service"), none)
+  }
+  const decision = Option.isSome(message.isSafStored)
+    ? { isSafStored: message.isSafStored.value, isAlreadyForwarded: message.isAlreadyForwarded }
+    : undefined
+  return Effect.map(stage.value.handle(message, decision), (outcome) =>
+    SafStage.SafOutcome.$match(outcome, {
       Continue: ({ message }) => [message],
-      Consumed: () => [],
+      Consumed: () => none,
       Delivered: ({ messages }) => messages
-    })
-  })
+    }))
+}
 
 // --- DHT handler (§7.7) ---
 
@@ -640,36 +678,41 @@ export type Opened = DhtHandler.Opened
 export const dhtHandler = (
   message: InboundMessages.DecryptedDhtMessage,
   options: Options = {}
-): Effect.Effect<Option.Option<Opened>, Rejections.PipelineError, DhtHandler.Requirements> =>
-  Effect.gen(function*() {
-    const { decryption, header } = message
-    if (decryption._tag === "NotForUs") return Option.none()
-    const opened: Opened = { message, body: decryption.body, origin: decryption.authenticatedOrigin }
-    const type = header.messageType
-    if (type === Envelope.DhtMessageType.None) return Option.some(opened)
-    if (message.dedupHitCount !== 1) return Option.none()
-    switch (type) {
-      case Envelope.DhtMessageType.Join:
-        yield* DhtHandler.handleJoin(opened)
-        break
-      case Envelope.DhtMessageType.Discovery: {
-        const identity = yield* NodeIdentity.NodeIdentity
-        if (Envelope.isDestinedTo(header.destination, identity.publicKey)) yield* DhtHandler.handleDiscovery(opened)
-        break
-      }
-      case Envelope.DhtMessageType.DiscoveryResponse:
-        yield* DhtHandler.handleDiscoveryResponse(opened)
-        break
-      case Envelope.DhtMessageType.PeerSyncRequest:
-      case Envelope.DhtMessageType.PeerSyncResponse:
-        if (options.peerSync !== undefined) yield* options.peerSync(message)
-        break
-      case Envelope.DhtMessageType.Receipt:
-        if (options.receipts !== undefined) yield* options.receipts.handle(message)
-        break
-    }
-    return Option.none()
-  })
+): Effect.Effect<Option.Option<Opened>, Rejections.PipelineError, DhtHandler.Requirements> => {
+  const { decryption, header } = message
+  if (decryption._tag === "NotForUs") return Effect.succeedNone
+  const opened: Opened = { message, body: decryption.body, origin: decryption.authenticatedOrigin }
+  const type = header.messageType
+  if (type === Envelope.DhtMessageType.None) return Effect.succeed(Option.some(opened))
+  if (message.dedupHitCount !== 1) return Effect.succeedNone
+  return Effect.as(handleDht(opened, type, options), Option.none())
+}
+
+const handleDht = (
+  opened: Opened,
+  type: Envelope.DhtMessageType,
+  options: Options
+): Effect.Effect<void, Rejections.PipelineError, DhtHandler.Requirements> => {
+  const { message } = opened
+  switch (type) {
+    case Envelope.DhtMessageType.Join:
+      return DhtHandler.handleJoin(opened)
+    case Envelope.DhtMessageType.Discovery:
+      return Effect.flatMap(NodeIdentity.NodeIdentity, (identity) =>
+        Envelope.isDestinedTo(message.header.destination, identity.publicKey)
+          ? DhtHandler.handleDiscovery(opened)
+          : Effect.void)
+    case Envelope.DhtMessageType.DiscoveryResponse:
+      return DhtHandler.handleDiscoveryResponse(opened)
+    case Envelope.DhtMessageType.PeerSyncRequest:
+    case Envelope.DhtMessageType.PeerSyncResponse:
+      return options.peerSync !== undefined ? options.peerSync(message) : Effect.void
+    case Envelope.DhtMessageType.Receipt:
+      return options.receipts !== undefined ? options.receipts.handle(message) : Effect.void
+    default:
+      return Effect.void
+  }
+}
 
 // --- delivery (§7.8) ---
 
@@ -684,27 +727,34 @@ export const dhtHandler = (
 export const deliver = (
   opened: Opened
 ): Effect.Effect<Option.Option<InboundMessages.DomainMessage>, DhtError.InvalidApplicationBody> =>
-  Effect.gen(function*() {
-    const { message } = opened
-    const { header } = message
-    if (!message.isForThisNode && header.destination._tag !== "Unknown") {
-      if (Option.isNone(opened.origin)) yield* Rejections.countRejected("UnsignedNotForUs")
-      return Option.none()
-    }
-    const applicationHeader = yield* Envelope.decodeMessageHeader(opened.body.parts[0] ?? EMPTY)
-    yield* Metric.increment(message.isSafMessage ? deliveredSaf : deliveredDirect)
-    return Option.some({
-      tag: message.tag,
-      sourcePeer: message.sourcePeer.nodeId,
-      origin: opened.origin,
-      header,
-      messageType: applicationHeader.messageType,
-      nonce: applicationHeader.nonce,
-      body: opened.body.parts[1] ?? EMPTY,
-      isSafMessage: message.isSafMessage,
-      wasEncrypted: header.isEncrypted
-    })
-  })
+  Effect.withFiberRuntime((fiber) => deliverWith(opened, fiber.getFiberRef(FiberRef.currentMetricLabels)))
+
+const deliverWith = (
+  opened: Opened,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Effect.Effect<Option.Option<InboundMessages.DomainMessage>, DhtError.InvalidApplicationBody> => {
+  const { message } = opened
+  const { header } = message
+  if (!message.isForThisNode && header.destination._tag !== "Unknown") {
+    return Option.isNone(opened.origin)
+      ? Effect.as(Rejections.countRejected("UnsignedNotForUs"), Option.none())
+      : Effect.succeedNone
+  }
+  const applicationHeader = Envelope.decodeMessageHeaderEither(opened.body.parts[0] ?? EMPTY)
+  if (Either.isLeft(applicationHeader)) return Either.left(applicationHeader.left)
+  ;(message.isSafMessage ? deliveredSaf : deliveredDirect).unsafeUpdate(1, labels)
+  return Effect.succeed(Option.some({
+    tag: message.tag,
+    sourcePeer: message.sourcePeer.nodeId,
+    origin: opened.origin,
+    header,
+    messageType: applicationHeader.right.messageType,
+    nonce: applicationHeader.right.nonce,
+    body: opened.body.parts[1] ?? EMPTY,
+    isSafMessage: message.isSafMessage,
+    wasEncrypted: header.isEncrypted
+  }))
+}
 
 // --- handle ---
 
@@ -714,65 +764,99 @@ class Rejected {
 
 const none: ReadonlyArray<never> = []
 
+// What the stages read from the Layer graph, taken once per worker (or per call of `handle`) rather than a step of
+// the fiber per service and stage.
+interface Services extends ForwardServices {
+  readonly peers: PeerManager.PeerManagerService
+  readonly cache: DedupCache.DedupCacheService
+  readonly crypto: Crypto.CryptoService
+}
+
+const servicesOf = (context: Context.Context<Requirements>): Services => ({
+  ...forwardServicesOf(context),
+  peers: Context.get(context, PeerManager.PeerManager),
+  cache: Context.get(context, DedupCache.DedupCache),
+  crypto: Context.get(context, Crypto.Crypto)
+})
+
+// What a frame reads from its fiber, in the one step that starts it: the clock (for its arrival-to-end time), the
+// time it started, and the metric labels.
+interface Turn {
+  readonly clock: Clock.Clock
+  readonly nowMs: number
+  readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
+}
+
+const withTurn = <A, E, R>(f: (turn: Turn) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    return f({ clock, nowMs: clock.unsafeCurrentTimeMillis(), labels: fiber.getFiberRef(FiberRef.currentMetricLabels) })
+  })
+
+type Decrypted = InboundMessages.DecryptedDhtMessage
+
 // deserialize → validate → dedup → decrypt → forward → store-and-forward: what reaches the DHT handler. A failure is
 // blamed on what the stages had learnt when it happened (the source, then the message, then its origin); one handler
-// for the whole front rather than one per stage, which every frame would pay for.
-const front = (raw: Transport.InboundMessage) =>
-  Effect.withFiberRuntime<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejected, Requirements>((fiber) => {
-    let blame = Rejections.blameSource(raw.sourcePeer)
-    // the environment read once for the frame, not a step per service and stage
-    const context = fiber.currentContext
-    const config = Context.unsafeGet(context, DhtConfig.DhtConfig)
-    const identity = Context.unsafeGet(context, NodeIdentity.NodeIdentity)
-    const peers = Context.unsafeGet(context, PeerManager.PeerManager)
-    const cache = Context.unsafeGet(context, DedupCache.DedupCache)
-    const crypto = Context.unsafeGet(context, Crypto.Crypto)
-    const stage = Context.getOption(context, SafStage.SafStage)
-    const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
-    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
-    return Effect.gen(function*() {
-      const sourcePeer = yield* peers.get(raw.sourcePeer)
-      const decoded = yield* decodeFrom(raw, sourcePeer, nowMs, labels)
-      blame = blameOf(decoded)
-      const invalid = validationError(decoded, config, identity, nowMs)
-      if (invalid !== undefined) return yield* invalid
+// for the whole front rather than one per stage, which every frame would pay for. The stages are plain functions
+// between the few effects a frame needs (the peer record, a new hash's insert, a signature check, the forward).
+const front = (
+  services: Services,
+  turn: Turn,
+  raw: Transport.InboundMessage
+): Effect.Effect<ReadonlyArray<Decrypted>, Rejected, DhtActor.DhtActor> => {
+  let blame = Rejections.blameSource(raw.sourcePeer)
+  const { cache, config, crypto, identity, peers } = services
+  const { labels, nowMs } = turn
+  const opened = (unique: InboundMessages.DhtInboundMessage, challenge: Uint8Array) =>
+    Effect.flatMap(decryptWith(unique, identity, crypto, challenge), (decrypted) => {
+      blame = blameOfDecrypted(decrypted)
+      return Effect.flatMap(
+        forwardWith(decrypted, services, nowMs),
+        (forwarded) => storeAndForwardWith(forwarded, services.stage)
+      )
+    })
+  const stages = Effect.flatMap(
+    peers.get(raw.sourcePeer),
+    (sourcePeer): Effect.Effect<ReadonlyArray<Decrypted>, Rejections.PipelineError, DhtActor.DhtActor> => {
+      const decoded = decodeFrom(raw, sourcePeer, nowMs, labels)
+      if (Either.isLeft(decoded)) return Either.left(decoded.left)
+      const message = decoded.right
+      blame = blameOf(message)
+      const invalid = validationError(message, config, identity, nowMs)
+      if (invalid !== undefined) return Either.left(invalid)
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = MessageCrypto.challengeWith(crypto, decoded.header, decoded.body)
-      const hash = MessageCrypto.dedupHashWith(crypto, challenge, decoded.header.messageSignature)
+      const challenge = MessageCrypto.challengeWith(crypto, message.header, message.body)
+      const hash = MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
       // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
       // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
-      const hits = cache.unsafeRecordHit(hash, decoded.sourcePeer.publicKey, nowMs, keepUntilOf(decoded, config))
+      const hits = cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
       if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
-        yield* dropDuplicate(decoded)(hits)
-        return none
+        return Effect.as(dropDuplicate(message)(hits), none)
       }
-      const unique = hits !== undefined
-        ? Option.some(deduplicated(decoded, hits, hash, decoded.mayForward))
-        : yield* dedupInsert(decoded, hash, config, cache, dropDuplicate(decoded))
-      if (Option.isNone(unique)) return none
-      const opened = yield* decryptWith(unique.value, identity, challenge)
-      if (Option.isNone(opened)) return none
-      blame = blameOfDecrypted(opened.value)
-      const forwarded = yield* forwardWith(opened.value, identity, config, nowMs)
-      if (Option.isNone(forwarded)) return none
-      return yield* storeAndForwardWith(forwarded.value, stage)
-    }).pipe(Effect.mapError((error: Rejections.PipelineError) => new Rejected(error, blame)))
-  })
+      if (hits !== undefined) return opened(deduplicated(message, hits, hash, message.mayForward), challenge)
+      return Effect.flatMap(
+        dedupInsert(message, hash, config, cache, dropDuplicate(message)),
+        (unique) => Option.isNone(unique) ? Effect.succeed(none) : opened(unique.value, challenge)
+      )
+    }
+  )
+  return Effect.mapError(stages, (error) => new Rejected(error, blame))
+}
 
 const reportRejected = (rejected: Rejected) => Rejections.report(rejected.error, rejected.blame)
 
+const noDelivery = Effect.succeedNone
+
 // DHT handler → delivery for one message, its failures reported on its own (SAF responses carry several)
-const back = (message: InboundMessages.DecryptedDhtMessage, options: Options) =>
-  dhtHandler(message, options).pipe(
-    Effect.flatMap((opened) => Option.isNone(opened) ? Effect.succeedNone : deliver(opened.value)),
-    Effect.tap((delivered) =>
-      Option.isSome(delivered) && options.receipts !== undefined && Envelope.isReceiptRequested(message.header.flags)
-        ? options.receipts.delivered(message)
-        : Effect.void
-    ),
-    Effect.catchAll((error) =>
+const back = (message: Decrypted, options: Options, labels: ReadonlyArray<MetricLabel.MetricLabel>) =>
+  Effect.catchAll(
+    Effect.flatMap(dhtHandler(message, options), (opened) =>
+      Option.isNone(opened) ? noDelivery : Effect.flatMap(deliverWith(opened.value, labels), (delivered) =>
+        Option.isSome(delivered) && options.receipts !== undefined && Envelope.isReceiptRequested(message.header.flags)
+          ? Effect.as(options.receipts.delivered(message), delivered)
+          : Effect.succeed(delivered))),
+    (error) =>
       Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<InboundMessages.DomainMessage>())
-    )
   )
 
 /**
@@ -787,29 +871,38 @@ export const handle = (options: Options = {}) =>
 (
   raw: Transport.InboundMessage
 ): Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>, never, Requirements> =>
-  front(raw).pipe(
-    Effect.catchAll((rejected) =>
-      Effect.as(Effect.annotateLogs(reportRejected(rejected), { messageTag: raw.tag.toString() }), none)
-    ),
-    Effect.flatMap((messages): Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>, never, Requirements> => {
+  Effect.flatMap(Effect.context<Requirements>(), (context) =>
+    withTurn((turn) => handleWith(servicesOf(context), options, turn, raw)))
+
+const handleWith = (
+  services: Services,
+  options: Options,
+  turn: Turn,
+  raw: Transport.InboundMessage
+): Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>, never, Requirements> =>
+  Effect.matchEffect(front(services, turn, raw), {
+    onFailure: (rejected) =>
+      Effect.as(Effect.annotateLogs(reportRejected(rejected), { messageTag: raw.tag.toString() }), none),
+    onSuccess: (messages): Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>, never, Requirements> => {
       // one message is the common case: no `forEach` for it
       const only = messages.length === 1 ? messages[0] : undefined
       return messages.length === 0
         ? Effect.succeed(none)
         : only !== undefined
-        ? Effect.map(back(only, options), Option.toArray)
+        ? Effect.map(back(only, options, turn.labels), Option.toArray)
         : Effect.map(
-          Effect.forEach(messages, (message) => back(message, options)),
+          Effect.forEach(messages, (message) => back(message, options, turn.labels)),
           (delivered) => delivered.flatMap(Option.toArray)
         )
-    }),
-    Effect.tap(() =>
-      Effect.clockWith((clock) =>
-        DhtMetrics.withLabels((labels) =>
-          DhtMetrics.inboundPipelineMs.unsafeUpdate(Math.max(0, clock.unsafeCurrentTimeMillis() - raw.receivedAt), labels)
-        )
+    }
+  }).pipe(
+    Effect.map((delivered) => {
+      DhtMetrics.inboundPipelineMs.unsafeUpdate(
+        Math.max(0, turn.clock.unsafeCurrentTimeMillis() - raw.receivedAt),
+        turn.labels
       )
-    ),
+      return delivered
+    }),
     Effect.catchAllCause((cause) =>
       Cause.isInterruptedOnly(cause)
         ? Effect.failCause(cause)
@@ -893,29 +986,32 @@ export const make = (
     const capacity = Math.max(1, options.subscriberCapacity ?? SUBSCRIBER_CAPACITY)
     const pubsub = yield* PubSub.sliding<InboundMessages.DomainMessage>(capacity)
     yield* Effect.addFinalizer(() => PubSub.shutdown(pubsub))
-    // sliding never refuses: a subscriber `capacity` behind is about to lose its oldest message
+    // Sliding never refuses: a subscriber `capacity` behind is about to lose its oldest message. Below that the
+    // message is offered in the worker's step (a sliding PubSub's `unsafeOffer` does not slide, hence the check).
     const publish = (message: InboundMessages.DomainMessage) =>
-      Effect.flatMap(PubSub.size(pubsub), (size) =>
-        Effect.zipRight(
-          size >= capacity ? Metric.increment(shedSubscriber) : Effect.void,
-          PubSub.publish(pubsub, message)
-        ))
+      Option.getOrElse(pubsub.unsafeSize(), () => capacity) < capacity && pubsub.unsafeOffer(message)
+        ? Effect.void
+        : Effect.zipRight(Metric.increment(shedSubscriber), PubSub.publish(pubsub, message))
     // The live node runs `handle` on worker fibers taking from the transport's bounded inbox, not `pipeline` on a
     // stream of it: same stages and concurrency, without the stream's pull machinery and per-element forks, which
     // cost more than dropping a duplicate does (docs/spec-departures.md §3). Frames taken together may be delivered
-    // in either order, as on any two connections.
-    const one = handle(options)
-    const worker = Effect.forever(
-      Effect.flatMap(Queue.take(transport.inbound), (raw) =>
-        Effect.flatMap(one(raw), (messages) => {
-          const only = messages.length === 1 ? messages[0] : undefined
-          return only !== undefined
-            ? publish(only)
-            : messages.length === 0
-            ? Effect.void
-            : Effect.forEach(messages, publish, { discard: true })
-        }))
-    )
+    // in either order, as on any two connections. Each worker loops on its own rather than through
+    // `Effect.forever`, whose yield each turn is a step more; the take suspends whenever the inbox is empty.
+    const services = servicesOf(yield* Effect.context<Requirements>())
+    const worker = (() => {
+      const loop: Effect.Effect<never, never, Requirements> = Effect.flatMap(Queue.take(transport.inbound), (raw) =>
+        withTurn((turn) =>
+          Effect.flatMap(handleWith(services, options, turn, raw), (messages) => {
+            const only = messages.length === 1 ? messages[0] : undefined
+            return only !== undefined
+              ? Effect.flatMap(publish(only), () => loop)
+              : messages.length === 0
+              ? loop
+              : Effect.flatMap(Effect.forEach(messages, publish, { discard: true }), () => loop)
+          })
+        ))
+      return loop
+    })()
     const concurrency = Math.max(1, options.concurrency ?? CONCURRENCY)
     yield* Effect.forkScoped(
       Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
