@@ -669,13 +669,25 @@ const pendingDiscovery = (
  */
 export const handle = (handler: Handler) => (request: Request): Effect.Effect<void, never, Requirements> =>
   withServices((services, turn) =>
-    Effect.catchAllCause(handleWith(handler, services, turn)(request), settleFailed(request)).pipe(
+    Effect.catchAllCause(
+      handleWith(handler, services, turn, completeReply)(request),
+      settleFailed(request, completeReply)
+    ).pipe(
       Effect.onInterrupt(() => Deferred.fail(request.reply, new DhtError.DhtShutdown()))
     )
   )
 
+type Reply = Exit.Exit<OutboundRequester.SendMessageResponse, DhtError.SendFailure>
+
+// completes a request's reply; the live requester also resumes the sender waiting on it (`makeHandoff`)
+type Answer = (request: Request, reply: Reply) => void
+
+const completeReply: Answer = (request, reply) => {
+  Deferred.unsafeDone(request.reply, reply)
+}
+
 // the stages for one request, its reply completed on success; a failure is left to `settleFailed`
-const handleWith = (handler: Handler, services: Services, turn: Turn) =>
+const handleWith = (handler: Handler, services: Services, turn: Turn, answer: Answer) =>
 (
   request: Request
 ): Effect.Effect<void, DhtError.SendFailure> => {
@@ -683,35 +695,38 @@ const handleWith = (handler: Handler, services: Services, turn: Turn) =>
   return Effect.flatMap(selectPeers(services, request, turn.nowMs), (selection) =>
     selection._tag === "Discover"
       ? Effect.map(pendingDiscovery(handler, services, selection), (response) => {
-        Deferred.unsafeDone(request.reply, Exit.succeed(response))
+        answer(request, Exit.succeed(response))
       })
       : Effect.map(deliver(handler, services, selection, turn), (states) => {
-        Deferred.unsafeDone(request.reply, Exit.succeed(OutboundRequester.SendMessageResponse.Queued({ states })))
+        answer(request, Exit.succeed(OutboundRequester.SendMessageResponse.Queued({ states })))
       }))
 }
 
 // The reply of a request that did not get through the stages: its `SendFailure` (logged, counted), `DhtShutdown`
 // when the pipeline stops under it, or the defect (logged as an error).
-const settleFailed = (request: Request) => (cause: Cause.Cause<DhtError.SendFailure>): Effect.Effect<void> => {
+const settleFailed = (request: Request, answer: Answer) =>
+(
+  cause: Cause.Cause<DhtError.SendFailure>
+): Effect.Effect<void> => {
   if (Cause.isInterruptedOnly(cause)) {
-    Deferred.unsafeDone(request.reply, Exit.fail(new DhtError.DhtShutdown()))
+    answer(request, Exit.fail(new DhtError.DhtShutdown()))
     return Effect.failCause(Cause.stripFailures(cause))
   }
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) {
-    return Effect.zipRight(countFailure(failure.value, request.tag), Deferred.fail(request.reply, failure.value))
+    return Effect.map(countFailure(failure.value, request.tag), () => answer(request, Exit.fail(failure.value)))
   }
-  return Effect.zipRight(
+  return Effect.map(
     Effect.logError("outbound request failed unexpectedly", cause),
-    Deferred.failCause(request.reply, Cause.stripFailures(cause))
+    () => answer(request, Exit.failCause(Cause.stripFailures(cause)))
   )
 }
 
 /**
  * The stream of SPEC §6: every request through `handle`, 16 at a time. Requests finish in any order; the stream
  * emits in input order, which costs nothing because `handle` never waits on the network (discovery is forked,
- * `Transport.send` only enqueues). The live requester does not run this stream but `workers`, which is cheaper per
- * request and handles the same requests with the same concurrency.
+ * `Transport.send` only enqueues). The live requester does not run this stream but workers like `workers`, which
+ * are cheaper per request and handle the same requests with the same concurrency.
  *
  * @since 0.1.0
  * @category pipeline
@@ -752,8 +767,8 @@ export const workers = (
     const worker = Effect.uninterruptibleMask((restore) => {
       const one = (request: Request) =>
         Effect.catchAllCause(
-          restore(withTurn((turn) => handleWith(handler, services, turn)(request))),
-          settleFailed(request)
+          restore(withTurn((turn) => handleWith(handler, services, turn, completeReply)(request))),
+          settleFailed(request, completeReply)
         )
       const loop: Effect.Effect<never> = Effect.flatMap(
         restore(Queue.take(queue)),
@@ -764,6 +779,114 @@ export const workers = (
     return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
       .pipe(Effect.zipRight(Effect.never))
   })
+
+// The live requester's hand-over to its workers. A worker with nothing to do parks here, and a request goes straight
+// to a parked worker; its sender waits to be resumed with the reply. Through `Queue.take` and `Deferred.await` the
+// same hand-over and wait cost the taker's Deferred and the interruption handling of both, about thirty steps of the
+// fibers per request (docs/performance.md). Requests find no worker parked only when all are busy, and then wait in
+// the bounded queue (`outboundBufferSize`), which a worker drains before it parks again. Every request the hand-over
+// accepts is answered: by a worker, or with DhtShutdown by `close`.
+interface Handoff {
+  /** offers `request` and waits for its reply; a full queue suspends the sender (SPEC §6) */
+  readonly request: (request: Request) => Effect.Effect<OutboundRequester.SendMessageResponse, DhtError.SendFailure>
+  /** hands `request` to a parked worker, or queues it if the queue has room; false if neither or closed */
+  readonly offer: (request: Request) => boolean
+  readonly isClosed: () => boolean
+  /** the next request: queued, or handed over while parked */
+  readonly next: Effect.Effect<Request>
+  /** marks a request as running, no longer waiting in a worker's hand */
+  readonly started: (request: Request) => void
+  readonly answer: Answer
+  /** once the workers are interrupted: answers what was handed to them or queued, and refuses the rest */
+  readonly close: Effect.Effect<void>
+}
+
+const makeHandoff = (queue: Queue.Queue<Request>): Handoff => {
+  // A parked worker's wake-up is not withdrawn when the worker is interrupted (a canceler costs the interruption
+  // handling this saves); workers are interrupted only when the pipeline closes, and `close` then stops the
+  // hand-over and answers what was handed to them.
+  let parked: Array<(request: Request) => void> = []
+  let closed = false
+  // handed to a parked worker and not yet started by it
+  const handed = new Set<Request>()
+  // senders waiting for their replies; an interrupted sender's entry goes when its request is answered
+  const waiting = new Map<Request, (reply: Reply) => void>()
+  const shutdown = () => new DhtError.DhtShutdown()
+  const offer = (request: Request): boolean => {
+    if (closed) return false
+    const wake = parked.pop()
+    if (wake === undefined) return Queue.unsafeOffer(queue, request)
+    handed.add(request)
+    wake(request)
+    return true
+  }
+  const answer: Answer = (request, reply) => {
+    Deferred.unsafeDone(request.reply, reply)
+    const resume = waiting.get(request)
+    if (resume !== undefined) {
+      waiting.delete(request)
+      resume(reply)
+    }
+  }
+  // a full queue: the suspending offer, and the check that the pipeline did not close before the offer was in
+  const offerSuspending = (request: Request) =>
+    Effect.flatMap(
+      shutdownAsDhtShutdown(Queue.offer(queue, request)),
+      () => closed ? Effect.fail(shutdown()) : Deferred.await(request.reply)
+    )
+  return {
+    // the registration and the offer are one synchronous step, so no reply can come before its sender waits
+    request: (request) =>
+      Effect.async((resume) => {
+        if (closed) return resume(Effect.fail(shutdown()))
+        waiting.set(request, resume)
+        if (!offer(request)) {
+          waiting.delete(request)
+          resume(offerSuspending(request))
+        }
+      }),
+    offer,
+    isClosed: () => closed,
+    // the check and the parking are one synchronous step, so no offer can queue a request between them unseen
+    next: Effect.async<Request>((resume) => {
+      if (Option.getOrElse(queue.unsafeSize(), () => 0) > 0) resume(Queue.take(queue))
+      else parked.push((request) => resume(Effect.succeed(request)))
+    }),
+    started: (request) => {
+      handed.delete(request)
+    },
+    answer,
+    close: Effect.suspend(() => {
+      closed = true
+      parked = []
+      const dropped = Array.from(handed)
+      handed.clear()
+      for (const request of dropped) answer(request, Exit.fail(shutdown()))
+      return Effect.flatMap(Queue.takeAll(queue), (queued) => {
+        for (const request of queued) answer(request, Exit.fail(shutdown()))
+        return Queue.shutdown(queue)
+      })
+    })
+  }
+}
+
+// `workers` on the hand-over: the same loop, a request taken from a parked worker's hand as from the queue
+const runWorkers = (handler: Handler, services: Services, handoff: Handoff): Effect.Effect<never> => {
+  const worker = Effect.uninterruptibleMask((restore) => {
+    const one = (request: Request) =>
+      Effect.catchAllCause(
+        restore(withTurn((turn) => handleWith(handler, services, turn, handoff.answer)(request))),
+        settleFailed(request, handoff.answer)
+      )
+    const loop: Effect.Effect<never> = Effect.flatMap(restore(handoff.next), (request) => {
+      handoff.started(request)
+      return Effect.flatMap(one(request), () => loop)
+    })
+    return loop
+  })
+  return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
+    .pipe(Effect.zipRight(Effect.never))
+}
 
 // --- the requester ---
 
@@ -814,8 +937,10 @@ const makeRequest = (params: OutboundRequester.SendMessageParams, body: Outbound
 const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
 
 /**
- * The live `OutboundRequester`: a bounded queue of `outboundBufferSize` requests in front of `pipeline`, run for
- * as long as the scope. `send` suspends while the queue is full; `offerForward` sheds instead.
+ * The live `OutboundRequester`: `CONCURRENCY` workers as `workers` describes, run for as long as the scope, and a
+ * bounded queue of `outboundBufferSize` requests for when all are busy. A request goes to a worker waiting for one
+ * without the queue's hand-over (the same requests, handled the same way, in fewer steps). `send` suspends while
+ * the queue is full; `offerForward` sheds instead.
  *
  * @since 0.1.0
  * @category constructors
@@ -826,42 +951,23 @@ export const make = (
   Effect.gen(function*() {
     const config = yield* DhtConfig.DhtConfig
     const queue = yield* Queue.bounded<Request>(config.outboundBufferSize)
-    // set once, by the finalizer, in the step that begins draining: a plain flag, read in the step of an offer
-    const closed = { done: false }
+    const handoff = makeHandoff(queue)
     const jobs = yield* FiberSet.make<void, never>()
     // runs once the workers are interrupted (finalizers run in reverse), before the jobs are
-    yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        closed.done = true
-      }).pipe(
-        Effect.zipRight(Queue.takeAll(queue)),
-        Effect.flatMap(Effect.forEach((request) => Deferred.fail(request.reply, new DhtError.DhtShutdown()))),
-        Effect.zipRight(Queue.shutdown(queue))
-      )
-    )
+    yield* Effect.addFinalizer(() => handoff.close)
     const fromGraph = Option.map(yield* Effect.serviceOption(Discovery.Discovery), (d): Discover => d.discover)
     const handler: Handler = { jobs, discover: Option.orElse(Option.fromNullable(options.discover), () => fromGraph) }
-    yield* Effect.forkScoped(workers(handler, queue))
-    const awaitReply = (request: Request) =>
-      closed.done ? Effect.fail(new DhtError.DhtShutdown()) : Deferred.await(request.reply)
+    yield* Effect.forkScoped(withServices((services) => runWorkers(handler, services, handoff)))
     return OutboundRequester.OutboundRequester.of({
-      // A request offered before `closed` is set is answered: by a worker, or with DhtShutdown by the finalizer,
-      // which sets `closed` before it drains the queue. One offered later may never be taken, so the sender checks
-      // `closed` once its offer is in, rather than racing a second wait against it (a race forks two fibers per
-      // request).
-      // A queue with room takes the request at once (`unsafeOffer`, as `Queue.offer` would), and the check is in the
-      // same step; only a full or shut down queue is offered to the suspending way.
-      send: (params, body) =>
-        Effect.flatMap(makeRequest(params, body), (request) =>
-          Queue.unsafeOffer(queue, request)
-            ? awaitReply(request)
-            : Effect.flatMap(shutdownAsDhtShutdown(Queue.offer(queue, request)), () => awaitReply(request))),
+      send: (params, body) => Effect.flatMap(makeRequest(params, body), handoff.request),
+      // a forward is shed when no worker or queue slot takes it (§13.1), and refused once the pipeline closed
       offerForward: (params, body) =>
-        Effect.suspend(() => closed.done ? Effect.succeed(false) : Effect.flatMap(
-          makeRequest(params, body),
-          (request) =>
-            Queue.unsafeOffer(queue, request) ? Effect.succeed(true) : Effect.as(Metric.increment(shedForward), false)
-        ))
+        Effect.suspend(() =>
+          handoff.isClosed() ? Effect.succeed(false) : Effect.flatMap(
+            makeRequest(params, body),
+            (request) => handoff.offer(request) ? Effect.succeed(true) : Effect.as(Metric.increment(shedForward), false)
+          )
+        )
     })
   })
 
