@@ -99,15 +99,17 @@ export interface HubOptions {
    * simulation's `VirtualClock` pushes a heap entry. Calls for one link come in FIFO order with non-decreasing `at`,
    * so running entries of equal time in call order keeps links FIFO. Handshake delays go through it too.
    */
-  readonly schedule?: (at: number, deliver: Effect.Effect<void>) => Effect.Effect<void>
+  readonly schedule?: (at: number, deliver: Effect.Effect<void>) => void
   /**
    * The in-flight counter hook: `increment` when a frame is written (a delivery scheduled; also a handshake's round
    * trip), `decrement` when that frame has reached the receiver's inbox (`Transport.inbound`) or was dropped (closed
    * connection, frame limit, flood, full connection queue). Frames inside an inbox are the reader's to count.
+   * Called synchronously (as `schedule` is), in the step that writes or delivers the frame: a hook per frame as an
+   * Effect cost the network a step of a fiber per frame and hook.
    */
   readonly inFlight?: {
-    readonly increment: Effect.Effect<void>
-    readonly decrement: Effect.Effect<void>
+    readonly increment: () => void
+    readonly decrement: () => void
   }
   /**
    * Sees every frame written, in write order, in the connection's writer fiber: with an observer every frame goes

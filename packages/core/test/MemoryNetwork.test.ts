@@ -8,6 +8,7 @@ import * as FastCheck from "effect/FastCheck"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MutableRef from "effect/MutableRef"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
@@ -568,11 +569,14 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
   it.scoped("with latency each link delivers FIFO at max(previous delivery, now + latency), on the TestClock", () =>
     Effect.gen(function*() {
       const draws = yield* Ref.make([30, 10, 20])
-      const inFlight = yield* Ref.make(0)
+      const inFlight = MutableRef.make(0)
       const hub = yield* startHub({
         latency: (link) =>
           link.handshake ? Effect.succeed(0) : Ref.modify(draws, ([next, ...rest]) => [next ?? 0, rest] as const),
-        inFlight: { increment: Ref.update(inFlight, (n) => n + 1), decrement: Ref.update(inFlight, (n) => n - 1) }
+        inFlight: {
+          increment: () => MutableRef.update(inFlight, (n) => n + 1),
+          decrement: () => MutableRef.update(inFlight, (n) => n - 1)
+        }
       })
       const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
       yield* knows(a, b)
@@ -580,7 +584,7 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       const first = yield* send(a, b, frame(1))
       const second = yield* send(a, b, frame(2))
       yield* Effect.all([Deferred.await(first), Deferred.await(second)])
-      expect(yield* Ref.get(inFlight)).toBe(2)
+      expect(MutableRef.get(inFlight)).toBe(2)
 
       // the second frame drew 10 ms but may not overtake the first
       yield* TestClock.adjust("29 millis")
@@ -588,7 +592,7 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       yield* TestClock.adjust("1 millis")
       const [one, two] = yield* takeN(b, 2)
       expect([frameNumber(one!), one!.receivedAt, frameNumber(two!), two!.receivedAt]).toEqual([1, 30, 2, 30])
-      expect(yield* Ref.get(inFlight)).toBe(0)
+      expect(MutableRef.get(inFlight)).toBe(0)
 
       yield* Deferred.await(yield* send(a, b, frame(3)))
       yield* TestClock.adjust("19 millis")
@@ -600,17 +604,17 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
 
   it.scoped("a schedule hook receives every pending delivery instead of a fiber, in FIFO order per link", () =>
     Effect.gen(function*() {
-      const scheduled = yield* Ref.make<Array<{ readonly at: number; readonly run: Effect.Effect<void> }>>([])
+      const scheduled = MutableRef.make<Array<{ readonly at: number; readonly run: Effect.Effect<void> }>>([])
       const hub = yield* startHub({
         latency: (link) => Effect.succeed(link.handshake ? 5 : 40 - 10 * Number(link.size % 4)),
-        schedule: (at, run) => Ref.update(scheduled, (xs) => [...xs, { at, run }])
+        schedule: (at, run) => MutableRef.update(scheduled, (xs) => [...xs, { at, run }])
       })
       const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
       yield* knows(a, b)
       const dial = yield* Effect.fork(a.transport.dial(b.nodeId))
       yield* Effect.repeatN(Effect.yieldNow(), 5)
       // the handshake's round trip is one entry: 5 ms there, 5 ms back
-      const [handshake] = yield* Ref.getAndSet(scheduled, [])
+      const [handshake] = MutableRef.getAndSet(scheduled, [])
       expect(handshake!.at).toBe(10)
       yield* TestClock.adjust("10 millis")
       yield* handshake!.run
@@ -618,7 +622,7 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
 
       // sizes 8, 9, 10 draw 40, 30, 20 ms
       yield* Effect.forEach([8, 9, 10], (size, i) => Effect.flatMap(send(a, b, frame(i, size)), Deferred.await))
-      const entries = yield* Ref.get(scheduled)
+      const entries = MutableRef.get(scheduled)
       expect(entries.map((e) => e.at)).toEqual([50, 50, 50])
       expect(yield* Queue.size(b.transport.inbound)).toBe(0)
       yield* TestClock.adjust("40 millis")
@@ -628,31 +632,31 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
 
   it.scoped("with a schedule hook, a send never overtakes the frames queued for the writer before it", () =>
     Effect.gen(function*() {
-      const scheduled = yield* Ref.make<Array<{ readonly at: number; readonly run: Effect.Effect<void> }>>([])
+      const scheduled = MutableRef.make<Array<{ readonly at: number; readonly run: Effect.Effect<void> }>>([])
       const hub = yield* startHub({
         latency: () => Effect.succeed(5),
-        schedule: (at, run) => Ref.update(scheduled, (xs) => [...xs, { at, run }])
+        schedule: (at, run) => MutableRef.update(scheduled, (xs) => [...xs, { at, run }])
       })
       const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
       yield* knows(a, b)
       // sent while the dial is in flight: they wait in the connection's queue for its writer
       const early = yield* Effect.forEach([0, 1, 2], (i) => send(a, b, frame(i)))
       yield* Effect.repeatN(Effect.yieldNow(), 5)
-      const [handshake] = yield* Ref.getAndSet(scheduled, [])
+      const [handshake] = MutableRef.getAndSet(scheduled, [])
       yield* TestClock.adjust("10 millis")
       yield* handshake!.run
       // sent the moment the connection is up, before the writer has written what was queued
       const late = yield* Effect.forEach([3, 4], (i) => send(a, b, frame(i)))
       yield* Effect.forEach([...early, ...late], Deferred.await)
       yield* TestClock.adjust("10 millis")
-      yield* Effect.forEach(yield* Ref.get(scheduled), (e) => e.run)
+      yield* Effect.forEach(MutableRef.get(scheduled), (e) => e.run)
       expect((yield* takeN(b, 5)).map(frameNumber)).toEqual([0, 1, 2, 3, 4])
       // and once nothing waits, frames are written in the sender's step, still in order
-      yield* Ref.set(scheduled, [])
+      MutableRef.set(scheduled, [])
       const direct = yield* Effect.forEach([5, 6, 7], (i) => send(a, b, frame(i)))
       expect(yield* Effect.forEach(direct, outcome)).toEqual(["sent", "sent", "sent"])
       yield* TestClock.adjust("10 millis")
-      yield* Effect.forEach(yield* Ref.get(scheduled), (e) => e.run)
+      yield* Effect.forEach(MutableRef.get(scheduled), (e) => e.run)
       expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([5, 6, 7])
     }).pipe(withCrypto))
 

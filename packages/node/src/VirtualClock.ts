@@ -254,19 +254,26 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       sleep
     }
 
-    const schedule = (at: number, deliver: Effect.Effect<void>): Effect.Effect<void> =>
-      Effect.sync(() => {
+    // the hub's hooks are plain functions, called in the step that writes or delivers a frame
+    const hubHooks = {
+      schedule: (at: number, deliver: Effect.Effect<void>): void => {
         heap.push({ _tag: "Delivery", at: Math.max(at, now), seq: seq++, deliver })
         pendingDeliveries++
-      })
-
+      },
+      inFlight: {
+        increment: (): void => {
+          inFlight++
+        },
+        decrement: (): void => {
+          inFlight--
+        }
+      }
+    }
+    const schedule = (at: number, deliver: Effect.Effect<void>): Effect.Effect<void> =>
+      Effect.sync(() => hubHooks.schedule(at, deliver))
     const inFlightHooks = {
-      increment: Effect.sync(() => {
-        inFlight++
-      }),
-      decrement: Effect.sync(() => {
-        inFlight--
-      })
+      increment: Effect.sync(hubHooks.inFlight.increment),
+      decrement: Effect.sync(hubHooks.inFlight.decrement)
     }
 
     // Suspends until no task of `scheduler` is queued. The waiter fires from the hook after the last task ran.
@@ -418,7 +425,7 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       scheduler,
       inFlight: inFlightHooks,
       schedule,
-      hubHooks: { schedule, inFlight: inFlightHooks },
+      hubHooks,
       use,
       layer: Layer.merge(Layer.setClock(clock), Layer.setScheduler(scheduler)),
       now: Effect.sync(() => now),

@@ -2,6 +2,7 @@
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -9,6 +10,7 @@ import * as Either from "effect/Either"
 import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
 import * as MutableRef from "effect/MutableRef"
@@ -176,7 +178,7 @@ export interface Side {
    * the offer must be one step, or a frame could overtake those queued before it.
    */
   readonly delivery: MutableRef.MutableRef<Delivery>
-  readonly flood: Ref.Ref<Flood.FloodWindow>
+  readonly flood: MutableRef.MutableRef<Flood.FloodWindow>
   /** width of one flood bucket, from this side's config */
   readonly bucketMs: number
   /** frames this side writes */
@@ -193,7 +195,8 @@ export interface Connection {
   readonly key: string
   /** [dialler, responder] */
   readonly sides: readonly [Side, Side]
-  readonly state: Ref.Ref<ConnectionState>
+  /** read and changed in one synchronous step at a time, as `Side.delivery` */
+  readonly state: MutableRef.MutableRef<ConnectionState>
 }
 
 interface Pair {
@@ -254,10 +257,16 @@ const other = (connection: Connection, side: Side): Side =>
 const sideOf = (connection: Connection, endpoint: Endpoint): Side =>
   connection.sides[0].local === endpoint ? connection.sides[0] : connection.sides[1]
 
-const inFlightUp = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.increment ?? Effect.void
-const inFlightDown = (hub: Hub): Effect.Effect<void> => hub.options.inFlight?.decrement ?? Effect.void
+const upNow = (hub: Hub): void => hub.options.inFlight?.increment()
+const downNow = (hub: Hub): void => hub.options.inFlight?.decrement()
+const inFlightUp = (hub: Hub): Effect.Effect<void> =>
+  hub.options.inFlight === undefined ? Effect.void : Effect.sync(() => upNow(hub))
+const inFlightDown = (hub: Hub): Effect.Effect<void> =>
+  hub.options.inFlight === undefined ? Effect.void : Effect.sync(() => downNow(hub))
 const inFlightDownBy = (hub: Hub, n: number): Effect.Effect<void> =>
-  n <= 0 || hub.options.inFlight === undefined ? Effect.void : Effect.repeatN(hub.options.inFlight.decrement, n - 1)
+  n <= 0 || hub.options.inFlight === undefined ? Effect.void : Effect.sync(() => {
+    for (let i = 0; i < n; i++) downNow(hub)
+  })
 
 const takeAllIfOpen = <A>(queue: Queue.Dequeue<A>): Effect.Effect<ReadonlyArray<A>> =>
   Effect.suspend(() => queue.isActive() ? Effect.map(Queue.takeAll(queue), Chunk.toReadonlyArray) : Effect.succeed([]))
@@ -293,7 +302,7 @@ const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
   return Effect.gen(function*() {
     const done = yield* Deferred.make<void>()
     const now = yield* Clock.currentTimeMillis
-    yield* schedule(now + ms, Deferred.succeed(done, undefined))
+    schedule(now + ms, Deferred.succeed(done, undefined))
     yield* Deferred.await(done)
   })
 }
@@ -626,7 +635,7 @@ const makeSide = (
       slot,
       inbound: yield* Queue.dropping<InboundMessage>(INBOUND_CONNECTION_CAPACITY),
       delivery: MutableRef.make<Delivery>("Held"),
-      flood: yield* Ref.make(Flood.empty),
+      flood: MutableRef.make(Flood.empty),
       bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
       link: yield* makeLink(hub),
       reader: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
@@ -672,7 +681,7 @@ const establish = (
         yield* makeSide(hub, dialler, handshaked.atDialler, diallerSlot.value.slot, true),
         yield* makeSide(hub, responder, handshaked.atResponder, responderSlot.value.slot, false)
       ],
-      state: yield* Ref.make<ConnectionState>("Open")
+      state: MutableRef.make<ConnectionState>("Open")
     }
     yield* Ref.update(hub.pairs, (pairs) =>
       HashMap.set(pairs, key, {
@@ -704,7 +713,7 @@ const activate = (hub: Hub, connection: Connection, dialledAddress: string): Eff
         yield* Ref.set(side.link.fiber, Option.some(link))
       }
       // a teardown that ran before the fibers were recorded could not stop them
-      if ((yield* Ref.get(connection.state)) === "Closed") {
+      if (MutableRef.get(connection.state) === "Closed") {
         yield* interruptUnlessSelf(side.reader)
         yield* interruptUnlessSelf(side.link.fiber)
         return
@@ -727,70 +736,75 @@ const framesIn = Metric.tagged(DhtMetrics.transportFrames, "direction", "in")
 const bytesIn = Metric.tagged(DhtMetrics.transportBytes, "direction", "in")
 const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connection")
 
-const noLatency = Effect.succeed(0)
-
-// One step for what every frame updates (two metrics under the fiber's metric labels, the hub's totals), instead of
-// two operations per metric: the frame path runs once per wire message of the whole network.
-const countWritten = (hub: Hub, size: number) =>
-  DhtMetrics.withLabels((labels) => {
-    framesOut.unsafeUpdate(1, labels)
-    bytesOut.unsafeUpdate(size, labels)
-    hub.stats.frames++
-    hub.stats.bytes += size
-  })
-
-const countRead = (size: number) =>
-  DhtMetrics.withLabels((labels) => {
-    framesIn.unsafeUpdate(1, labels)
-    bytesIn.unsafeUpdate(size, labels)
-  })
-
-/** Hands one message to the link: delivered now (latency 0, nothing ahead) or scheduled FIFO; reply on write. */
-const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> =>
-  Effect.flatMap(Ref.get(connection.state), (state) => {
-    if (state !== "Open") {
-      return failClosed(side.local, message)
-    }
-    const size = message.bytes.length
-    const frame: Frame = { tag: message.tag, bytes: message.bytes }
-    const { onFrame, tapFrame } = hub.options
-    const info = onFrame === undefined && tapFrame === undefined
-      ? undefined
-      : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
-    if (info !== undefined && tapFrame !== undefined) tapFrame(info)
-    const observe = onFrame === undefined || info === undefined ? Effect.void : onFrame(info)
-    const latency = hub.options.latency === undefined
-      ? noLatency
-      : latencyMillis(hub, side.local, side.remote, size, false)
-    return countWritten(hub, size).pipe(
-      Effect.zipRight(observe),
-      Effect.zipRight(latency),
-      Effect.flatMap((ms) => transmit(hub, connection, side, frame, ms)),
-      Effect.zipRight(Deferred.succeed(message.reply, undefined))
-    )
-  })
-
-const transmit = (hub: Hub, connection: Connection, side: Side, frame: Frame, latency: number): Effect.Effect<void> =>
-  Effect.zipRight(
-    inFlightUp(hub),
-    Effect.clockWith((clock) => {
-      const receiver = other(connection, side)
-      // read and advanced in this one step, so two frames on a link are delivered in the order they were written
-      const link = side.link.schedule
-      if (latency === 0 && link.pending === 0) return arrive(hub, connection, receiver, frame)
-      const at = Math.max(link.last, clock.unsafeCurrentTimeMillis() + latency)
-      link.last = at
-      link.pending++
-      const schedule = hub.options.schedule
-      if (schedule !== undefined) {
-        return schedule(at, Effect.zipRight(delivered(side.link), arrive(hub, connection, receiver, frame)))
+/**
+ * Hands one message to the link: delivered now (latency 0, nothing ahead) or scheduled FIFO; reply on write. Runs
+ * when the frame is written (a sender's or writer's step), and is one step of that fiber besides the latency draw:
+ * every frame of the network passes here and through `arrive`, where an Effect per check cost more than the frame.
+ */
+const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> => {
+  if (MutableRef.get(connection.state) !== "Open") return failClosed(side.local, message)
+  const size = message.bytes.length
+  const frame: Frame = { tag: message.tag, bytes: message.bytes }
+  const { latency, onFrame, tapFrame } = hub.options
+  const info = onFrame === undefined && tapFrame === undefined
+    ? undefined
+    : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
+  if (info !== undefined && tapFrame !== undefined) tapFrame(info)
+  const written = (ms: number) =>
+    Effect.withFiberRuntime<void>((fiber) => {
+      const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+      framesOut.unsafeUpdate(1, labels)
+      bytesOut.unsafeUpdate(size, labels)
+      hub.stats.frames++
+      hub.stats.bytes += size
+      const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+      const then = transmit(hub, connection, side, frame, ms, nowMs)
+      if (then === undefined) {
+        Deferred.unsafeDone(message.reply, Exit.void)
+        return Effect.void
       }
-      const queue = side.link.queue
-      return queue === undefined
-        ? Effect.void
-        : Queue.offer(queue, { at, frame }).pipe(Effect.onInterrupt(() => inFlightDown(hub)))
+      return Effect.zipRight(then, Deferred.succeed(message.reply, undefined))
     })
-  )
+  const sent = latency === undefined
+    ? written(0)
+    : Effect.flatMap(latencyMillis(hub, side.local, side.remote, size, false), written)
+  return onFrame === undefined || info === undefined ? sent : Effect.zipRight(onFrame(info), sent)
+}
+
+// the frame counted in flight and on its way: delivered at once (its effect returned), scheduled (undefined), or
+// queued for the link's fiber (the offer returned)
+const transmit = (
+  hub: Hub,
+  connection: Connection,
+  side: Side,
+  frame: Frame,
+  latency: number,
+  nowMs: number
+): Effect.Effect<void> | undefined => {
+  upNow(hub)
+  const receiver = other(connection, side)
+  // read and advanced in this one step, so two frames on a link are delivered in the order they were written
+  const link = side.link.schedule
+  if (latency === 0 && link.pending === 0) return arrive(hub, connection, receiver, frame)
+  const at = Math.max(link.last, nowMs + latency)
+  link.last = at
+  link.pending++
+  const schedule = hub.options.schedule
+  if (schedule !== undefined) {
+    schedule(
+      at,
+      Effect.suspend(() => {
+        link.pending--
+        return arrive(hub, connection, receiver, frame)
+      })
+    )
+    return undefined
+  }
+  const queue = side.link.queue
+  return queue === undefined
+    ? undefined
+    : Queue.offer(queue, { at, frame }).pipe(Effect.onInterrupt(() => inFlightDown(hub)))
+}
 
 const delivered = (link: Link) =>
   Effect.sync(() => {
@@ -811,37 +825,41 @@ const runLink = (hub: Hub, connection: Connection, side: Side, queue: Queue.Queu
   ))
 }
 
-/** A frame reaching `side`: the frame limit and the flood rule (SPEC §11.5, §11.6), then the connection's queue. */
+/**
+ * A frame reaching `side`: the frame limit and the flood rule (SPEC §11.5, §11.6), then the connection's queue. One
+ * step of the delivering fiber besides the tag's draw.
+ */
 const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Effect.Effect<void> =>
-  Effect.flatMap(Ref.get(connection.state), (state) => {
-    if (state !== "Open") return inFlightDown(hub)
+  Effect.withFiberRuntime((fiber) => {
+    if (MutableRef.get(connection.state) !== "Open") {
+      downNow(hub)
+      return Effect.void
+    }
     const config = side.local.config
     const size = frame.bytes.length
-    const counted = countRead(size)
+    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+    framesIn.unsafeUpdate(1, labels)
+    bytesIn.unsafeUpdate(size, labels)
     if (size > config.maxMessageSize) {
-      return counted.pipe(
-        Effect.zipRight(inFlightDown(hub)),
-        Effect.zipRight(violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize })))
-      )
+      downNow(hub)
+      return violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize }))
     }
-    return counted.pipe(
-      Effect.zipRight(Clock.currentTimeMillis),
-      Effect.flatMap((now) =>
-        Effect.flatMap(Ref.modify(side.flood, (window) => Flood.record(window, now, size, side.bucketMs)), (totals) =>
-          totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes
-            ? Effect.zipRight(
-              inFlightDown(hub),
-              violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
-            )
-            : Effect.flatMap(Random.nextInt, (tag) =>
-              receive(hub, side, {
-                sourcePeer: side.remote.nodeId,
-                tag: BigInt(tag),
-                bytes: frame.bytes,
-                receivedAt: now
-              })))
-      )
-    )
+    const services = fiber.currentDefaultServices
+    const now = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
+    const window = Flood.record(MutableRef.get(side.flood), now, size, side.bucketMs)
+    MutableRef.set(side.flood, window[1])
+    const totals = window[0]
+    if (totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes) {
+      downNow(hub)
+      return violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
+    }
+    return Effect.flatMap(Context.get(services, Random.Random).nextInt, (tag) =>
+      receive(hub, side, {
+        sourcePeer: side.remote.nodeId,
+        tag: BigInt(tag),
+        bytes: frame.bytes,
+        receivedAt: now
+      }))
   })
 
 /** Bans the sender short and closes the connection (SPEC §14.1: FrameTooLarge, Flooding). */
@@ -852,11 +870,8 @@ const violation = (
   error: FrameTooLarge | Flooding
 ): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const first = yield* Ref.modify(
-      connection.state,
-      (state): readonly [boolean, ConnectionState] => state === "Open" ? [true, "Closing"] : [false, state]
-    )
-    if (!first) return
+    if (MutableRef.get(connection.state) !== "Open") return
+    MutableRef.set(connection.state, "Closing")
     forgetOpen(connection)
     const local = side.local
     const remote = side.remote
@@ -886,19 +901,20 @@ const route = (side: Side, message: InboundMessage): Route => {
 }
 
 /** Hands a received frame on: to the inbox, or behind those waiting for it (SPEC §13.1: dropping at 1,000). */
-const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<void> =>
-  Effect.suspend(() => {
-    switch (route(side, message)) {
-      case "Delivered":
-        return inFlightDown(hub)
-      case "Queued":
-        return Effect.void
-      case "Shed":
-        return Effect.zipRight(inFlightDown(hub), Metric.increment(shedConnection))
-      case "StartReader":
-        return startReader(hub, side)
-    }
-  })
+const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<void> => {
+  switch (route(side, message)) {
+    case "Delivered":
+      downNow(hub)
+      return Effect.void
+    case "Queued":
+      return Effect.void
+    case "Shed":
+      downNow(hub)
+      return Metric.increment(shedConnection)
+    case "StartReader":
+      return startReader(hub, side)
+  }
+}
 
 const startReader = (hub: Hub, side: Side): Effect.Effect<void> =>
   Effect.flatMap(
@@ -931,7 +947,7 @@ const runReader = (hub: Hub, side: Side): Effect.Effect<void> =>
  */
 export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const previous = yield* Ref.getAndSet(connection.state, "Closed")
+    const previous = MutableRef.getAndSet(connection.state, "Closed")
     if (previous === "Closed") return
     forgetOpen(connection)
     for (const side of connection.sides) MutableRef.set(side.slot.dead, true)
@@ -1037,10 +1053,7 @@ const liveConnection = (slot: Slot): Effect.Effect<Option.Option<Connection>> =>
   Effect.flatMap(connectionOf(slot), (connection) =>
     Option.isNone(connection)
       ? Effect.succeed(connection)
-      : Effect.map(
-        Ref.get(connection.value.state),
-        (state) => state === "Open" ? connection : Option.none<Connection>()
-      ))
+      : Effect.sync(() => MutableRef.get(connection.value.state) === "Open" ? connection : Option.none<Connection>()))
 
 /** @internal */
 export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void> =>
