@@ -1,11 +1,12 @@
 /**
  * Outbound pipeline benchmarks: one encrypted direct request (a 1 KiB application body) through the live requester
- * — its bounded queue, then broadcast, encrypt and serialize — until the transport has taken the frame and reported
- * it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF, sealing the
- * padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The ratio is
- * the share of a request's cost that is crypto. `outbound.floor` (same bound) is the least a requester on a queue can
- * cost: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply completed and
- * awaited, and nothing else; `encrypted-direct` cannot get above its ratio. Both use the node backend
+ * — handed to a waiting worker, then broadcast, encrypt and serialize — until the transport has taken the frame and
+ * reported it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF,
+ * sealing the padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The
+ * ratio is the share of a request's cost that is crypto. `outbound.floor` (same bound) is a requester on an Effect
+ * queue with nothing else: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply
+ * completed and awaited. The live requester hands requests over in fewer steps than `Queue.take` and
+ * `Deferred.await` take, so the floor is a reference for its ratio rather than a ceiling. Both use the node backend
  * (`@comms-dht/node/Crypto`); the `noble` pair repeats them on the portable backend. Requests go one after the
  * other, 32 to a call, and rates are per request.
  *
