@@ -760,25 +760,7 @@ export const workers = (
   handler: Handler,
   queue: Queue.Dequeue<Request>
 ): Effect.Effect<never, never, Requirements> =>
-  withServices((services) => {
-    // The handler is outside `restore`: an interrupted fiber skips failure handlers inside an interruptible region,
-    // and this one must answer the request with DhtShutdown. A loop of its own rather than `Effect.forever`, whose
-    // yield each turn is a step more; the take suspends whenever the queue is empty.
-    const worker = Effect.uninterruptibleMask((restore) => {
-      const one = (request: Request) =>
-        Effect.catchAllCause(
-          restore(withTurn((turn) => handleWith(handler, services, turn, completeReply)(request))),
-          settleFailed(request, completeReply)
-        )
-      const loop: Effect.Effect<never> = Effect.flatMap(
-        restore(Queue.take(queue)),
-        (request) => Effect.flatMap(one(request), () => loop)
-      )
-      return loop
-    })
-    return Effect.all(Array.from({ length: CONCURRENCY }, () => worker), { concurrency: "unbounded", discard: true })
-      .pipe(Effect.zipRight(Effect.never))
-  })
+  withServices((services) => runWorkers(handler, services, Queue.take(queue), () => {}, completeReply))
 
 // The live requester's hand-over to its workers. A worker with nothing to do parks here, and a request goes straight
 // to a parked worker; its sender waits to be resumed with the reply. Through `Queue.take` and `Deferred.await` the
@@ -870,16 +852,26 @@ const makeHandoff = (queue: Queue.Queue<Request>): Handoff => {
   }
 }
 
-// `workers` on the hand-over: the same loop, a request taken from a parked worker's hand as from the queue
-const runWorkers = (handler: Handler, services: Services, handoff: Handoff): Effect.Effect<never> => {
+// `CONCURRENCY` workers, each taking the next request from `next` and answering it through `answer`: `workers` on a
+// queue, the live requester on its hand-over (`started` tells it the request left a worker's hand). The failure
+// handler is outside `restore`: an interrupted fiber skips failure handlers inside an interruptible region, and this
+// one must answer the request with DhtShutdown. A loop of its own rather than `Effect.forever`, whose yield each turn
+// is a step more; the take suspends whenever nothing is waiting.
+const runWorkers = (
+  handler: Handler,
+  services: Services,
+  next: Effect.Effect<Request>,
+  started: (request: Request) => void,
+  answer: Answer
+): Effect.Effect<never> => {
   const worker = Effect.uninterruptibleMask((restore) => {
     const one = (request: Request) =>
       Effect.catchAllCause(
-        restore(withTurn((turn) => handleWith(handler, services, turn, handoff.answer)(request))),
-        settleFailed(request, handoff.answer)
+        restore(withTurn((turn) => handleWith(handler, services, turn, answer)(request))),
+        settleFailed(request, answer)
       )
-    const loop: Effect.Effect<never> = Effect.flatMap(restore(handoff.next), (request) => {
-      handoff.started(request)
+    const loop: Effect.Effect<never> = Effect.flatMap(restore(next), (request) => {
+      started(request)
       return Effect.flatMap(one(request), () => loop)
     })
     return loop
@@ -957,7 +949,9 @@ export const make = (
     yield* Effect.addFinalizer(() => handoff.close)
     const fromGraph = Option.map(yield* Effect.serviceOption(Discovery.Discovery), (d): Discover => d.discover)
     const handler: Handler = { jobs, discover: Option.orElse(Option.fromNullable(options.discover), () => fromGraph) }
-    yield* Effect.forkScoped(withServices((services) => runWorkers(handler, services, handoff)))
+    yield* Effect.forkScoped(
+      withServices((services) => runWorkers(handler, services, handoff.next, handoff.started, handoff.answer))
+    )
     return OutboundRequester.OutboundRequester.of({
       send: (params, body) => Effect.flatMap(makeRequest(params, body), handoff.request),
       // a forward is shed when no worker or queue slot takes it (§13.1), and refused once the pipeline closed
