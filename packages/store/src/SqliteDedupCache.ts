@@ -22,6 +22,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
+import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import { Blob, clampSafe } from "./internal/values.js"
 
@@ -50,6 +51,7 @@ export const make: Effect.Effect<
   const client = yield* SqliteClient.SqliteClient
   const sql: SqlClient.SqlClient = client
   const filename = client.config.filename
+  const db = Db.forClient(sql)
   const config = yield* DhtConfig
   // Entries whose hits changed since the last flush, by hex hash, marked by the index as it records each hit. Hits
   // (`unsafeRecordHit`) take no lock, so a flush takes its batch out first: a hit recorded while its statements run
@@ -80,7 +82,7 @@ export const make: Effect.Effect<
   yield* publishSize
 
   const insertRow = (entry: DedupCache.DedupEntry) =>
-    sql`INSERT INTO dedup_cache ${
+    db.run(sql`INSERT INTO dedup_cache ${
       sql.insert({
         body_hash: entry.hash,
         sender_public_key: entry.sender,
@@ -89,15 +91,15 @@ export const make: Effect.Effect<
         last_hit_at: clampSafe(entry.lastHitAt),
         keep_until: clampSafe(entry.keepUntil)
       })
-    }`
+    }`)
 
   // A dead entry gives its row to the new one: one statement, so atomic without a transaction. Were the row gone,
   // the entry is inserted instead.
   const writeNew = (added: DedupCache.DedupEntry, replaced: Option.Option<DedupCache.DedupEntry>) =>
-    Option.isNone(replaced) ? insertRow(added) : sql`UPDATE dedup_cache SET body_hash = ${added.hash},
+    Option.isNone(replaced) ? insertRow(added) : db.run(sql`UPDATE dedup_cache SET body_hash = ${added.hash},
         sender_public_key = ${added.sender}, number_of_hits = ${added.hits}, stored_at = ${clampSafe(added.storedAt)},
         last_hit_at = ${clampSafe(added.lastHitAt)}, keep_until = ${clampSafe(added.keepUntil)}
-        WHERE body_hash = ${replaced.value.hash} RETURNING id`.pipe(
+        WHERE body_hash = ${replaced.value.hash} RETURNING id`).pipe(
       Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.asVoid(insertRow(added)))
     )
 
@@ -114,9 +116,9 @@ export const make: Effect.Effect<
   const writeHits = (batch: ReadonlyArray<Uint8Array>) =>
     Effect.forEach(batch, (hash) => {
       const entry = index.get(hash)
-      return entry === undefined ? Effect.void : sql`UPDATE dedup_cache SET number_of_hits = ${entry.hits},
+      return entry === undefined ? Effect.void : db.run(sql`UPDATE dedup_cache SET number_of_hits = ${entry.hits},
         sender_public_key = ${entry.sender}, last_hit_at = ${clampSafe(entry.lastHitAt)},
-        keep_until = ${clampSafe(entry.keepUntil)} WHERE body_hash = ${hash}`
+        keep_until = ${clampSafe(entry.keepUntil)} WHERE body_hash = ${hash}`)
     }, { discard: true })
 
   // the pending hits and then `more`, in one transaction; the hits go back to the dirty set if it fails
@@ -125,7 +127,7 @@ export const make: Effect.Effect<
       const batch = takeDirty()
       return writeHits(batch).pipe(
         Effect.zipRight(more),
-        sql.withTransaction,
+        db.transaction,
         lift(filename, action),
         Effect.tapError(() => putBack(batch))
       )
@@ -161,7 +163,7 @@ export const make: Effect.Effect<
     })
 
   const trim = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    flushThen(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`, "trim dedup cache").pipe(
+    flushThen(db.run(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`), "trim dedup cache").pipe(
       Effect.map(() => index.trim(now).length),
       Effect.tap((removed) => Metric.incrementBy(DhtMetrics.dedupTrimmed, removed)),
       Effect.tap(() => publishSize)

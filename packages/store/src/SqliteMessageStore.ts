@@ -26,6 +26,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
+import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
@@ -155,6 +156,7 @@ export const make: Effect.Effect<
   const client = yield* SqliteClient.SqliteClient
   const sql: SqlClient.SqlClient = client
   const filename = client.config.filename
+  const db = Db.forClient(sql)
   const config = yield* DhtConfig
   const saf = config.saf
   const skew = millis(config.clockSkewAllowance)
@@ -206,8 +208,8 @@ export const make: Effect.Effect<
   }
 
   const saveHighWater = Effect.suspend(() =>
-    sql`INSERT INTO dht_metadata (key, value) VALUES (${HIGH_WATER_KEY}, ${DhtMetadata.encodeMillis(highWater)})
-      ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+    db.run(sql`INSERT INTO dht_metadata (key, value) VALUES (${HIGH_WATER_KEY}, ${DhtMetadata.encodeMillis(highWater)})
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
   )
 
   yield* Effect.addFinalizer(() =>
@@ -279,7 +281,7 @@ export const make: Effect.Effect<
     })
 
   const deleteIds = (ids: ReadonlyArray<number>) =>
-    Effect.forEach(chunks(ids), (part) => sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)}`, {
+    Effect.forEach(chunks(ids), (part) => db.run(sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)}`), {
       discard: true
     })
 
@@ -296,14 +298,14 @@ export const make: Effect.Effect<
   const insert = (fresh: MessageStore.NewStoredMessage) =>
     Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
-      const existing = yield* sql`SELECT id FROM stored_messages WHERE body_hash = ${fresh.bodyHash}`
+      const existing = yield* db.run(sql`SELECT id FROM stored_messages WHERE body_hash = ${fresh.bodyHash}`)
       if (existing.length > 0) return MessageStore.InsertResult.Existed()
       if (sources.count(fresh.sourceNodeId, now) >= saf.maxRowsPerSourcePeerPerHour) return yield* rejected("source")
       const decided = yield* plan(fresh)
       if (decided._tag === "NoRoom") return yield* rejected("noRoom")
 
       const storedAt = Math.max(now, highWater)
-      const insertRow = sql`INSERT INTO stored_messages ${
+      const insertRow = db.run(sql`INSERT INTO stored_messages ${
         sql.insert({
           version: fresh.version,
           origin_pubkey: null,
@@ -319,11 +321,11 @@ export const make: Effect.Effect<
           source_node_id: fresh.sourceNodeId,
           body_hash: fresh.bodyHash
         })
-      } RETURNING id`.pipe(Effect.flatMap(Schema.decodeUnknown(Schema.Tuple(IdRow))))
+      } RETURNING id`).pipe(Effect.flatMap(Schema.decodeUnknown(Schema.Tuple(IdRow))))
       const evictions = decided.evictions
       const [{ id }] = evictions.length === 0
         ? yield* insertRow
-        : yield* deleteIds(evictions.map((e) => e.row.id)).pipe(Effect.zipRight(insertRow), sql.withTransaction)
+        : yield* deleteIds(evictions.map((e) => e.row.id)).pipe(Effect.zipRight(insertRow), db.transaction)
 
       for (const e of evictions) detach(e.row)
       attach(fresh.destinationPublicKey, MessageStore.rowBytes(fresh))
@@ -355,7 +357,7 @@ export const make: Effect.Effect<
       while (true) {
         // one row beyond what is still wanted tells whether there is `more`
         const wanted = Math.min(Math.max(Math.ceil(max - out.length) + 1, 1), MAX_PAGE)
-        const heads = yield* Queries.headsAfter(sql, destination, sinceMs, afterId, wanted).pipe(
+        const heads = yield* db.run(Queries.headsAfter(sql, destination, sinceMs, afterId, wanted)).pipe(
           Effect.flatMap(decodeHeads)
         )
         const exhausted = heads.length < wanted
@@ -370,7 +372,7 @@ export const make: Effect.Effect<
         }
         const rows = take.length === 0
           ? []
-          : yield* Queries.rowsById(sql, take.map((h) => h.id)).pipe(Effect.flatMap(decodeMessages))
+          : yield* db.run(Queries.rowsById(sql, take.map((h) => h.id))).pipe(Effect.flatMap(decodeMessages))
         for (const raw of rows) {
           const row = toMessage(raw)
           const size = sizeOf(row)
@@ -400,12 +402,12 @@ export const make: Effect.Effect<
       return Effect.forEach(
         chunks(list),
         (part) =>
-          sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)} RETURNING ${
+          db.run(sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)} RETURNING ${
             sql.literal(Queries.CANDIDATE_COLUMNS)
-          }`.pipe(Effect.flatMap(decodeInfo)),
+          }`).pipe(Effect.flatMap(decodeInfo)),
         { concurrency: 1 }
       ).pipe(
-        sql.withTransaction,
+        db.transaction,
         Effect.flatMap((parts) => removed(parts.flat()))
       )
     })
@@ -413,14 +415,14 @@ export const make: Effect.Effect<
   const cleanup = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
     const deleted = yield* Effect.all([
-      Queries.deleteExpired(sql, clampSafe(now - skew)),
-      Queries.deleteOutlived(sql, Low, clampSafe(now - MessageStore.ttlMillis(Low, saf))),
-      Queries.deleteOutlived(sql, High, clampSafe(now - MessageStore.ttlMillis(High, saf)))
+      db.run(Queries.deleteExpired(sql, clampSafe(now - skew))),
+      db.run(Queries.deleteOutlived(sql, Low, clampSafe(now - MessageStore.ttlMillis(Low, saf)))),
+      db.run(Queries.deleteOutlived(sql, High, clampSafe(now - MessageStore.ttlMillis(High, saf))))
     ]).pipe(
       // decoded before the commit: rows that cannot be accounted for are not deleted
       Effect.flatMap((parts) => decodeDeleted(parts.flat())),
       Effect.zipLeft(saveHighWater),
-      sql.withTransaction
+      db.transaction
     )
     const result = { ttl: 0, expired: 0 }
     for (const row of deleted) {
@@ -437,8 +439,8 @@ export const make: Effect.Effect<
   })
 
   const readCursor = (responder: NodeId.PublicKey) =>
-    sql`SELECT CAST(since_ms AS TEXT) AS since_ms, CAST(after_id AS TEXT) AS after_id FROM saf_cursors
-      WHERE responder_public_key = ${responder}`.pipe(
+    db.run(sql`SELECT CAST(since_ms AS TEXT) AS since_ms, CAST(after_id AS TEXT) AS after_id FROM saf_cursors
+      WHERE responder_public_key = ${responder}`).pipe(
       Effect.flatMap(Schema.decodeUnknown(Schema.Array(CursorRow))),
       Effect.map((rows): MessageStore.Cursor => {
         const row = rows[0]
@@ -452,13 +454,13 @@ export const make: Effect.Effect<
       // the initial cursor is never stored: nothing is before it
       if (MessageStore.compareCursor(next, MessageStore.initialCursor) <= 0) return yield* readCursor(responder)
       const now = yield* Clock.currentTimeMillis
-      yield* sql`INSERT INTO saf_cursors (responder_public_key, since_ms, after_id, updated_at)
+      yield* db.run(sql`INSERT INTO saf_cursors (responder_public_key, since_ms, after_id, updated_at)
         VALUES (${responder}, ${next.sinceMs}, ${next.afterId}, ${clampSafe(now)})
         ON CONFLICT (responder_public_key) DO UPDATE SET since_ms = excluded.since_ms, after_id = excluded.after_id,
           updated_at = excluded.updated_at
-        WHERE (excluded.since_ms, excluded.after_id) > (saf_cursors.since_ms, saf_cursors.after_id)`
+        WHERE (excluded.since_ms, excluded.after_id) > (saf_cursors.since_ms, saf_cursors.after_id)`)
       return yield* readCursor(responder)
-    }).pipe(sql.withTransaction)
+    }).pipe(db.transaction)
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
   // bookkeeping that follows it.
@@ -470,17 +472,22 @@ export const make: Effect.Effect<
       fetchFor(destination, cursor, limit, options).pipe(lift(filename, "fetch stored messages")),
     remove: (ids) => exclusive(remove(ids)).pipe(lift(filename, "remove stored messages")),
     contains: (hash) =>
-      sql<{ readonly found: number }>`SELECT 1 AS found FROM stored_messages WHERE body_hash = ${hash} LIMIT 1`.pipe(
+      db.run(sql<{ readonly found: number }>`SELECT 1 AS found FROM stored_messages WHERE body_hash = ${hash}
+        LIMIT 1`).pipe(
         Effect.map((rows) => rows.length > 0),
         lift(filename, "look up stored message")
       ),
     removeByBodyHash: (hash) =>
       exclusive(
-        sql`DELETE FROM stored_messages WHERE body_hash = ${hash} RETURNING ${sql.literal(Queries.CANDIDATE_COLUMNS)}`
-          .pipe(Effect.flatMap(decodeInfo), Effect.flatMap(removed), Effect.map((n) => n > 0))
+        db.run(sql`DELETE FROM stored_messages WHERE body_hash = ${hash}
+          RETURNING ${sql.literal(Queries.CANDIDATE_COLUMNS)}`).pipe(
+          Effect.flatMap(decodeInfo),
+          Effect.flatMap(removed),
+          Effect.map((n) => n > 0)
+        )
       ).pipe(lift(filename, "remove stored message")),
     destinationOf: (hash) =>
-      sql`SELECT destination_pubkey FROM stored_messages WHERE body_hash = ${hash} LIMIT 1`.pipe(
+      db.run(sql`SELECT destination_pubkey FROM stored_messages WHERE body_hash = ${hash} LIMIT 1`).pipe(
         Effect.flatMap(decodeDestination),
         Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.destination_pubkey)),
         lift(filename, "look up stored message")

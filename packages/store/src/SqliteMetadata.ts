@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import { Blob } from "./internal/values.js"
 
@@ -29,16 +30,17 @@ export const make: Effect.Effect<DhtMetadata.DhtMetadataService, never, SqliteCl
     const client = yield* SqliteClient.SqliteClient
     const sql: SqlClient.SqlClient = client
     const filename = client.config.filename
+    const db = Db.forClient(sql)
     return DhtMetadata.DhtMetadata.of({
       get: (key) =>
-        sql`SELECT value FROM dht_metadata WHERE key = ${key}`.pipe(
+        db.run(sql`SELECT value FROM dht_metadata WHERE key = ${key}`).pipe(
           Effect.flatMap(decodeRows),
           Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), (row) => row.value.slice())),
           lift(filename, `read metadata ${key}`)
         ),
       set: (key, value) =>
-        sql`INSERT INTO dht_metadata (key, value) VALUES (${key}, ${value.slice()})
-          ON CONFLICT (key) DO UPDATE SET value = excluded.value`.pipe(
+        db.run(sql`INSERT INTO dht_metadata (key, value) VALUES (${key}, ${value.slice()})
+          ON CONFLICT (key) DO UPDATE SET value = excluded.value`).pipe(
           Effect.asVoid,
           lift(filename, `write metadata ${key}`)
         )

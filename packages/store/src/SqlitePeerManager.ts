@@ -35,6 +35,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import { chunks } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
+import * as Db from "./internal/db.js"
 import { lift, storeError } from "./internal/errors.js"
 import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
 
@@ -177,6 +178,7 @@ export const make: Effect.Effect<
     const client = yield* SqliteClient.SqliteClient
     const sql: SqlClient.SqlClient = client
     const filename = client.config.filename
+    const db = Db.forClient(sql)
     const config = yield* DhtConfig
 
     const load = Effect.gen(function*() {
@@ -253,11 +255,12 @@ export const make: Effect.Effect<
 
     // one row or many: a row of the same key in the same statement updates the one before it
     const upsertRows = (rows: ReadonlyArray<ReturnType<typeof peerRow>>) =>
-      sql`INSERT INTO peers ${sql.insert(rows)} ON CONFLICT (public_key) DO UPDATE SET features = excluded.features,
-        flags = excluded.flags, banned_until = excluded.banned_until, banned_reason = excluded.banned_reason,
+      db.run(sql`INSERT INTO peers ${sql.insert(rows)} ON CONFLICT (public_key) DO UPDATE SET
+        features = excluded.features, flags = excluded.flags, banned_until = excluded.banned_until,
+        banned_reason = excluded.banned_reason,
         offline_at = excluded.offline_at, last_seen = excluded.last_seen, added_at = excluded.added_at,
         verified_at = excluded.verified_at, claim_updated_at = excluded.claim_updated_at,
-        identity_signature = excluded.identity_signature`
+        identity_signature = excluded.identity_signature`)
 
     const upsertPeer = (peer: Peer.Peer, signature: Uint8Array | null) => upsertRows([peerRow(peer, signature)])
 
@@ -295,11 +298,11 @@ export const make: Effect.Effect<
         return upsertPeer(peer, signature).pipe(
           Effect.zipRight(
             rewriteAddresses
-              ? sql`DELETE FROM peer_addresses WHERE node_id = ${peer.nodeId}`.pipe(
+              ? db.run(sql`DELETE FROM peer_addresses WHERE node_id = ${peer.nodeId}`).pipe(
                 Effect.zipRight(
                   records.length === 0
                     ? Effect.void
-                    : Effect.asVoid(sql`INSERT INTO peer_addresses ${sql.insert(records)}`)
+                    : Effect.asVoid(db.run(sql`INSERT INTO peer_addresses ${sql.insert(records)}`))
                 )
               )
               : Effect.void
@@ -317,17 +320,17 @@ export const make: Effect.Effect<
         Effect.forEach(chunks(rows), upsertRows, { discard: true }),
         Effect.forEach(
           chunks(readdressed),
-          (ids) => sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`,
+          (ids) => db.run(sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`),
           { discard: true }
         ),
         Effect.forEach(
           chunks(addresses),
-          (records) => sql`INSERT INTO peer_addresses ${sql.insert(records)}`,
+          (records) => db.run(sql`INSERT INTO peer_addresses ${sql.insert(records)}`),
           { discard: true }
         )
       ], { discard: true })
 
-    const deletePeer = (nodeId: NodeId.NodeId) => sql`DELETE FROM peers WHERE node_id = ${nodeId}`
+    const deletePeer = (nodeId: NodeId.NodeId) => db.run(sql`DELETE FROM peers WHERE node_id = ${nodeId}`)
 
     // the current records of `keys`, written whole: their rows upserted, their addresses rewritten
     const rewrite = (keys: ReadonlyArray<string>) =>
@@ -356,7 +359,7 @@ export const make: Effect.Effect<
         const pending = batch.length === 0 ? Effect.succeed(Effect.void) : rewrite(batch)
         return pending.pipe(
           Effect.flatMap((first) =>
-            first.pipe(Effect.zipRight(statements), sql.withTransaction, lift(filename, action))
+            first.pipe(Effect.zipRight(statements), db.transaction, lift(filename, action))
           ),
           Effect.tapError(() => putBack)
         )

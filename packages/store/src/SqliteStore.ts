@@ -26,6 +26,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as Db from "./internal/db.js"
 import { fromOpenCause, lift, recoverSqlDefects, storeError } from "./internal/errors.js"
 import * as Migrations from "./internal/migrations.js"
 import * as SqliteDedupCache from "./SqliteDedupCache.js"
@@ -115,6 +116,8 @@ const prepare = (options: Options) =>
         })
       )
     }
+    // from here on the services run their statements on the connection itself (internal/db.ts)
+    yield* Db.own(sql).pipe(step("open"))
   })
 
 /**
