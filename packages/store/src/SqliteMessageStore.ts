@@ -110,7 +110,10 @@ const IdRow = Schema.Struct({ id: StoredMessage.fields.id })
  * @since 0.1.0
  * @category constants
  */
-export const HIGH_WATER_KEY = "StoredAtHighWater"
+export // SAF cursors kept in memory per store (a node asks its few closest peers, so this is rarely reached)
+const MAX_CACHED_CURSORS = 4_096
+
+const HIGH_WATER_KEY = "StoredAtHighWater"
 
 const priorityTag = (p: MessageStore.Priority) => p === High ? "high" : "low"
 
@@ -187,6 +190,10 @@ export const make: Effect.Effect<
   for (const row of perDestination) byDestination.set(NodeId.toHex(row.destination_pubkey), row.n)
   const sources = MessageStore.makeSourceWindow()
   const lock = yield* Effect.makeSemaphore(1)
+  // inserts between their statement and `attach`: while any is, `byDestination` may lag behind the table
+  let inserting = 0
+  // SAF cursors as stored, by responder: the table has no other writer, and a node asks the same responders again
+  const cursors = new Map<string, MessageStore.Cursor>()
 
   const publishCount = Effect.suspend(() => Metric.set(DhtMetrics.safStoredMessages, count))
   yield* publishCount
@@ -305,6 +312,7 @@ export const make: Effect.Effect<
       if (decided._tag === "NoRoom") return yield* rejected("noRoom")
 
       const storedAt = Math.max(now, highWater)
+      inserting++
       const insertRow = db.run(sql`INSERT INTO stored_messages ${
         sql.insert({
           version: fresh.version,
@@ -323,9 +331,13 @@ export const make: Effect.Effect<
         })
       } RETURNING id`).pipe(Effect.flatMap(Schema.decodeUnknown(Schema.Tuple(IdRow))))
       const evictions = decided.evictions
-      const [{ id }] = evictions.length === 0
-        ? yield* insertRow
-        : yield* deleteIds(evictions.map((e) => e.row.id)).pipe(Effect.zipRight(insertRow), db.transaction)
+      const [{ id }] = yield* (evictions.length === 0
+        ? insertRow
+        : deleteIds(evictions.map((e) => e.row.id)).pipe(Effect.zipRight(insertRow), db.transaction)).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            inserting--
+          }))
+        )
 
       for (const e of evictions) detach(e.row)
       attach(fresh.destinationPublicKey, MessageStore.rowBytes(fresh))
@@ -347,6 +359,8 @@ export const make: Effect.Effect<
     options: MessageStore.FetchOptions
   ) =>
     Effect.gen(function*() {
+      // most requests are from nodes nothing is stored for: answered from the counts, without a query
+      if (inserting === 0 && !byDestination.has(NodeId.toHex(destination))) return { rows: [], more: false }
       const now = yield* Clock.currentTimeMillis
       const maxBytes = options.maxBytes ?? Infinity
       const sizeOf = options.sizeOf ?? MessageStore.rowBytes
@@ -439,28 +453,49 @@ export const make: Effect.Effect<
   })
 
   const readCursor = (responder: NodeId.PublicKey) =>
+    Effect.suspend(() => {
+      const known = cursors.get(NodeId.toHex(responder))
+      return known === undefined ? readStoredCursor(responder) : Effect.succeed(known)
+    })
+
+  const readStoredCursor = (responder: NodeId.PublicKey) =>
     db.run(sql`SELECT CAST(since_ms AS TEXT) AS since_ms, CAST(after_id AS TEXT) AS after_id FROM saf_cursors
       WHERE responder_public_key = ${responder}`).pipe(
       Effect.flatMap(Schema.decodeUnknown(Schema.Array(CursorRow))),
       Effect.map((rows): MessageStore.Cursor => {
         const row = rows[0]
-        return row === undefined ? MessageStore.initialCursor : { sinceMs: row.since_ms, afterId: row.after_id }
+        const cursor = row === undefined ? MessageStore.initialCursor : { sinceMs: row.since_ms, afterId: row.after_id }
+        remember(responder, cursor)
+        return cursor
       })
     )
 
+  const remember = (responder: NodeId.PublicKey, cursor: MessageStore.Cursor) => {
+    // a cache, not a record: past its bound it starts again from the table
+    if (cursors.size >= MAX_CACHED_CURSORS) cursors.clear()
+    cursors.set(NodeId.toHex(responder), cursor)
+  }
+
+  // the stored cursor moves forward only; the cache follows once the statement has committed
   const advanceCursor = (responder: NodeId.PublicKey, cursor: MessageStore.Cursor) =>
     Effect.gen(function*() {
       const next = MessageStore.clampCursor(cursor)
+      const current = yield* readCursor(responder)
       // the initial cursor is never stored: nothing is before it
-      if (MessageStore.compareCursor(next, MessageStore.initialCursor) <= 0) return yield* readCursor(responder)
+      if (MessageStore.compareCursor(next, current) <= 0) return current
       const now = yield* Clock.currentTimeMillis
       yield* db.run(sql`INSERT INTO saf_cursors (responder_public_key, since_ms, after_id, updated_at)
         VALUES (${responder}, ${next.sinceMs}, ${next.afterId}, ${clampSafe(now)})
         ON CONFLICT (responder_public_key) DO UPDATE SET since_ms = excluded.since_ms, after_id = excluded.after_id,
-          updated_at = excluded.updated_at
-        WHERE (excluded.since_ms, excluded.after_id) > (saf_cursors.since_ms, saf_cursors.after_id)`)
-      return yield* readCursor(responder)
-    }).pipe(db.transaction)
+          updated_at = excluded.updated_at`)
+      return next
+    }).pipe(
+      db.transaction,
+      Effect.tapBoth({
+        onFailure: () => Effect.sync(() => cursors.delete(NodeId.toHex(responder))),
+        onSuccess: (stored) => Effect.sync(() => remember(responder, stored))
+      })
+    )
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
   // bookkeeping that follows it.

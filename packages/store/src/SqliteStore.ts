@@ -124,6 +124,11 @@ const prepare = (options: Options) =>
  * The checked, migrated client behind `layer`, for code that needs the connection itself (tests inspect the
  * schema and query plans through it). Any failure to open is a `StoreError` naming the file, never a defect.
  *
+ * The services built over this client run their statements on its connection directly, without the client's lock
+ * (`@effect/sql` spends about 99 steps of the run loop on a statement, the statement itself 12). Their
+ * transactions take the lock, so a statement through the client waits for them; a transaction through the client
+ * (`withTransaction`) does not keep the services' single statements out, so use the client for reading.
+ *
  * @since 0.1.0
  * @category layers
  */

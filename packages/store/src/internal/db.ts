@@ -71,7 +71,8 @@ const direct = (sql: SqlClient.SqlClient, connection: SqlConnection.Connection):
     const [text, params] = statement.compile()
     return connection.execute(text, params, undefined)
   }
-  const unprepared = (text: string) => Effect.asVoid(connection.executeUnprepared(text, [], undefined))
+  // kept prepared like the other statements (`@effect/sql` prepares them anew for each transaction)
+  const control = (text: "BEGIN" | "COMMIT" | "ROLLBACK") => Effect.asVoid(connection.execute(text, [], undefined))
 
   const run = <A extends object>(statement: Statement.Statement<A>): Effect.Effect<ReadonlyArray<A>, SqlError> =>
     Effect.withFiberRuntime((fiber) =>
@@ -99,11 +100,11 @@ const direct = (sql: SqlClient.SqlClient, connection: SqlConnection.Connection):
           Effect.zipRight(
             sql.reserve,
             Effect.acquireUseRelease(
-              Effect.zipRight(begin(self), Effect.onError(unprepared("BEGIN"), () => release)),
+              Effect.zipRight(begin(self), Effect.onError(control("BEGIN"), () => release)),
               () => restore(effect),
               (_, exit) =>
                 Effect.ensuring(
-                  Exit.isSuccess(exit) ? Effect.orDie(unprepared("COMMIT")) : Effect.orDie(unprepared("ROLLBACK")),
+                  Exit.isSuccess(exit) ? Effect.orDie(control("COMMIT")) : Effect.orDie(control("ROLLBACK")),
                   release
                 )
             )
