@@ -26,6 +26,7 @@ import {
   InvalidMessageType
 } from "./DhtError.js"
 import * as Ed25519 from "./Ed25519.js"
+import * as EnvelopeWriter from "./internal/envelopeWriter.js"
 import * as Pb from "./internal/proto/envelope_pb.js"
 import * as Wire from "./internal/wire.js"
 import * as NodeId from "./NodeId.js"
@@ -399,20 +400,21 @@ const headerFromProto = (h: Pb.DhtHeader): Either.Either<DhtMessageHeader, Heade
   )
 }
 
-const headerToProto = (h: DhtMessageHeader): Pb.DhtHeader =>
-  create(Pb.DhtHeaderSchema, {
-    major: h.version,
-    destination: h.destination._tag === "Unknown"
-      ? { case: "unknown", value: true }
-      : { case: "publicKey", value: h.destination.publicKey },
-    messageSignature: h.messageSignature,
-    ephemeralPublicKey: Option.getOrElse(h.ephemeralPublicKey, () => empty),
-    messageType: h.messageType,
-    flags: h.flags,
-    messageTag: h.messageTag,
-    expires: h.expires,
-    hopCount: h.hopCount
+const headerFields = (h: DhtMessageHeader): EnvelopeWriter.HeaderFields => ({
+  major: h.version,
+  destination: h.destination._tag === "Unknown"
+    ? { case: "unknown", value: true }
+    : { case: "publicKey", value: h.destination.publicKey },
+  messageSignature: h.messageSignature,
+  ephemeralPublicKey: Option.getOrElse(h.ephemeralPublicKey, () => empty),
+  messageType: h.messageType,
+  flags: h.flags,
+  messageTag: h.messageTag,
+  expires: h.expires,
+  hopCount: h.hopCount
   })
+
+const headerToProto = (h: DhtMessageHeader): Pb.DhtHeader => create(Pb.DhtHeaderSchema, headerFields(h))
 
 const empty = new Uint8Array(0)
 
@@ -451,10 +453,7 @@ export const decodeEnvelope = (bytes: Uint8Array): Effect.Effect<DhtEnvelope, En
  * @category encoding
  */
 export const encodeEnvelope = (envelope: DhtEnvelope): Uint8Array =>
-  toBinary(
-    Pb.DhtEnvelopeSchema,
-    create(Pb.DhtEnvelopeSchema, { header: headerToProto(envelope.header), body: envelope.body })
-  )
+  EnvelopeWriter.encodeEnvelope(headerFields(envelope.header), envelope.body)
 
 /**
  * Bytes of a standalone `DhtHeader` → header (the §3.7 rules apart from `HeaderOmitted`). The SAF store keeps

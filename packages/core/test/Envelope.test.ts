@@ -181,6 +181,42 @@ describe("Envelope round trips (model → bytes → model)", () => {
 })
 
 describe("Envelope encoding", () => {
+  // the writer of internal/envelopeWriter.ts against protobuf-es: the bytes on the wire are the .proto's
+  const reference = (envelope: Envelope.DhtEnvelope): Uint8Array =>
+    toBinary(
+      Pb.DhtEnvelopeSchema,
+      create(Pb.DhtEnvelopeSchema, { header: Envelope.headerToProtoMessage(envelope.header), body: envelope.body })
+    )
+
+  it.prop("writes exactly the bytes protobuf-es writes", [Envelope.DhtEnvelope], ([envelope]) => {
+    expect(hex(Envelope.encodeEnvelope(envelope))).toBe(hex(reference(envelope)))
+  }, { fastCheck: { numRuns: 2_000 } })
+
+  it("writes protobuf-es's bytes at the limits of every numeric field", () => {
+    for (const [version, flags, tag, expires, hopCount] of [
+      [0, 0, 0n, 0n, 0],
+      [1, 0xffffffff, (1n << 64n) - 1n, (1n << 63n) + 1n, 0xffffffff],
+      [0x7f, 0x80, 0x7fn, 0x80n, 0x3fff],
+      [0x4000, 0x1fffff, 1n << 35n, 1n << 56n, 0x200000]
+    ] as const) {
+      const envelope = new Envelope.DhtEnvelope({
+        header: new Envelope.DhtMessageHeader({
+          version,
+          destination: Envelope.destinationPublicKey(validKey),
+          messageSignature: new Uint8Array(130).fill(1),
+          ephemeralPublicKey: Option.some(new Uint8Array(32).fill(2)),
+          messageType: Envelope.DhtMessageType.SafStoredMessages,
+          flags,
+          messageTag: tag,
+          expires,
+          hopCount
+        }, true),
+        body: new Uint8Array(300).fill(3)
+      })
+      expect(hex(Envelope.encodeEnvelope(envelope))).toBe(hex(reference(envelope)))
+    }
+  })
+
   it("is canonical protobuf with the field numbers of SPEC §3.1", () => {
     const envelope = new Envelope.DhtEnvelope({
       header: new Envelope.DhtMessageHeader({
