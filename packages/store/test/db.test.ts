@@ -57,38 +57,42 @@ const heldTransaction = (
     })
   )
 
+// `statement` issued from another fiber while a transaction is open, which then fails: whether the statement waited
+// for it, and what the table holds afterwards
+const issuedDuringTransaction = (
+  sql: SqlClient.SqlClient,
+  db: Db.Db,
+  statement: Effect.Effect<unknown, unknown>
+) =>
+  Effect.gen(function*() {
+    const inside = yield* Deferred.make<void>()
+    const go = yield* Deferred.make<void>()
+    const tx = yield* Effect.fork(heldTransaction(sql, db, 1, inside, go, "fail"))
+    yield* Deferred.await(inside)
+    const other = yield* Effect.fork(statement)
+    yield* Effect.yieldNow()
+    const waited = Option.isNone(yield* Fiber.poll(other))
+    yield* Deferred.succeed(go, undefined)
+    const rolledBack = Exit.isFailure(yield* Fiber.await(tx))
+    yield* Fiber.join(other)
+    return { waited, rolledBack, rows: yield* values(sql) }
+  })
+
 describe("the store's own connection", () => {
   it.effect("a statement of another fiber waits for an open transaction, so its rollback does not take it", () =>
     withClient((sql, db) =>
-      Effect.gen(function*() {
-        const inside = yield* Deferred.make<void>()
-        const go = yield* Deferred.make<void>()
-        const tx = yield* Effect.fork(heldTransaction(sql, db, 1, inside, go, "fail"))
-        yield* Deferred.await(inside)
-        const other = yield* Effect.fork(db.run(sql`INSERT INTO t (v) VALUES (${2})`))
-        yield* Effect.yieldNow({ priority: 1 })
-        // still waiting: the transaction holds the connection
-        expect(Option.isNone(yield* Fiber.poll(other))).toBe(true)
-        yield* Deferred.succeed(go, undefined)
-        expect(Exit.isFailure(yield* Fiber.await(tx))).toBe(true)
-        yield* Fiber.join(other)
-        expect(yield* values(sql)).toEqual([2])
-      })
+      Effect.map(
+        issuedDuringTransaction(sql, db, db.run(sql`INSERT INTO t (v) VALUES (${2})`)),
+        (outcome) => expect(outcome).toEqual({ waited: true, rolledBack: true, rows: [2] })
+      )
     ))
 
   it.effect("a statement through the client itself waits for the transaction too", () =>
     withClient((sql, db) =>
-      Effect.gen(function*() {
-        const inside = yield* Deferred.make<void>()
-        const go = yield* Deferred.make<void>()
-        const tx = yield* Effect.fork(heldTransaction(sql, db, 1, inside, go, "fail"))
-        yield* Deferred.await(inside)
-        const other = yield* Effect.fork(sql`INSERT INTO t (v) VALUES (${3})`)
-        yield* Deferred.succeed(go, undefined)
-        yield* Fiber.await(tx)
-        yield* Fiber.join(other)
-        expect(yield* values(sql)).toEqual([3])
-      })
+      Effect.map(
+        issuedDuringTransaction(sql, db, sql`INSERT INTO t (v) VALUES (${3})`),
+        (outcome) => expect(outcome).toEqual({ waited: true, rolledBack: true, rows: [3] })
+      )
     ))
 
   it.effect("a committed transaction keeps its statements; a failed one keeps none", () =>
