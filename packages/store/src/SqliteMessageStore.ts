@@ -110,10 +110,10 @@ const IdRow = Schema.Struct({ id: StoredMessage.fields.id })
  * @since 0.1.0
  * @category constants
  */
-export // SAF cursors kept in memory per store (a node asks its few closest peers, so this is rarely reached)
-const MAX_CACHED_CURSORS = 4_096
+export const HIGH_WATER_KEY = "StoredAtHighWater"
 
-const HIGH_WATER_KEY = "StoredAtHighWater"
+// SAF cursors kept in memory per store (a node asks its few closest peers, so this is rarely reached)
+const MAX_CACHED_CURSORS = 4_096
 
 const priorityTag = (p: MessageStore.Priority) => p === High ? "high" : "low"
 
@@ -334,13 +334,17 @@ export const make: Effect.Effect<
       const [{ id }] = yield* (evictions.length === 0
         ? insertRow
         : deleteIds(evictions.map((e) => e.row.id)).pipe(Effect.zipRight(insertRow), db.transaction)).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            inserting--
-          }))
+          Effect.onError(() =>
+            Effect.sync(() => {
+              inserting--
+            })
+          )
         )
 
       for (const e of evictions) detach(e.row)
       attach(fresh.destinationPublicKey, MessageStore.rowBytes(fresh))
+      // uninterruptible since the statement (`exclusive`): the counts mirror the row before a fetch can skip it
+      inserting--
       highWater = storedAt
       sources.record(fresh.sourceNodeId, now)
       yield* countEvictions(evictions)
@@ -476,7 +480,8 @@ export const make: Effect.Effect<
     cursors.set(NodeId.toHex(responder), cursor)
   }
 
-  // the stored cursor moves forward only; the cache follows once the statement has committed
+  // The stored cursor moves forward only. The cache is updated inside the transaction, so the next one (they run one
+  // at a time) reads it; a transaction that does not commit takes the entry out, and the table is read again.
   const advanceCursor = (responder: NodeId.PublicKey, cursor: MessageStore.Cursor) =>
     Effect.gen(function*() {
       const next = MessageStore.clampCursor(cursor)
@@ -487,14 +492,13 @@ export const make: Effect.Effect<
       yield* db.run(sql`INSERT INTO saf_cursors (responder_public_key, since_ms, after_id, updated_at)
         VALUES (${responder}, ${next.sinceMs}, ${next.afterId}, ${clampSafe(now)})
         ON CONFLICT (responder_public_key) DO UPDATE SET since_ms = excluded.since_ms, after_id = excluded.after_id,
-          updated_at = excluded.updated_at`)
+          updated_at = excluded.updated_at
+        WHERE (excluded.since_ms, excluded.after_id) > (saf_cursors.since_ms, saf_cursors.after_id)`)
+      remember(responder, next)
       return next
     }).pipe(
       db.transaction,
-      Effect.tapBoth({
-        onFailure: () => Effect.sync(() => cursors.delete(NodeId.toHex(responder))),
-        onSuccess: (stored) => Effect.sync(() => remember(responder, stored))
-      })
+      Effect.onError(() => Effect.sync(() => cursors.delete(NodeId.toHex(responder))))
     )
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
