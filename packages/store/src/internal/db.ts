@@ -81,19 +81,16 @@ const direct = (sql: SqlClient.SqlClient, connection: SqlConnection.Connection):
         : Effect.zipRight(ownerGone, run(statement))
     )
 
+  // the owner is set only under the client's lock and cleared before it is given back: no other can be set here
   const begin = (self: FiberId.FiberId): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (owner === undefined) {
-        owner = self
-        return Effect.void
-      }
-      return Effect.zipRight(ownerGone, begin(self))
+    Effect.sync(() => {
+      owner = self
     })
 
   const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
     Effect.withFiberRuntime((fiber) => {
       const self = fiber.id()
-      // a transaction inside this fiber's own is part of it, as `withTransaction` nests without a savepoint here
+      // a transaction inside this fiber's own is part of it, without a savepoint: a failure rolls back the whole
       if (owner === self) return effect
       return Effect.uninterruptibleMask((restore) =>
         Effect.scoped(
