@@ -53,6 +53,7 @@ import {
 import * as DhtMetrics from "./DhtMetrics.js"
 import { Discovery } from "./Discovery.js"
 import { hexKey } from "./internal/hexKey.js"
+import * as LightDeferred from "./LightDeferred.js"
 import { equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerManager, type Severity } from "./PeerManager.js"
@@ -457,7 +458,7 @@ export const make: Effect.Effect<
     )
 
   const ask = <A, E>(build: (reply: Deferred.Deferred<A, E | DhtShutdown>) => Command) =>
-    Effect.flatMap(Deferred.make<A, E | DhtShutdown>(), (reply) =>
+    Effect.flatMap(LightDeferred.make<A, E | DhtShutdown>(), (reply) =>
       submit(build(reply)).pipe(
         Effect.flatMap((late) => late ? Deferred.fail(reply, shutdown) : Effect.void),
         Effect.zipRight(Deferred.await(reply))

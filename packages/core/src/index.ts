@@ -82,6 +82,11 @@ export * as HandshakePayload from "./HandshakePayload.js"
 /**
  * @since 0.1.0
  */
+export * as LightDeferred from "./LightDeferred.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as MemoryNetwork from "./MemoryNetwork.js"
 
 /**

@@ -18,6 +18,7 @@ import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Discovery from "@comms-dht/core/Discovery"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as LightDeferred from "@comms-dht/core/LightDeferred"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
@@ -398,7 +399,7 @@ const copiesOf = (
     isBroadcast,
     expires: prepared.expires,
     hopCount,
-    reply: Deferred.unsafeMake<void, DhtError.SendFailReason>(fiberId)
+    reply: LightDeferred.unsafeMake<void, DhtError.SendFailReason>(fiberId)
   }))
 }
 
@@ -922,7 +923,7 @@ const makeRequest = (params: OutboundRequester.SendMessageParams, body: Outbound
       params,
       body,
       tag,
-      reply: Deferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiber.id())
+      reply: LightDeferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiber.id())
     }))
   )
 
