@@ -1,0 +1,283 @@
+/**
+ * Effect `Queue`s whose takers wait without a `Deferred`. An Effect 3 queue makes a `Deferred` for every `take`
+ * that finds it empty, and making one costs about 6 µs and 2.4 KB of garbage inside a pipeline (docs/performance.md):
+ * a frame handed from one fiber to another through an empty queue and back cost 23 µs, 6 µs without them. Every
+ * frame a node receives is such a hand-over, from its transport to a waiting inbound worker.
+ *
+ * These are `Queue.Queue`s — `Queue.take`, `Queue.offer` and the rest of `effect/Queue` take them — with the
+ * contract of `Queue.bounded`, `Queue.dropping`, `Queue.sliding` and `Queue.unbounded`: a value goes straight to the
+ * longest-waiting taker; a full bounded queue suspends its offerers in order (dropping: the offer returns false;
+ * sliding: the oldest value goes); after `shutdown`, every waiting and later operation is interrupted. A waiting
+ * taker is a callback, removed again if its fiber is interrupted.
+ *
+ * @since 0.1.0
+ */
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Effectable from "effect/Effectable"
+import * as Exit from "effect/Exit"
+import * as FiberId from "effect/FiberId"
+import { identity } from "effect/Function"
+import * as Option from "effect/Option"
+import type * as Queue from "effect/Queue"
+import { DequeueTypeId, EnqueueTypeId } from "effect/Queue"
+import * as LightDeferred from "./LightDeferred.js"
+
+type Strategy = "suspend" | "dropping" | "sliding"
+
+type Resume<A> = (effect: Effect.Effect<A>) => void
+
+// an offerer waiting for room; of the values of one `offerAll`, the last one holds the offerer's resumption
+interface Putter<A> {
+  readonly value: A
+  readonly resume: Resume<boolean> | undefined
+}
+
+const enqueueVariance = { _In: identity }
+const dequeueVariance = { _Out: identity }
+
+// arrays shift in O(n); the consumed head is dropped in one slice once it is the larger part
+const COMPACT_AT = 1_024
+
+class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A> {
+  readonly [EnqueueTypeId] = enqueueVariance
+  readonly [DequeueTypeId] = dequeueVariance
+
+  private items: Array<A | undefined> = []
+  private head = 0
+  private takers: Array<Resume<A>> = []
+  private putters: Array<Putter<A>> = []
+  private shut = false
+  private readonly shutdownHook = LightDeferred.unsafeMake<void>(FiberId.none)
+
+  constructor(private readonly limit: number, private readonly strategy: Strategy) {
+    super()
+  }
+
+  commit(): Effect.Effect<A> {
+    return this.take
+  }
+
+  private get count(): number {
+    return this.items.length - this.head
+  }
+
+  private shift(): A {
+    const value = this.items[this.head] as A
+    this.items[this.head] = undefined
+    this.head++
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= COMPACT_AT && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return value
+  }
+
+  // room freed by a take goes to the longest-waiting offerer
+  private admitPutters(): void {
+    while (this.putters.length > 0 && this.count < this.limit) {
+      const putter = this.putters.shift()!
+      this.items.push(putter.value)
+      putter.resume?.(Effect.succeed(true))
+    }
+  }
+
+  private takeNow(max: number): Array<A> {
+    const n = Math.min(max, this.count)
+    const values: Array<A> = []
+    for (let i = 0; i < n; i++) values.push(this.shift())
+    this.admitPutters()
+    return values
+  }
+
+  capacity(): number {
+    return this.limit
+  }
+
+  isActive(): boolean {
+    return !this.shut
+  }
+
+  unsafeSize(): Option.Option<number> {
+    return this.shut ? Option.none() : Option.some(this.count - this.takers.length + this.putters.length)
+  }
+
+  readonly size: Effect.Effect<number> = Effect.suspend(() =>
+    this.shut ? Effect.interrupt : Effect.succeed(this.count - this.takers.length + this.putters.length)
+  )
+
+  readonly isEmpty: Effect.Effect<boolean> = Effect.map(this.size, (size) => size <= 0)
+
+  readonly isFull: Effect.Effect<boolean> = Effect.map(this.size, (size) => size >= this.limit)
+
+  readonly shutdown: Effect.Effect<void> = Effect.sync(() => {
+    this.shut = true
+    const takers = this.takers
+    const putters = this.putters
+    this.takers = []
+    this.putters = []
+    this.items = []
+    this.head = 0
+    for (const taker of takers) taker(Effect.interrupt)
+    for (const putter of putters) putter.resume?.(Effect.interrupt)
+    Deferred.unsafeDone(this.shutdownHook, Exit.void)
+  })
+
+  readonly isShutdown: Effect.Effect<boolean> = Effect.sync(() => this.shut)
+
+  readonly awaitShutdown: Effect.Effect<void> = Deferred.await(this.shutdownHook)
+
+  // as Effect's queues, `unsafeOffer` never slides: a full queue of any kind refuses it
+  unsafeOffer(value: A): boolean {
+    if (this.shut) return false
+    const taker = this.takers.shift()
+    if (taker !== undefined) {
+      taker(Effect.succeed(value))
+      return true
+    }
+    if (this.count < this.limit) {
+      this.items.push(value)
+      return true
+    }
+    return false
+  }
+
+  // `unsafeOffer`, and on a full sliding queue the oldest value makes room
+  private offerNow(value: A): boolean {
+    if (this.unsafeOffer(value)) return true
+    if (this.strategy !== "sliding" || this.shut) return false
+    this.shift()
+    this.items.push(value)
+    return true
+  }
+
+  // A full queue of the suspending kind: the offerer's values wait in line for room, all at once, as Effect's
+  // queues keep them (they count in `size`), and the offerer resumes once the last of them is in.
+  private waitForRoom(values: ReadonlyArray<A>): Effect.Effect<boolean> {
+    return Effect.async<boolean>((resume) => {
+      if (this.shut) return resume(Effect.interrupt)
+      let i = 0
+      while (i < values.length && this.unsafeOffer(values[i]!)) i++
+      if (i === values.length) return resume(Effect.succeed(true))
+      const mine: Array<Putter<A>> = []
+      for (; i < values.length; i++) mine.push({ value: values[i]!, resume: i === values.length - 1 ? resume : undefined })
+      this.putters.push(...mine)
+      return Effect.sync(() => {
+        this.putters = this.putters.filter((p) => !mine.includes(p))
+      })
+    })
+  }
+
+  offer(value: A): Effect.Effect<boolean> {
+    return Effect.suspend(() => {
+      if (this.shut) return Effect.interrupt
+      if (this.offerNow(value)) return Effect.succeed(true)
+      return this.strategy === "suspend" ? this.waitForRoom([value]) : Effect.succeed(false)
+    })
+  }
+
+  offerAll(iterable: Iterable<A>): Effect.Effect<boolean> {
+    return Effect.suspend(() => {
+      if (this.shut) return Effect.interrupt
+      const values = Array.from(iterable)
+      let all = true
+      for (let i = 0; i < values.length; i++) {
+        if (this.offerNow(values[i]!)) continue
+        if (this.strategy !== "suspend") {
+          all = false
+          continue
+        }
+        return this.waitForRoom(values.slice(i))
+      }
+      return Effect.succeed(all)
+    })
+  }
+
+  private readonly waitForValue: Effect.Effect<A> = Effect.async<A>((resume) => {
+    if (this.shut) return resume(Effect.interrupt)
+    if (this.count > 0) {
+      const value = this.shift()
+      this.admitPutters()
+      return resume(Effect.succeed(value))
+    }
+    this.takers.push(resume)
+    return Effect.sync(() => {
+      const at = this.takers.indexOf(resume)
+      if (at >= 0) this.takers.splice(at, 1)
+    })
+  })
+
+  readonly take: Effect.Effect<A> = Effect.suspend(() => {
+    if (this.shut) return Effect.interrupt
+    if (this.count === 0) return this.waitForValue
+    const value = this.shift()
+    this.admitPutters()
+    return Effect.succeed(value)
+  })
+
+  readonly takeAll: Effect.Effect<Chunk.Chunk<A>> = Effect.suspend(() =>
+    this.shut ? Effect.interrupt : Effect.succeed(Chunk.unsafeFromArray(this.takeNow(Number.POSITIVE_INFINITY)))
+  )
+
+  takeUpTo(max: number): Effect.Effect<Chunk.Chunk<A>> {
+    return Effect.suspend(() =>
+      this.shut ? Effect.interrupt : Effect.succeed(Chunk.unsafeFromArray(this.takeNow(max)))
+    )
+  }
+
+  takeBetween(min: number, max: number): Effect.Effect<Chunk.Chunk<A>> {
+    const loop = (min: number, max: number, acc: Chunk.Chunk<A>): Effect.Effect<Chunk.Chunk<A>> => {
+      if (max < min) return Effect.succeed(acc)
+      return Effect.flatMap(this.takeUpTo(max), (taken) => {
+        const remaining = min - taken.length
+        if (remaining <= 0) return Effect.succeed(Chunk.appendAll(acc, taken))
+        return Effect.flatMap(this.take, (one) => {
+          const next = Chunk.append(Chunk.appendAll(acc, taken), one)
+          // as Effect's queues: the last value wanted ends it, without taking what came meanwhile
+          return remaining === 1 ? Effect.succeed(next) : loop(remaining - 1, max - taken.length - 1, next)
+        })
+      })
+    }
+    return Effect.suspend(() => loop(min, max, Chunk.empty()))
+  }
+}
+
+/**
+ * As `Queue.bounded(capacity)`: an offer to a full queue waits for room.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const bounded = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
+  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "suspend"))
+
+/**
+ * As `Queue.dropping(capacity)`: an offer to a full queue returns false and the value is dropped.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const dropping = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
+  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "dropping"))
+
+/**
+ * As `Queue.sliding(capacity)`: an offer to a full queue drops the oldest value.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const sliding = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
+  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "sliding"))
+
+/**
+ * As `Queue.unbounded()`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const unbounded = <A>(): Effect.Effect<Queue.Queue<A>> =>
+  Effect.sync(() => new LightQueue<A>(Number.POSITIVE_INFINITY, "dropping"))
