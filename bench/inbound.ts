@@ -5,8 +5,8 @@
  * cannot avoid (the challenge and the dedup hash, ECDH + KDF, opening the sealed signature, verifying it through a
  * fresh verification memo, opening the body) done alone in the same run.
  * `inbound.floor` (bound: the same crypto) is the least any pipeline between two queues can cost: the frame decoded
- * and the same crypto, on one fiber between an inbox and an outbox, and nothing else; `encrypted-direct` cannot get
- * above its ratio. `inbound.forward`: a message for another key, forwarded by the node (F1) until the outbound
+ * and the same crypto, on one fiber between an inbox and an outbox (`LightQueue`s, as the node's inbox and its
+ * subscribers' queues are), and nothing else; `encrypted-direct` cannot get above its ratio. `inbound.forward`: a message for another key, forwarded by the node (F1) until the outbound
  * pipeline hands it to the transport. Both on the node backend (`@comms-dht/node/Crypto`); the `noble` set repeats
  * the first pair on the portable backend. The pairs handle 32 messages a call, one after the other; rates are per
  * message.
@@ -20,6 +20,7 @@ import * as DhtActor from "@comms-dht/core/DhtActor"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -63,7 +64,7 @@ type MakeCrypto = (options?: Crypto.LayerOptions) => Effect.Effect<Crypto.Crypto
  */
 const benchTransport = (connected: ReadonlyArray<NodeId.NodeId>) =>
   Effect.gen(function*() {
-    const inbound = yield* Queue.bounded<Transport.InboundMessage>(1_000)
+    const inbound = yield* LightQueue.bounded<Transport.InboundMessage>(1_000)
     const sent = yield* Queue.unbounded<Transport.OutboundMessage>()
     const transport = Transport.Transport.of({
       send: (message) => Effect.zipRight(Queue.offer(sent, message), Deferred.succeed(message.reply, undefined)),
@@ -173,9 +174,9 @@ const floorTask = async (
   const next = cycle(pool, async () => {
     state.crypto = await Effect.runPromise(make())
   })
-  const inbox = await Effect.runPromise(Queue.unbounded<Uint8Array>())
+  const inbox = await Effect.runPromise(LightQueue.unbounded<Uint8Array>())
   // a failure goes back to the caller as it is, so that a floor which did not decrypt fails the task
-  const outbox = await Effect.runPromise(Queue.unbounded<Exit.Exit<unknown, unknown>>())
+  const outbox = await Effect.runPromise(LightQueue.unbounded<Exit.Exit<unknown, unknown>>())
   const worker = Effect.forever(
     Effect.flatMap(Queue.take(inbox), (bytes) =>
       Effect.flatMap(

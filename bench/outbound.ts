@@ -3,10 +3,11 @@
  * — handed to a waiting worker, then broadcast, encrypt and serialize — until the transport has taken the frame and
  * reported it written (`outbound.encrypted-direct`), against the crypto that request cannot avoid — ECDH + KDF,
  * sealing the padded body, signing, sealing the signature — done alone in the same run (`outbound.crypto-only`). The
- * ratio is the share of a request's cost that is crypto. `outbound.floor` (same bound) is a requester on an Effect
- * queue with nothing else: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply
- * completed and awaited. The live requester hands requests over in fewer steps than `Queue.take` and
- * `Deferred.await` take, so the floor is a reference for its ratio rather than a ceiling. Both use the node backend
+ * ratio is the share of a request's cost that is crypto. `outbound.floor` (same bound) is a requester on a queue
+ * with nothing else: the request queued, taken by one fiber, the same crypto, the envelope encoded, the reply
+ * completed and awaited (a `LightQueue` and a `LightDeferred`, the cheapest of each). The live requester hands
+ * requests over in fewer steps than `Queue.take` and `Deferred.await` take, so the floor is a reference for its
+ * ratio rather than a ceiling. Both use the node backend
  * (`@comms-dht/node/Crypto`); the `noble` pair repeats them on the portable backend. Requests go one after the
  * other, 32 to a call, and rates are per request.
  *
@@ -17,6 +18,8 @@
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DedupCache from "@comms-dht/core/DedupCache"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as LightDeferred from "@comms-dht/core/LightDeferred"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -179,7 +182,7 @@ const pair = async (
   // The floor: what any requester on a queue pays besides the crypto. The caller offers a request with its reply to
   // a queue; one fiber takes it, does the crypto above, encodes the envelope and completes the reply, which the
   // caller awaits: the requester's queue and reply, with nothing between them but the crypto and the encoding.
-  const floorQueue = await Effect.runPromise(Queue.unbounded<Deferred.Deferred<number>>())
+  const floorQueue = await Effect.runPromise(LightQueue.unbounded<Deferred.Deferred<number>>())
   const floorWorker = Effect.forever(
     Effect.flatMap(Queue.take(floorQueue), (reply) =>
       Effect.flatMap(
@@ -188,7 +191,7 @@ const pair = async (
       ))
   )
   await Effect.runPromise(Effect.forkDaemon(Effect.provideService(floorWorker, Crypto.Crypto, crypto)))
-  const floorOne = Effect.flatMap(Deferred.make<number>(), (reply) =>
+  const floorOne = Effect.flatMap(LightDeferred.make<number>(), (reply) =>
     Effect.zipRight(
       Queue.offer(floorQueue, reply),
       Effect.flatMap(

@@ -25,7 +25,6 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as MutableRef from "effect/MutableRef"
 import * as PubSub from "effect/PubSub"
-import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
@@ -34,6 +33,7 @@ import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
 import { ConfigError } from "./DhtError.js"
 import * as Internal from "./internal/memoryNetwork.js"
+import * as LightQueue from "./LightQueue.js"
 import type { NodeId } from "./NodeId.js"
 import { toHex } from "./NodeId.js"
 import * as NodeIdentity from "./NodeIdentity.js"
@@ -233,7 +233,7 @@ export const make = (
       spawn: (effect) => spawn(effect, { immediate: false }),
       slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
-      inbox: yield* Queue.bounded<InboundMessage>(config.inboundQueueCapacity),
+      inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
       events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: MutableRef.make(false),
       open: new Map()

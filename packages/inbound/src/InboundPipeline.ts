@@ -3,7 +3,7 @@
  * (and verify) → forward → store-and-forward → DHT handler → delivery, each stage a typed Effect function, composed
  * over a `Stream` by `handle`, which turns every failure into a log line, a metric and the ban of SPEC §14
  * (`Rejections.report`), so bad input never ends the stream. `layer` runs it on `Transport.inbound` for as long as
- * its scope and publishes the application's messages on a sliding `PubSub` (`Inbound.messages`).
+ * its scope and publishes the application's messages to its subscribers' sliding queues (`Inbound.messages`).
  *
  * Signatures are verified after dedup, on the first copy only (SPEC §7): the dedup hash covers the signature and
  * every field it signs, so the copies of one hash are all valid or all invalid, and a duplicate costs a decode, one
@@ -25,6 +25,7 @@ import * as DhtError from "@comms-dht/core/DhtError"
 import type * as DhtEvents from "@comms-dht/core/DhtEvents"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as InboundMessages from "@comms-dht/core/InboundMessages"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -45,7 +46,6 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -94,7 +94,7 @@ export interface Options {
     readonly handle: (message: InboundMessages.DecryptedDhtMessage) => Effect.Effect<void, Rejections.PipelineError>
     readonly delivered: (message: InboundMessages.DecryptedDhtMessage) => Effect.Effect<void>
   } | undefined
-  /** Capacity of the sliding `PubSub` behind `Inbound.messages` (default `SUBSCRIBER_CAPACITY`, SPEC §13.1). */
+  /** Capacity of each subscriber's sliding queue (default `SUBSCRIBER_CAPACITY`, SPEC §13.1). */
   readonly subscriberCapacity?: number | undefined
   /** Frames handled at once (default `CONCURRENCY`, SPEC §7); output keeps arrival order either way. */
   readonly concurrency?: number | undefined
@@ -946,7 +946,8 @@ export const pipeline = (options: Options = {}) =>
 // --- the service ---
 
 /**
- * Capacity of the `PubSub` behind `Inbound.messages` (SPEC §13.1): sliding, so a slow subscriber loses the oldest.
+ * Capacity of each subscriber's queue behind `Inbound.messages` (SPEC §13.1): sliding, so a slow subscriber loses
+ * the oldest.
  *
  * @since 0.1.0
  * @category constants
@@ -971,8 +972,8 @@ export interface InboundService {
 export class Inbound extends Context.Tag("@comms-dht/inbound/Inbound")<Inbound, InboundService>() {}
 
 /**
- * The pipeline running on `Transport.inbound` for as long as the scope, its application messages published on a
- * sliding `PubSub` of `options.subscriberCapacity` (what a slow subscriber loses is counted
+ * The pipeline running on `Transport.inbound` for as long as the scope, its application messages published to
+ * every subscriber's sliding queue of `options.subscriberCapacity` (what a slow subscriber loses is counted
  * `comms_dht_inbound_shed_total{where="subscriber"}`).
  *
  * @since 0.1.0
@@ -984,14 +985,41 @@ export const make = (
   Effect.gen(function*() {
     const transport = yield* Transport.Transport
     const capacity = Math.max(1, options.subscriberCapacity ?? SUBSCRIBER_CAPACITY)
-    const pubsub = yield* PubSub.sliding<InboundMessages.DomainMessage>(capacity)
-    yield* Effect.addFinalizer(() => PubSub.shutdown(pubsub))
-    // Sliding never refuses: a subscriber `capacity` behind is about to lose its oldest message. Below that the
-    // message is offered in the worker's step (a sliding PubSub's `unsafeOffer` does not slide, hence the check).
-    const publish = (message: InboundMessages.DomainMessage) =>
-      Option.getOrElse(pubsub.unsafeSize(), () => capacity) < capacity && pubsub.unsafeOffer(message)
-        ? Effect.void
-        : Effect.zipRight(Metric.increment(shedSubscriber), PubSub.publish(pubsub, message))
+    // Each subscriber reads its own sliding queue of `capacity`, as it would a sliding PubSub's subscription, but a
+    // `LightQueue`: a subscriber waiting for the next message costs no Deferred per message.
+    const subscribers = new Set<Queue.Queue<InboundMessages.DomainMessage>>()
+    let closed = false
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => {
+        closed = true
+        const all = Array.from(subscribers)
+        subscribers.clear()
+        return Effect.forEach(all, Queue.shutdown, { discard: true })
+      })
+    )
+    const subscribe: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>, never, Scope.Scope> = Effect
+      .acquireRelease(
+        Effect.flatMap(LightQueue.sliding<InboundMessages.DomainMessage>(capacity), (queue) =>
+          Effect.suspend(() => {
+            if (closed) return Effect.interrupt
+            subscribers.add(queue)
+            return Effect.succeed(queue)
+          })),
+        (queue) => Effect.zipRight(Effect.sync(() => subscribers.delete(queue)), Queue.shutdown(queue))
+      )
+    // Sliding never refuses: a subscriber `capacity` behind loses its oldest message, counted. Below that the
+    // message is offered in the worker's step (`unsafeOffer` does not slide).
+    const publish = (message: InboundMessages.DomainMessage): Effect.Effect<void> => {
+      let behind: Array<Queue.Queue<InboundMessages.DomainMessage>> | undefined
+      for (const queue of subscribers) {
+        if (!queue.unsafeOffer(message)) (behind ??= []).push(queue)
+      }
+      return behind === undefined ? Effect.void : Effect.forEach(
+        behind,
+        (queue) => Effect.zipRight(Metric.increment(shedSubscriber), Queue.offer(queue, message)),
+        { discard: true }
+      )
+    }
     // The live node runs `handle` on worker fibers taking from the transport's bounded inbox, not `pipeline` on a
     // stream of it: same stages and concurrency, without the stream's pull machinery and per-element forks, which
     // cost more than dropping a duplicate does (docs/spec-departures.md §3). Frames taken together may be delivered
@@ -1016,7 +1044,10 @@ export const make = (
     yield* Effect.forkScoped(
       Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
     )
-    return Inbound.of({ messages: Stream.fromPubSub(pubsub), subscribe: PubSub.subscribe(pubsub) })
+    return Inbound.of({
+      messages: Stream.unwrapScoped(Effect.map(subscribe, (queue) => Stream.fromQueue(queue))),
+      subscribe
+    })
   })
 
 /**

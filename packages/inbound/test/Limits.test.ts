@@ -12,13 +12,18 @@ import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
 import * as Transport from "@comms-dht/core/Transport"
 import { describe, expect, it } from "@effect/vitest"
+import * as InboundPipeline from "@comms-dht/inbound/InboundPipeline"
+import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import {
   applicationParts,
@@ -166,6 +171,35 @@ describe("limits", () => {
       yield* eventually(Effect.map(shed("subscriber"), (n) => n - before === 2))
       const kept = yield* deliveredSoFar(victim)
       expect(kept.map(body)).toEqual(Array.from({ length: capacity }, (_, i) => `s${i + 2}`))
+    })))
+
+  it.effect("every subscriber gets every message; a released subscription gets none; closing ends the stream", () =>
+    withNetwork(Effect.gen(function*() {
+      const victim = yield* startNode(yield* identityOf(3310))
+      const source = yield* startRaw(yield* identityOf(3311))
+      yield* connect(source, victim)
+      const subscriptions = yield* Scope.make()
+      const [first, second] = yield* victim.run(
+        Effect.flatMap(InboundPipeline.Inbound, (inbound) => Effect.all([inbound.subscribe, inbound.subscribe])).pipe(
+          Scope.extend(subscriptions)
+        )
+      )
+      const streamed = yield* victim.run(
+        Effect.flatMap(InboundPipeline.Inbound, (inbound) => Stream.runCollect(inbound.messages))
+      ).pipe(Effect.fork)
+      const send = (s: string) =>
+        Effect.flatMap(craft({ parts: applicationParts(1, text(s)) }), (m) => sendRaw(source, victim.identity, m.bytes))
+      yield* settle
+      yield* send("both")
+      expect(body(yield* Queue.take(first!))).toBe("both")
+      expect(body(yield* Queue.take(second!))).toBe("both")
+      yield* Scope.close(subscriptions, Exit.void)
+      expect(yield* Queue.isShutdown(first!)).toBe(true)
+      yield* send("after")
+      expect(body(yield* nextDelivered(victim))).toBe("both")
+      expect(body(yield* nextDelivered(victim))).toBe("after")
+      yield* Scope.close(victim.scope, Exit.void)
+      expect(Chunk.toReadonlyArray(yield* Fiber.join(streamed)).map(body)).toEqual(["both", "after"])
     })))
 
   it.effect("scenario 47: a signed flood arriving over 4 links costs the node one Ed25519 verification", () =>

@@ -16,6 +16,7 @@
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import { ConfigError } from "@comms-dht/core/DhtError"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as Noise from "@comms-dht/core/Noise"
 import { toHex } from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
@@ -34,7 +35,6 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
-import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -205,7 +205,7 @@ export const make = (
       spawn: (effect) => spawn(effect, { immediate: false }),
       slots: yield* Ref.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
-      inbox: yield* Queue.bounded<InboundMessage>(config.inboundQueueCapacity),
+      inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
       events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: yield* Ref.make(false),
       handshakes: yield* Effect.makeSemaphore(settings.maxInboundHandshakes),
