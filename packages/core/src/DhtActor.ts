@@ -54,6 +54,7 @@ import * as DhtMetrics from "./DhtMetrics.js"
 import { Discovery } from "./Discovery.js"
 import { hexKey } from "./internal/hexKey.js"
 import * as LightDeferred from "./LightDeferred.js"
+import * as LightQueue from "./LightQueue.js"
 import { equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerManager, type Severity } from "./PeerManager.js"
@@ -235,7 +236,7 @@ export const make: Effect.Effect<
 
   yield* logOfflineSince(metadata)
 
-  const queue = yield* Queue.bounded<Command>(config.actorQueueCapacity)
+  const queue = yield* LightQueue.bounded<Command>(config.actorQueueCapacity)
   // set when shutdown begins: a caller that queued a command after the drain learns from it that nobody will answer
   const stopping = yield* Deferred.make<void>()
 

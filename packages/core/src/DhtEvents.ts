@@ -1,6 +1,7 @@
 /**
- * Where DHT events go (SPEC §15): the `DhtEvents` tag wraps a sliding `PubSub` of `eventBufferSize` (100), so a slow
- * subscriber loses the oldest events instead of stalling the publisher (SPEC §13.1). The actor, the inbound handler
+ * Where DHT events go (SPEC §15): the `DhtEvents` tag gives every subscriber a sliding queue of `eventBufferSize`
+ * (100), as a sliding `PubSub` would, so a slow subscriber loses the oldest events instead of stalling the publisher
+ * (SPEC §13.1). The actor, the inbound handler
  * and the node's services publish here; `Dht.events` is this service's `events` stream.
  *
  * @since 0.1.0
@@ -8,12 +9,12 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as PubSub from "effect/PubSub"
 import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
+import type * as Stream from "effect/Stream"
 import { DhtConfig } from "./DhtConfig.js"
 import type { DhtEvent } from "./DhtEvent.js"
+import * as LightQueue from "./LightQueue.js"
 
 /**
  * @since 0.1.0
@@ -51,19 +52,19 @@ export const make = (options: { readonly capacity?: number } = {}): Effect.Effec
 > =>
   Effect.gen(function*() {
     const config = yield* DhtConfig
-    const hub = yield* Effect.acquireRelease(
-      PubSub.sliding<DhtEvent>(Math.max(1, options.capacity ?? config.eventBufferSize)),
-      PubSub.shutdown
+    // per-subscriber sliding queues rather than a sliding PubSub: the same view, without a Deferred per wait
+    // (docs/spec-departures.md §7)
+    const fanout = yield* Effect.acquireRelease(
+      LightQueue.slidingFanout<DhtEvent>(options.capacity ?? config.eventBufferSize),
+      (fanout) => fanout.shutdown
     )
     return DhtEvents.of({
-      // a shut hub would interrupt the publisher: late events (a job finishing during shutdown) are dropped instead
       publish: (event) =>
-        Effect.flatMap(
-          PubSub.isShutdown(hub),
-          (down) => down ? Effect.void : Effect.asVoid(PubSub.publish(hub, event))
-        ),
-      subscribe: PubSub.subscribe(hub),
-      events: Stream.fromPubSub(hub)
+        Effect.sync(() => {
+          fanout.unsafePublish(event)
+        }),
+      subscribe: fanout.subscribe,
+      events: fanout.stream
     })
   })
 

@@ -22,6 +22,8 @@ import { identity } from "effect/Function"
 import * as Option from "effect/Option"
 import type * as Queue from "effect/Queue"
 import { DequeueTypeId, EnqueueTypeId } from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as LightDeferred from "./LightDeferred.js"
 
 type Strategy = "suspend" | "dropping" | "sliding"
@@ -148,8 +150,12 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
 
   // `unsafeOffer`, and on a full sliding queue the oldest value makes room
   private offerNow(value: A): boolean {
-    if (this.unsafeOffer(value)) return true
-    if (this.strategy !== "sliding" || this.shut) return false
+    return this.unsafeOffer(value) || this.slide(value)
+  }
+
+  /** On a full sliding queue: drops the oldest value for `value`; false (nothing done) on any other queue. */
+  slide(value: A): boolean {
+    if (this.strategy !== "sliding" || this.shut || this.count < this.limit) return false
     this.shift()
     this.items.push(value)
     return true
@@ -164,7 +170,8 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
       while (i < values.length && this.unsafeOffer(values[i]!)) i++
       if (i === values.length) return resume(Effect.succeed(true))
       const mine: Array<Putter<A>> = []
-      for (; i < values.length; i++) mine.push({ value: values[i]!, resume: i === values.length - 1 ? resume : undefined })
+      const last = values.length - 1
+      for (; i <= last; i++) mine.push({ value: values[i]!, resume: i === last ? resume : undefined })
       this.putters.push(...mine)
       return Effect.sync(() => {
         this.putters = this.putters.filter((p) => !mine.includes(p))
@@ -281,3 +288,69 @@ export const sliding = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
  */
 export const unbounded = <A>(): Effect.Effect<Queue.Queue<A>> =>
   Effect.sync(() => new LightQueue<A>(Number.POSITIVE_INFINITY, "dropping"))
+
+/**
+ * What a sliding `PubSub` gives its subscribers, on `LightQueue`s: each subscriber reads its own sliding queue of
+ * `capacity`, holding every value published from the moment it subscribed, and loses its oldest value once it is
+ * `capacity` behind. Publishing never waits.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SlidingFanout<A> {
+  /**
+   * Hands `value` to every current subscriber, at once; returns how many of them were `capacity` behind and lost
+   * their oldest value for it. With none, or after `shutdown`, the value is dropped.
+   */
+  readonly unsafePublish: (value: A) => number
+  /** A subscription in place when this returns, until the scope closes; interrupted after `shutdown`. */
+  readonly subscribe: Effect.Effect<Queue.Dequeue<A>, never, Scope.Scope>
+  /** The values published while the stream runs; it ends at `shutdown`. */
+  readonly stream: Stream.Stream<A>
+  /** Shuts every subscriber's queue down (their streams end) and refuses new subscribers. */
+  readonly shutdown: Effect.Effect<void>
+  readonly isShutdown: () => boolean
+}
+
+/**
+ * A new `SlidingFanout` whose subscribers' queues hold `capacity` values each.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const slidingFanout = <A>(capacity: number): Effect.Effect<SlidingFanout<A>> =>
+  Effect.sync(() => {
+    const size = Math.max(1, capacity)
+    const subscribers = new Set<LightQueue<A>>()
+    let closed = false
+    const subscribe: Effect.Effect<Queue.Dequeue<A>, never, Scope.Scope> = Effect.acquireRelease(
+      Effect.suspend(() => {
+        if (closed) return Effect.interrupt
+        const queue = new LightQueue<A>(size, "sliding")
+        subscribers.add(queue)
+        return Effect.succeed(queue)
+      }),
+      (queue) => Effect.zipRight(Effect.sync(() => subscribers.delete(queue)), queue.shutdown)
+    )
+    return {
+      unsafePublish: (value) => {
+        let behind = 0
+        for (const queue of subscribers) {
+          if (!queue.unsafeOffer(value)) {
+            behind++
+            queue.slide(value)
+          }
+        }
+        return behind
+      },
+      subscribe,
+      stream: Stream.unwrapScoped(Effect.map(subscribe, (queue) => Stream.fromQueue(queue))),
+      shutdown: Effect.suspend(() => {
+        closed = true
+        const all = Array.from(subscribers)
+        subscribers.clear()
+        return Effect.forEach(all, (queue) => queue.shutdown, { discard: true })
+      }),
+      isShutdown: () => closed
+    }
+  })

@@ -24,6 +24,7 @@ import * as Ref from "effect/Ref"
 import * as BroadcastStrategy from "./BroadcastStrategy.js"
 import { NoMessagesQueued, type SendFailReason, type SendFailure, TransportShutdown } from "./DhtError.js"
 import * as Envelope from "./Envelope.js"
+import * as LightQueue from "./LightQueue.js"
 import { fromPublicKey, type NodeId, type PublicKey } from "./NodeId.js"
 
 /**
@@ -247,7 +248,7 @@ const collect = (
 ): Effect.Effect<SendResults> =>
   Effect.scoped(Effect.gen(function*() {
     if (states.length === 0) return emptyResults
-    const done = yield* Queue.bounded<readonly [MessageSendState, Exit.Exit<void, SendFailReason>]>(states.length)
+    const done = yield* LightQueue.bounded<readonly [MessageSendState, Exit.Exit<void, SendFailReason>]>(states.length)
     yield* Effect.forEach(states, (state) =>
       Effect.exit(Deferred.await(state.result)).pipe(
         Effect.flatMap((exit) => Queue.offer(done, [state, exit] as const)),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as LightQueue from "@comms-dht/core/LightQueue"
-import { Cause, Chunk, Effect, Exit, FastCheck as fc, Fiber, Option, Queue } from "effect"
+import { Cause, Chunk, Effect, Exit, FastCheck as fc, Fiber, Option, Queue, Scope, Stream } from "effect"
 
 // One step of a program run against a queue; values are small integers so that the traces are easy to read.
 type Op =
@@ -59,7 +59,8 @@ const make = (kind: Kind, capacity: number, light: boolean): Effect.Effect<Queue
 const show = (exit: Exit.Exit<unknown>): string =>
   Exit.match(exit, {
     onFailure: (cause) => Cause.isInterruptedOnly(cause) ? "interrupted" : "failed",
-    onSuccess: (a) => JSON.stringify(Chunk.isChunk(a) ? Chunk.toReadonlyArray(a) : Option.isOption(a) ? Option.getOrNull(a) : a)
+    onSuccess: (a) =>
+      JSON.stringify(Chunk.isChunk(a) ? Chunk.toReadonlyArray(a) : Option.isOption(a) ? Option.getOrNull(a) : a)
   })
 
 // Every step's own outcome, then the state of every forked fiber once the others have had their turns.
@@ -175,5 +176,41 @@ describe("LightQueue", () => {
       for (let i = n; i < n + 100; i++) queue.unsafeOffer(i)
       taken.push(...Chunk.toReadonlyArray(yield* Queue.takeAll(queue)))
       expect(taken).toEqual(Array.from({ length: n + 100 }, (_, i) => i))
+    }))
+})
+
+describe("LightQueue.slidingFanout", () => {
+  it.effect("gives every subscriber every value from when it subscribed, sliding each one's window on its own", () =>
+    Effect.gen(function*() {
+      const fanout = yield* LightQueue.slidingFanout<number>(2)
+      expect(fanout.unsafePublish(0)).toBe(0)
+      const early = yield* fanout.subscribe
+      fanout.unsafePublish(1)
+      const late = yield* fanout.subscribe
+      expect(fanout.unsafePublish(2)).toBe(0)
+      // early holds 1, 2 and is full; late holds 2
+      expect(fanout.unsafePublish(3)).toBe(1)
+      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(early))).toEqual([2, 3])
+      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(late))).toEqual([2, 3])
+    }).pipe(Effect.scoped))
+
+  it.effect("drops a released subscriber, ends the streams at shutdown and refuses subscribers after it", () =>
+    Effect.gen(function*() {
+      const fanout = yield* LightQueue.slidingFanout<string>(8)
+      const scope = yield* Scope.make()
+      const released = yield* Scope.extend(fanout.subscribe, scope)
+      const streamed = yield* Effect.fork(Stream.runCollect(fanout.stream))
+      yield* Effect.repeatN(Effect.yieldNow(), 4)
+      fanout.unsafePublish("a")
+      yield* Scope.close(scope, Exit.void)
+      expect(yield* Queue.isShutdown(released)).toBe(true)
+      fanout.unsafePublish("b")
+      // what a subscriber has not taken when the fanout shuts down is lost, as with a PubSub: let it read
+      yield* Effect.repeatN(Effect.yieldNow(), 4)
+      yield* fanout.shutdown
+      expect(fanout.isShutdown()).toBe(true)
+      expect(Chunk.toReadonlyArray(yield* Fiber.join(streamed))).toEqual(["a", "b"])
+      expect(Exit.isInterrupted(yield* Effect.exit(Effect.scoped(fanout.subscribe)))).toBe(true)
+      expect(fanout.unsafePublish("c")).toBe(0)
     }))
 })

@@ -985,40 +985,14 @@ export const make = (
   Effect.gen(function*() {
     const transport = yield* Transport.Transport
     const capacity = Math.max(1, options.subscriberCapacity ?? SUBSCRIBER_CAPACITY)
-    // Each subscriber reads its own sliding queue of `capacity`, as it would a sliding PubSub's subscription, but a
-    // `LightQueue`: a subscriber waiting for the next message costs no Deferred per message.
-    const subscribers = new Set<Queue.Queue<InboundMessages.DomainMessage>>()
-    let closed = false
-    yield* Effect.addFinalizer(() =>
-      Effect.suspend(() => {
-        closed = true
-        const all = Array.from(subscribers)
-        subscribers.clear()
-        return Effect.forEach(all, Queue.shutdown, { discard: true })
-      })
-    )
-    const subscribe: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>, never, Scope.Scope> = Effect
-      .acquireRelease(
-        Effect.flatMap(LightQueue.sliding<InboundMessages.DomainMessage>(capacity), (queue) =>
-          Effect.suspend(() => {
-            if (closed) return Effect.interrupt
-            subscribers.add(queue)
-            return Effect.succeed(queue)
-          })),
-        (queue) => Effect.zipRight(Effect.sync(() => subscribers.delete(queue)), Queue.shutdown(queue))
-      )
-    // Sliding never refuses: a subscriber `capacity` behind loses its oldest message, counted. Below that the
-    // message is offered in the worker's step (`unsafeOffer` does not slide).
+    // Each subscriber reads its own sliding queue, as it would a sliding PubSub's subscription, but a `LightQueue`:
+    // a subscriber waiting for the next message costs no Deferred per message (docs/spec-departures.md §7).
+    const fanout = yield* LightQueue.slidingFanout<InboundMessages.DomainMessage>(capacity)
+    yield* Effect.addFinalizer(() => fanout.shutdown)
+    // a subscriber `capacity` behind loses its oldest message, counted
     const publish = (message: InboundMessages.DomainMessage): Effect.Effect<void> => {
-      let behind: Array<Queue.Queue<InboundMessages.DomainMessage>> | undefined
-      for (const queue of subscribers) {
-        if (!queue.unsafeOffer(message)) (behind ??= []).push(queue)
-      }
-      return behind === undefined ? Effect.void : Effect.forEach(
-        behind,
-        (queue) => Effect.zipRight(Metric.increment(shedSubscriber), Queue.offer(queue, message)),
-        { discard: true }
-      )
+      const behind = fanout.unsafePublish(message)
+      return behind === 0 ? Effect.void : Metric.incrementBy(shedSubscriber, behind)
     }
     // The live node runs `handle` on worker fibers taking from the transport's bounded inbox, not `pipeline` on a
     // stream of it: same stages and concurrency, without the stream's pull machinery and per-element forks, which
@@ -1044,10 +1018,7 @@ export const make = (
     yield* Effect.forkScoped(
       Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
     )
-    return Inbound.of({
-      messages: Stream.unwrapScoped(Effect.map(subscribe, (queue) => Stream.fromQueue(queue))),
-      subscribe
-    })
+    return Inbound.of({ messages: fanout.stream, subscribe: fanout.subscribe })
   })
 
 /**

@@ -27,6 +27,7 @@ import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as Peer from "@comms-dht/core/Peer"
@@ -218,7 +219,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
 
   const status = yield* SubscriptionRef.make(initialStatus)
   const closed = yield* Deferred.make<void>()
-  const commands = yield* Queue.bounded<Command>(COMMAND_CAPACITY)
+  const commands = yield* LightQueue.bounded<Command>(COMMAND_CAPACITY)
   // Registered first, so it runs last: once the loop and every fiber below have stopped.
   yield* Effect.addFinalizer(() =>
     Deferred.succeed(closed, undefined).pipe(

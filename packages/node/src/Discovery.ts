@@ -28,6 +28,7 @@ import * as DhtMessages from "@comms-dht/core/DhtMessages"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as CoreDiscovery from "@comms-dht/core/Discovery"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
@@ -163,7 +164,7 @@ export const make: Effect.Effect<CoreDiscovery.DiscoveryService, never, Requirem
     const timeout = config.discoveryRequestTimeout
 
     const table = yield* Ref.make<Table>({ closed: false, byNonce: HashMap.empty(), byKey: HashMap.empty() })
-    const queue = yield* Queue.bounded<Request>(config.discoveryQueueCapacity)
+    const queue = yield* LightQueue.bounded<Request>(config.discoveryQueueCapacity)
 
     const publishInflight = Effect.flatMap(
       Ref.get(table),

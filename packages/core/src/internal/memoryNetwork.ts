@@ -35,6 +35,7 @@ import {
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
+import * as LightQueue from "../LightQueue.js"
 import type { HubOptions } from "../MemoryNetwork.js"
 import type { NodeId, PublicKey } from "../NodeId.js"
 import { equals, toHex } from "../NodeId.js"
@@ -471,7 +472,7 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
     const slot: Slot = {
       remote,
       remoteHex,
-      queue: yield* Queue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
+      queue: yield* LightQueue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
       connected: yield* Deferred.make<Connection, DialError>(),
       writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
       dead: MutableRef.make(false),
@@ -616,7 +617,7 @@ const makeLink = (hub: Hub): Effect.Effect<Link> =>
     const queued = hub.options.latency !== undefined && hub.options.schedule === undefined
     return {
       schedule: { last: 0, pending: 0 },
-      queue: queued ? yield* Queue.bounded<LinkItem>(LINK_WINDOW) : undefined,
+      queue: queued ? yield* LightQueue.bounded<LinkItem>(LINK_WINDOW) : undefined,
       fiber: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>())
     }
   })
@@ -633,7 +634,7 @@ const makeSide = (
       local,
       remote,
       slot,
-      inbound: yield* Queue.dropping<InboundMessage>(INBOUND_CONNECTION_CAPACITY),
+      inbound: yield* LightQueue.dropping<InboundMessage>(INBOUND_CONNECTION_CAPACITY),
       delivery: MutableRef.make<Delivery>("Held"),
       flood: MutableRef.make(Flood.empty),
       bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),

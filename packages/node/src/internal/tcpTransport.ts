@@ -2,6 +2,7 @@
 import type { DialError } from "@comms-dht/core/DhtError"
 import { ConnectionClosed, DialFailed, PeerBanned, QueueFull, TransportShutdown } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import type * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey } from "@comms-dht/core/NodeId"
 import { equals, toHex } from "@comms-dht/core/NodeId"
@@ -160,7 +161,7 @@ const slotFor = (endpoint: Endpoint, remote: NodeId): Effect.Effect<Slot> => {
           const slot: Slot = {
             remote,
             remoteHex,
-            queue: yield* Queue.dropping<OutboundMessage>(endpoint.settings.outboundQueue),
+            queue: yield* LightQueue.dropping<OutboundMessage>(endpoint.settings.outboundQueue),
             conns: yield* Ref.make<ReadonlyArray<Conn>>([]),
             active: yield* Ref.make(Option.none<Conn>()),
             dialling: yield* Ref.make(Option.none<Deferred.Deferred<Conn, DialError>>()),
@@ -535,7 +536,7 @@ const register = (
  */
 const runConnection = (endpoint: Endpoint, slot: Slot, conn: Conn): Effect.Effect<void> =>
   Effect.scoped(Effect.gen(function*() {
-    const inbound = yield* Queue.dropping<InboundMessage>(endpoint.settings.inboundQueue)
+    const inbound = yield* LightQueue.dropping<InboundMessage>(endpoint.settings.inboundQueue)
     const readerDone = yield* Deferred.make<void>()
     const forwarder = yield* Effect.forkScoped(forward(endpoint, inbound, readerDone))
     yield* Effect.forkScoped(watchIdle(endpoint, conn))
