@@ -1,6 +1,6 @@
 /**
- * What `Dht.events` publishes (SPEC §15): a tagged union, one case per event, carried by a sliding `PubSub` of
- * `eventBufferSize` (slow subscribers lose the oldest).
+ * What `Dht.events` publishes (SPEC §15): a tagged union, one case per event, carried to each subscriber by a
+ * sliding queue of `eventBufferSize` (slow subscribers lose the oldest).
  *
  * @since 0.1.0
  */

@@ -628,8 +628,7 @@ export const decodeEnvelopeBody = (bytes: Uint8Array): Effect.Effect<EnvelopeBod
  * @since 0.1.0
  * @category encoding
  */
-export const encodeEnvelopeBody = (body: EnvelopeBody): Uint8Array =>
-  toBinary(Pb.EnvelopeBodySchema, create(Pb.EnvelopeBodySchema, { parts: [...body.parts] }))
+export const encodeEnvelopeBody = (body: EnvelopeBody): Uint8Array => EnvelopeWriter.encodeEnvelopeBody(body.parts)
 
 /**
  * @since 0.1.0

@@ -140,3 +140,21 @@ export const encodeEnvelope = (h: HeaderFields, body: Uint8Array): Uint8Array =>
   }
   return out
 }
+
+const PART = (1 << 3) | 2
+
+/**
+ * @internal
+ * The canonical bytes of `EnvelopeBody{parts}`, as protobuf-es writes them (every part, empty ones included), in
+ * one allocation: the outbound pipeline encodes every application body once.
+ */
+export const encodeEnvelopeBody = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  let size = 0
+  for (const part of parts) size += 1 + sizeBytes(part)
+  const w = new Writer(new Uint8Array(size))
+  for (const part of parts) {
+    w.u32(PART)
+    w.bytes(part)
+  }
+  return w.out
+}
