@@ -400,7 +400,7 @@ const headerFromProto = (h: Pb.DhtHeader): Either.Either<DhtMessageHeader, Heade
   )
 }
 
-const headerFields = (h: DhtMessageHeader): EnvelopeWriter.HeaderFields => ({
+const headerFields = (h: HeaderValues): EnvelopeWriter.HeaderFields => ({
   major: h.version,
   destination: h.destination._tag === "Unknown"
     ? { case: "unknown", value: true }
@@ -454,6 +454,35 @@ export const decodeEnvelope = (bytes: Uint8Array): Effect.Effect<DhtEnvelope, En
  */
 export const encodeEnvelope = (envelope: DhtEnvelope): Uint8Array =>
   EnvelopeWriter.encodeEnvelope(headerFields(envelope.header), envelope.body)
+
+/**
+ * The values of a `DhtMessageHeader`, as a plain object may hold them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type HeaderValues = Pick<
+  DhtMessageHeader,
+  | "version"
+  | "destination"
+  | "messageSignature"
+  | "ephemeralPublicKey"
+  | "messageType"
+  | "flags"
+  | "messageTag"
+  | "expires"
+  | "hopCount"
+>
+
+/**
+ * `encodeEnvelope` of the envelope with `header` and `body`, without building the header and envelope classes: for
+ * values already valid, such as the outbound pipeline's, which encodes every frame it sends. Nothing is checked.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodeEnvelopeFrom = (header: HeaderValues, body: Uint8Array): Uint8Array =>
+  EnvelopeWriter.encodeEnvelope(headerFields(header), body)
 
 /**
  * Bytes of a standalone `DhtHeader` → header (the §3.7 rules apart from `HeaderOmitted`). The SAF store keeps

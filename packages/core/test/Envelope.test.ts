@@ -192,6 +192,22 @@ describe("Envelope encoding", () => {
     expect(hex(Envelope.encodeEnvelope(envelope))).toBe(hex(reference(envelope)))
   }, { fastCheck: { numRuns: 2_000 } })
 
+  it.prop("writes the same bytes from a header's plain values as from the classes", [Envelope.DhtEnvelope], ([e]) => {
+    const h = e.header
+    const values: Envelope.HeaderValues = {
+      version: h.version,
+      destination: h.destination,
+      messageSignature: h.messageSignature,
+      ephemeralPublicKey: h.ephemeralPublicKey,
+      messageType: h.messageType,
+      flags: h.flags,
+      messageTag: h.messageTag,
+      expires: h.expires,
+      hopCount: h.hopCount
+    }
+    expect(hex(Envelope.encodeEnvelopeFrom(values, e.body))).toBe(hex(Envelope.encodeEnvelope(e)))
+  }, { fastCheck: { numRuns: 500 } })
+
   it.prop(
     "writes a body's parts exactly as protobuf-es does, empty and multi-byte lengths included",
     [FastCheck.array(

@@ -416,22 +416,21 @@ const inTurn = <A, E, R>(
 
 // --- stage 3: serialize (§6.4) ---
 
-const headerOf = (message: OutboundRequester.DhtOutboundMessage): Envelope.DhtMessageHeader =>
+// every field was produced by the stages above (or decoded and checked, for a forward), so no class checks them again
+const headerOf = (message: OutboundRequester.DhtOutboundMessage): Envelope.HeaderValues =>
   Option.match(message.customHeader, {
     onSome: Envelope.nextHop,
-    // every field was produced by the stages above, so the class need not check them again
-    onNone: () =>
-      new Envelope.DhtMessageHeader({
-        version: message.protocolVersion,
-        destination: message.destination,
-        messageSignature: message.messageSignature,
-        ephemeralPublicKey: message.ephemeralPublicKey,
-        messageType: message.messageType,
-        flags: message.flags,
-        messageTag: message.tag,
-        expires: message.expires,
-        hopCount: 0
-      }, true)
+    onNone: (): Envelope.HeaderValues => ({
+      version: message.protocolVersion,
+      destination: message.destination,
+      messageSignature: message.messageSignature,
+      ephemeralPublicKey: message.ephemeralPublicKey,
+      messageType: message.messageType,
+      flags: message.flags,
+      messageTag: message.tag,
+      expires: message.expires,
+      hopCount: 0
+    })
   })
 
 /**
@@ -453,7 +452,7 @@ const hand = (
 ): Effect.Effect<OutboundRequester.MessageSendStates, DhtError.FailedToGenerateMessages> => {
   const first = messages[0]
   if (first === undefined) return Effect.succeed(OutboundRequester.noSendStates)
-  const bytes = Envelope.encodeEnvelope(new Envelope.DhtEnvelope({ header: headerOf(first), body: first.body }, true))
+  const bytes = Envelope.encodeEnvelopeFrom(headerOf(first), first.body)
   if (bytes.length > config.maxMessageSize) {
     return Effect.fail(new DhtError.FailedToGenerateMessages({ reason: "TooLarge" }))
   }
