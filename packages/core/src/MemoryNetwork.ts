@@ -24,11 +24,9 @@ import * as FiberSet from "effect/FiberSet"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as MutableRef from "effect/MutableRef"
-import * as PubSub from "effect/PubSub"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
 import { ConfigError } from "./DhtError.js"
@@ -234,7 +232,7 @@ export const make = (
       slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
-      events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
+      events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: MutableRef.make(false),
       open: new Map()
     }
@@ -252,8 +250,8 @@ export const make = (
       disconnect: (peer) => Internal.disconnect(hub, endpoint, peer),
       isConnected: (peer) => Internal.isConnected(endpoint, peer),
       connectedPeers: Internal.connectedPeers(endpoint),
-      events: Stream.fromPubSub(endpoint.events),
-      subscribe: PubSub.subscribe(endpoint.events),
+      events: endpoint.events.stream,
+      subscribe: endpoint.events.subscribe,
       listenAddresses: [address]
     })
   })

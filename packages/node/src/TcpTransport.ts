@@ -34,10 +34,8 @@ import * as FiberSet from "effect/FiberSet"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as Handshake from "./internal/tcpHandshake.js"
 import * as Socket from "./internal/tcpSocket.js"
 import * as Internal from "./internal/tcpTransport.js"
@@ -206,7 +204,7 @@ export const make = (
       slots: yield* Ref.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
-      events: yield* PubSub.sliding<ConnectionEvent>(Internal.EVENT_BUFFER),
+      events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: yield* Ref.make(false),
       handshakes: yield* Effect.makeSemaphore(settings.maxInboundHandshakes),
       nextId: yield* Ref.make(0)
@@ -226,8 +224,8 @@ export const make = (
       disconnect: (peer) => Internal.disconnect(endpoint, peer),
       isConnected: (peer) => Internal.isConnected(endpoint, peer),
       connectedPeers: Internal.connectedPeers(endpoint),
-      events: Stream.fromPubSub(endpoint.events),
-      subscribe: PubSub.subscribe(endpoint.events),
+      events: endpoint.events.stream,
+      subscribe: endpoint.events.subscribe,
       listenAddresses: [address],
       address: { host: listener.host, port: listener.port },
       connectionCount: Internal.connectionCount(endpoint)

@@ -15,7 +15,6 @@ import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
 import * as MutableRef from "effect/MutableRef"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
@@ -87,7 +86,7 @@ export interface Endpoint {
   /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
   readonly lock: Effect.Semaphore
   readonly inbox: Queue.Queue<InboundMessage>
-  readonly events: PubSub.PubSub<ConnectionEvent>
+  readonly events: LightQueue.SlidingFanout<ConnectionEvent>
   readonly closing: MutableRef.MutableRef<boolean>
   /**
    * The open connections by remote NodeId hex, kept beside `slots` so that `connectedPeers` and `isConnected` read
@@ -429,7 +428,7 @@ const dialAddresses = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect
     // every address failed: the peer is offline (maxFailuresMarkOffline = 1)
     const now = yield* Clock.currentTimeMillis
     yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Offline", now })
-    yield* PubSub.publish(local.events, { _tag: "DialFailed", nodeId: remote })
+    local.events.unsafePublish({ _tag: "DialFailed", nodeId: remote })
     return yield* new DialFailed({ attempts })
   })
 
@@ -719,7 +718,7 @@ const activate = (hub: Hub, connection: Connection, dialledAddress: string): Eff
         yield* interruptUnlessSelf(side.link.fiber)
         return
       }
-      yield* PubSub.publish(side.local.events, { _tag: "PeerConnected", peer, outbound: side.outbound })
+      side.local.events.unsafePublish({ _tag: "PeerConnected", peer, outbound: side.outbound })
     }), { discard: true })
 
 /** verifiedAt, lastSeen, addresses and claim of the remote in the local table (SPEC §2.5, §4.8). */
@@ -981,9 +980,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
       if (side.link.queue !== undefined) {
         yield* Effect.flatMap(takeAllIfOpen(side.link.queue), (inFlight) => inFlightDownBy(hub, inFlight.length))
       }
-      if (local.events.isActive()) {
-        yield* PubSub.publish(local.events, { _tag: "PeerDisconnected", nodeId: side.remote.nodeId })
-      }
+      local.events.unsafePublish({ _tag: "PeerDisconnected", nodeId: side.remote.nodeId })
     }
   })
 
@@ -1104,6 +1101,6 @@ export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
         )
       }
     }
-    yield* PubSub.shutdown(endpoint.events)
+    yield* endpoint.events.shutdown
     yield* Queue.shutdown(endpoint.inbox)
   })

@@ -19,7 +19,6 @@ import type * as Fiber from "effect/Fiber"
 import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
@@ -60,7 +59,7 @@ export interface Endpoint {
   /** guards `slots`, each slot's connection list, and offers to a slot's queue */
   readonly lock: Effect.Semaphore
   readonly inbox: Queue.Queue<InboundMessage>
-  readonly events: PubSub.PubSub<ConnectionEvent>
+  readonly events: LightQueue.SlidingFanout<ConnectionEvent>
   readonly closing: Ref.Ref<boolean>
   readonly handshakes: Effect.Semaphore
   readonly nextId: Ref.Ref<number>
@@ -403,7 +402,7 @@ const dialPeer = (endpoint: Endpoint, remote: NodeId): Effect.Effect<Conn, DialE
     }
     const now = yield* Clock.currentTimeMillis
     yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Offline", now })
-    yield* PubSub.publish(endpoint.events, { _tag: "DialFailed", nodeId: remote })
+    endpoint.events.unsafePublish({ _tag: "DialFailed", nodeId: remote })
     return yield* new DialFailed({ attempts })
   })
 
@@ -524,7 +523,7 @@ const register = (
     }
     if (first) {
       yield* Metric.incrementBy(DhtMetrics.connectedPeers, 1)
-      yield* PubSub.publish(endpoint.events, { _tag: "PeerConnected", peer, outbound })
+      endpoint.events.unsafePublish({ _tag: "PeerConnected", peer, outbound })
     }
     return kept
   })
@@ -675,7 +674,7 @@ const leave = (endpoint: Endpoint, slot: Slot, conn: Conn): Effect.Effect<void> 
     }))
     if (last) {
       yield* Metric.incrementBy(DhtMetrics.connectedPeers, -1)
-      yield* PubSub.publish(endpoint.events, { _tag: "PeerDisconnected", nodeId: slot.remote })
+      endpoint.events.unsafePublish({ _tag: "PeerDisconnected", nodeId: slot.remote })
     }
   })
 
@@ -734,6 +733,6 @@ export const shutdown = (endpoint: Endpoint): Effect.Effect<void> =>
     }
     yield* Socket.destroyAll(endpoint.registry)
     if (connected > 0) yield* Metric.incrementBy(DhtMetrics.connectedPeers, -connected)
-    yield* PubSub.shutdown(endpoint.events)
+    yield* endpoint.events.shutdown
     yield* Queue.shutdown(endpoint.inbox)
   })
