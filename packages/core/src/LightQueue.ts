@@ -66,6 +66,7 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
   }
 
   private shift(): A {
+    // slots before `head` are cleared, the rest hold values: a caller checks `count` first
     const value = this.items[this.head] as A
     this.items[this.head] = undefined
     this.head++
@@ -336,10 +337,7 @@ export const slidingFanout = <A>(capacity: number): Effect.Effect<SlidingFanout<
       unsafePublish: (value) => {
         let behind = 0
         for (const queue of subscribers) {
-          if (!queue.unsafeOffer(value)) {
-            behind++
-            queue.slide(value)
-          }
+          if (!queue.unsafeOffer(value) && queue.slide(value)) behind++
         }
         return behind
       },
