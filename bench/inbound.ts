@@ -174,9 +174,9 @@ const floorTask = async (
   const next = cycle(pool, async () => {
     state.crypto = await Effect.runPromise(make())
   })
-  const inbox = await Effect.runPromise(LightQueue.unbounded<Uint8Array>())
+  const inbox = await Effect.runPromise(LightQueue.bounded<Uint8Array>(BATCH))
   // a failure goes back to the caller as it is, so that a floor which did not decrypt fails the task
-  const outbox = await Effect.runPromise(LightQueue.unbounded<Exit.Exit<unknown, unknown>>())
+  const outbox = await Effect.runPromise(LightQueue.bounded<Exit.Exit<unknown, unknown>>(BATCH))
   const worker = Effect.forever(
     Effect.flatMap(Queue.take(inbox), (bytes) =>
       Effect.flatMap(

@@ -182,7 +182,7 @@ const pair = async (
   // The floor: what any requester on a queue pays besides the crypto. The caller offers a request with its reply to
   // a queue; one fiber takes it, does the crypto above, encodes the envelope and completes the reply, which the
   // caller awaits: the requester's queue and reply, with nothing between them but the crypto and the encoding.
-  const floorQueue = await Effect.runPromise(LightQueue.unbounded<Deferred.Deferred<number>>())
+  const floorQueue = await Effect.runPromise(LightQueue.bounded<Deferred.Deferred<number>>(BATCH))
   const floorWorker = Effect.forever(
     Effect.flatMap(Queue.take(floorQueue), (reply) =>
       Effect.flatMap(

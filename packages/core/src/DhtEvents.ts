@@ -1,8 +1,8 @@
 /**
  * Where DHT events go (SPEC §15): the `DhtEvents` tag gives every subscriber a sliding queue of `eventBufferSize`
  * (100), as a sliding `PubSub` would, so a slow subscriber loses the oldest events instead of stalling the publisher
- * (SPEC §13.1). The actor, the inbound handler
- * and the node's services publish here; `Dht.events` is this service's `events` stream.
+ * (SPEC §13.1). The actor, the inbound handler and the node's services publish here; `Dht.events` is this service's
+ * `events` stream.
  *
  * @since 0.1.0
  */

@@ -412,7 +412,7 @@ const headerFields = (h: HeaderValues): EnvelopeWriter.HeaderFields => ({
   messageTag: h.messageTag,
   expires: h.expires,
   hopCount: h.hopCount
-  })
+})
 
 const headerToProto = (h: DhtMessageHeader): Pb.DhtHeader => create(Pb.DhtHeaderSchema, headerFields(h))
 
@@ -453,7 +453,7 @@ export const decodeEnvelope = (bytes: Uint8Array): Effect.Effect<DhtEnvelope, En
  * @category encoding
  */
 export const encodeEnvelope = (envelope: DhtEnvelope): Uint8Array =>
-  EnvelopeWriter.encodeEnvelope(headerFields(envelope.header), envelope.body)
+  encodeEnvelopeFrom(envelope.header, envelope.body)
 
 /**
  * The values of a `DhtMessageHeader`, as a plain object may hold them.

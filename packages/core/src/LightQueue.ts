@@ -5,10 +5,11 @@
  * frame a node receives is such a hand-over, from its transport to a waiting inbound worker.
  *
  * These are `Queue.Queue`s — `Queue.take`, `Queue.offer` and the rest of `effect/Queue` take them — with the
- * contract of `Queue.bounded`, `Queue.dropping`, `Queue.sliding` and `Queue.unbounded`: a value goes straight to the
- * longest-waiting taker; a full bounded queue suspends its offerers in order (dropping: the offer returns false;
- * sliding: the oldest value goes); after `shutdown`, every waiting and later operation is interrupted. A waiting
- * taker is a callback, removed again if its fiber is interrupted.
+ * contract of `Queue.bounded`, `Queue.dropping` and `Queue.sliding`, each with a capacity, as every queue of the
+ * node has (SPEC §13.1): a value goes straight to the longest-waiting taker; a full bounded queue suspends its
+ * offerers in order (dropping: the offer returns false; sliding: the oldest value goes); after `shutdown`, every
+ * waiting and later operation is interrupted. A waiting taker is a callback, removed again if its fiber is
+ * interrupted.
  *
  * @since 0.1.0
  */
@@ -260,8 +261,7 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
  * @since 0.1.0
  * @category constructors
  */
-export const bounded = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
-  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "suspend"))
+export const bounded = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> => make(capacity, "suspend")
 
 /**
  * As `Queue.dropping(capacity)`: an offer to a full queue returns false and the value is dropped.
@@ -269,8 +269,7 @@ export const bounded = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
  * @since 0.1.0
  * @category constructors
  */
-export const dropping = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
-  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "dropping"))
+export const dropping = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> => make(capacity, "dropping")
 
 /**
  * As `Queue.sliding(capacity)`: an offer to a full queue drops the oldest value.
@@ -278,17 +277,10 @@ export const dropping = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
  * @since 0.1.0
  * @category constructors
  */
-export const sliding = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> =>
-  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), "sliding"))
+export const sliding = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> => make(capacity, "sliding")
 
-/**
- * As `Queue.unbounded()`.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const unbounded = <A>(): Effect.Effect<Queue.Queue<A>> =>
-  Effect.sync(() => new LightQueue<A>(Number.POSITIVE_INFINITY, "dropping"))
+const make = <A>(capacity: number, strategy: Strategy): Effect.Effect<Queue.Queue<A>> =>
+  Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), strategy))
 
 /**
  * What a sliding `PubSub` gives its subscribers, on `LightQueue`s: each subscriber reads its own sliding queue of

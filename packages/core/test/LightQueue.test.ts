@@ -40,7 +40,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ _tag: "Shutdown" as const }) }
 )
 
-type Kind = "bounded" | "dropping" | "sliding" | "unbounded"
+type Kind = "bounded" | "dropping" | "sliding"
 
 const make = (kind: Kind, capacity: number, light: boolean): Effect.Effect<Queue.Queue<number>> => {
   switch (kind) {
@@ -50,8 +50,6 @@ const make = (kind: Kind, capacity: number, light: boolean): Effect.Effect<Queue
       return light ? LightQueue.dropping(capacity) : Queue.dropping(capacity)
     case "sliding":
       return light ? LightQueue.sliding(capacity) : Queue.sliding(capacity)
-    case "unbounded":
-      return light ? LightQueue.unbounded() : Queue.unbounded()
   }
 }
 
@@ -120,7 +118,7 @@ describe("LightQueue", () => {
   it.effect.prop(
     "behaves as Effect's Queue of the same kind, step for step, waiting takers and offerers included",
     [
-      fc.constantFrom<Kind>("bounded", "dropping", "sliding", "unbounded"),
+      fc.constantFrom<Kind>("bounded", "dropping", "sliding"),
       fc.integer({ min: 1, max: 4 }),
       fc.array(op, { maxLength: 40 })
     ],
@@ -152,7 +150,7 @@ describe("LightQueue", () => {
 
   it.effect("is an Effect that takes, and shutting it down interrupts its waiters and wakes awaitShutdown", () =>
     Effect.gen(function*() {
-      const queue = yield* LightQueue.unbounded<number>()
+      const queue = yield* LightQueue.bounded<number>(4)
       yield* Queue.offer(queue, 5)
       expect(yield* queue).toBe(5)
       const waiting = yield* Effect.fork(Queue.take(queue))
@@ -168,8 +166,8 @@ describe("LightQueue", () => {
 
   it.effect("keeps order across many values, as a ring of its consumed head", () =>
     Effect.gen(function*() {
-      const queue = yield* LightQueue.unbounded<number>()
       const n = 5_000
+      const queue = yield* LightQueue.bounded<number>(n + 100)
       for (let i = 0; i < n; i++) queue.unsafeOffer(i)
       const taken: Array<number> = []
       for (let i = 0; i < n / 2; i++) taken.push(yield* Queue.take(queue))
