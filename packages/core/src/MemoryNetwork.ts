@@ -7,8 +7,9 @@
  * `NoiseHandshakePayload` (identity key check, the dialled key, the signed claim — failure is `HandshakeFailed`,
  * counted, connection refused) and records the peer as verified; frames carry encoded bytes (so codecs run), over
  * FIFO links, one connection per pair; frames over `maxMessageSize` and floods ban the sender and close the
- * connection; the queues of SPEC §13.1 are bounded with the same policies. Closing an endpoint's scope takes the
- * node offline: its connections close and dials to it fail.
+ * connection; the queues of SPEC §13.1 are bounded with the same policies; screens (`Transport.Screen`) see each
+ * frame as it arrives. Closing an endpoint's scope takes the node offline: its connections close and dials to it
+ * fail.
  *
  * Timing: with no latency a frame is delivered as it is written. With a latency function each link delivers in order
  * at `max(previous delivery on the link, now + latency)`, by one fiber per link sleeping on Effect's `Clock`
@@ -39,7 +40,7 @@ import type { PeerClaim } from "./Peer.js"
 import * as PeerManager from "./PeerManager.js"
 import * as PeerValidator from "./PeerValidator.js"
 import type { ConnectionEvent, InboundMessage } from "./Transport.js"
-import { Transport } from "./Transport.js"
+import { makeScreens, Transport } from "./Transport.js"
 
 /**
  * What the latency function is asked about: one frame (or handshake message) from one node to another.
@@ -232,6 +233,7 @@ export const make = (
       slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
+      screens: makeScreens(),
       events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: MutableRef.make(false),
       open: new Map()
@@ -252,7 +254,8 @@ export const make = (
       connectedPeers: Internal.connectedPeers(endpoint),
       events: endpoint.events.stream,
       subscribe: endpoint.events.subscribe,
-      listenAddresses: [address]
+      listenAddresses: [address],
+      screen: endpoint.screens.install
     })
   })
 

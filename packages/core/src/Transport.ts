@@ -13,7 +13,7 @@ import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type { DialError, SendFailReason } from "./DhtError.js"
-import type { NodeId } from "./NodeId.js"
+import type { NodeId, PublicKey } from "./NodeId.js"
 import type { Peer } from "./Peer.js"
 
 /**
@@ -54,6 +54,17 @@ export type ConnectionEvent =
   | { readonly _tag: "DialFailed"; readonly nodeId: NodeId }
 
 /**
+ * A synchronous look at a frame as it arrives, before it takes a place in `inbound`: `false` drops it there.
+ * `sender` is the key the connection authenticated. The inbound pipeline installs one that drops the copies of
+ * messages it has already handled (SPEC §7.3), so that in a flood a copy costs no place in the bounded inbox and
+ * no turn of a worker. A screen must not block or throw; it runs in whatever fiber delivers the frame.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Screen = (message: InboundMessage, sender: PublicKey) => boolean
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -78,6 +89,11 @@ export interface TransportService {
   readonly subscribe: Effect.Effect<Queue.Dequeue<ConnectionEvent>, never, Scope.Scope>
   /** The addresses this node listens on (`mem://…`, `tcp://…`). */
   readonly listenAddresses: ReadonlyArray<string>
+  /**
+   * Runs `screen` on every frame that arrives from now until the scope closes (`Screen`); several screens all must
+   * pass. Optional: a transport without it queues every frame, and the pipeline checks each in a worker.
+   */
+  readonly screen?: (screen: Screen) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -101,3 +117,44 @@ export const forEachEvent = (
     transport.subscribe,
     (events) => Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(events), f))))
   )
+
+/**
+ * What `TransportService.screen` keeps: the screens installed, and whether a frame passes them all. Transports keep
+ * one and call `passes` as each frame arrives.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export interface Screens {
+  readonly install: (screen: Screen) => Effect.Effect<void, never, Scope.Scope>
+  readonly passes: (message: InboundMessage, sender: PublicKey) => boolean
+}
+
+/**
+ * An empty `Screens`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeScreens = (): Screens => {
+  // replaced rather than mutated, so that a frame being screened while one is installed sees a consistent list
+  let installed: ReadonlyArray<Screen> = []
+  return {
+    install: (screen) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          installed = [...installed, screen]
+        }),
+        () =>
+          Effect.sync(() => {
+            installed = installed.filter((s) => s !== screen)
+          })
+      ),
+    passes: (message, sender) => {
+      for (const screen of installed) {
+        if (!screen(message, sender)) return false
+      }
+      return true
+    }
+  }
+}

@@ -565,6 +565,40 @@ describe("MemoryNetwork: bounded queues", () => {
     }).pipe(withCrypto))
 })
 
+describe("MemoryNetwork: screens", () => {
+  it.scoped("a screen sees each frame and its sender's key as it arrives; what it refuses never reaches the inbox", () =>
+    Effect.gen(function*() {
+      const hub = yield* startHub()
+      const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
+      yield* knows(a, b)
+      const seen: Array<[number, string]> = []
+      const screens = yield* Scope.fork(yield* Scope.Scope, ExecutionStrategy.sequential)
+      const install = b.transport.screen
+      if (install === undefined) return yield* Effect.dieMessage("MemoryNetwork offers screens")
+      yield* install((m, sender) => {
+        seen.push([frameNumber(m), NodeId.toHex(sender)])
+        return frameNumber(m) % 2 === 0
+      }).pipe(Scope.extend(screens))
+
+      yield* Effect.forEach(yield* burst(a, b, 0, 20), Deferred.await)
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => [i, NodeId.toHex(a.identity.publicKey)]))
+      expect((yield* takeN(b, 10)).map(frameNumber)).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18])
+      expect(yield* Queue.size(b.transport.inbound)).toBe(0)
+
+      // a second screen: a frame must pass both
+      yield* install((m) => frameNumber(m) % 4 !== 0).pipe(Scope.extend(screens))
+      yield* Effect.forEach(yield* burst(a, b, 20, 8), Deferred.await)
+      expect((yield* takeN(b, 2)).map(frameNumber)).toEqual([22, 26])
+      expect(yield* Queue.size(b.transport.inbound)).toBe(0)
+
+      // both leave with their scope
+      yield* Scope.close(screens, Exit.void)
+      yield* Effect.forEach(yield* burst(a, b, 40, 3), Deferred.await)
+      expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([40, 41, 42])
+      expect(seen.length).toBe(28)
+    }).pipe(withCrypto))
+})
+
 describe("MemoryNetwork: latency and the simulation's hooks", () => {
   it.scoped("with latency each link delivers FIFO at max(previous delivery, now + latency), on the TestClock", () =>
     Effect.gen(function*() {

@@ -182,27 +182,47 @@ const decodeFrom = (
   nowMs: number,
   labels: ReadonlyArray<MetricLabel.MetricLabel>
 ): Either.Either<InboundMessages.DhtInboundMessage, DhtError.PeerBanned | DhtError.EnvelopeDecodeError> => {
-  if (sourcePeer.isBanned(nowMs)) {
-    return Either.left(new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason }))
-  }
+  const banned = bannedError(raw, sourcePeer, nowMs)
+  if (banned !== undefined) return Either.left(banned)
   const decoded = Envelope.decodeEnvelopeEither(raw.bytes)
   if (Either.isLeft(decoded)) return Either.left(decoded.left)
   const { body, header } = decoded.right
+  countFrame(header, labels)
+  return Either.right(messageOf(raw, sourcePeer, header, body))
+}
+
+const bannedError = (
+  raw: Transport.InboundMessage,
+  sourcePeer: Peer.Peer,
+  nowMs: number
+): DhtError.PeerBanned | undefined =>
+  sourcePeer.isBanned(nowMs)
+    ? new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason })
+    : undefined
+
+// the frame's two metrics, counted once per frame: by the worker, or by the screen for a frame it has decoded
+const countFrame = (header: Envelope.DhtMessageHeader, labels: ReadonlyArray<MetricLabel.MetricLabel>): void => {
   const counter = byType.get(header.messageType)
   if (counter !== undefined) counter.unsafeUpdate(1, labels)
   DhtMetrics.inboundHopCount.unsafeUpdate(header.hopCount, labels)
-  return Either.right({
-    tag: raw.tag,
-    sourcePeer,
-    header,
-    body,
-    isSafMessage: false,
-    dedupHitCount: 0,
-    dedupHash: EMPTY,
-    mayForward: true,
-    size: raw.bytes.length
-  })
 }
+
+const messageOf = (
+  raw: Transport.InboundMessage,
+  sourcePeer: Peer.Peer,
+  header: Envelope.DhtMessageHeader,
+  body: Uint8Array
+): InboundMessages.DhtInboundMessage => ({
+  tag: raw.tag,
+  sourcePeer,
+  header,
+  body,
+  isSafMessage: false,
+  dedupHitCount: 0,
+  dedupHash: EMPTY,
+  mayForward: true,
+  size: raw.bytes.length
+})
 
 // --- validate (§7.2) ---
 
@@ -242,9 +262,9 @@ export const validate = <M extends InboundMessages.DhtInboundMessage>(
     return problem === undefined ? Option.some(message) : yield* problem
   })
 
-// `validate`'s rules as a plain function: the front runs them without an Effect step per rule
+// `validate`'s rules as a plain function: the front and the screen run them without an Effect step per rule
 const validationError = (
-  message: InboundMessages.DhtInboundMessage,
+  message: Pick<InboundMessages.DhtInboundMessage, "header" | "body" | "size">,
   config: DhtConfig.Config,
   identity: NodeIdentity.Identity,
   nowMs: number
@@ -334,7 +354,7 @@ const deduplicated = <M extends InboundMessages.DhtInboundMessage>(
   mayForward: boolean
 ): M => Object.assign({}, message, { dedupHitCount: hits, dedupHash: hash, mayForward })
 
-const keepUntilOf = (message: InboundMessages.DhtInboundMessage, config: DhtConfig.Config) =>
+const keepUntilOf = (message: Pick<InboundMessages.DhtInboundMessage, "header">, config: DhtConfig.Config) =>
   Number(message.header.expires) * 1000 + DhtConfig.millis(config.clockSkewAllowance)
 
 // the insert of a dedup hash (§8.1) the cache may not hold yet: new (written through by a persistent cache), full or
@@ -770,14 +790,59 @@ interface Services extends ForwardServices {
   readonly peers: PeerManager.PeerManagerService
   readonly cache: DedupCache.DedupCacheService
   readonly crypto: Crypto.CryptoService
+  /** what the transport's screen learnt of the frames it let through, when the node installed one */
+  readonly screened: WeakMap<Transport.InboundMessage, Screened> | undefined
 }
 
 const servicesOf = (context: Context.Context<Requirements>): Services => ({
   ...forwardServicesOf(context),
   peers: Context.get(context, PeerManager.PeerManager),
   cache: Context.get(context, DedupCache.DedupCache),
-  crypto: Context.get(context, Crypto.Crypto)
+  crypto: Context.get(context, Crypto.Crypto),
+  screened: undefined
 })
+
+// A frame the screen decoded, validated and looked up in the dedup cache before letting it through
+interface Screened {
+  readonly header: Envelope.DhtMessageHeader
+  readonly body: Uint8Array
+  readonly challenge: Uint8Array
+  readonly hash: Uint8Array
+  /** the copy's hit count, recorded by the screen: absent when the cache did not hold the hash then */
+  readonly hits: number | undefined
+}
+
+// The screen the live node installs on its transport (`Transport.Screen`): the front's deserialize, validate and
+// dedup lookup, run as the frame arrives. A copy beyond `dedupAllowedMessageOccurrences` is dropped and counted
+// there, as a worker would count it (a duplicate is never logged or banned, SPEC §8); any other frame goes on with
+// what the screen learnt, so that its worker neither decodes nor hashes it again. A frame that fails to decode or
+// validate goes on untouched, and its worker reports it (log, metric, ban) as before. The source's ban is not
+// checked here (the peer record is read through an Effect): a banned peer's connection is closed with its ban.
+const screenOf = (
+  services: Services,
+  screened: WeakMap<Transport.InboundMessage, Screened>,
+  clock: Clock.Clock,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Transport.Screen =>
+(raw, sender) => {
+  const { cache, config, crypto, identity } = services
+  const decoded = Envelope.decodeEnvelopeEither(raw.bytes)
+  if (Either.isLeft(decoded)) return true
+  const { body, header } = decoded.right
+  const nowMs = clock.unsafeCurrentTimeMillis()
+  if (validationError({ header, body, size: raw.bytes.length }, config, identity, nowMs) !== undefined) return true
+  const challenge = MessageCrypto.challengeWith(crypto, header, body)
+  const hash = MessageCrypto.dedupHashWith(crypto, challenge, header.messageSignature)
+  countFrame(header, labels)
+  const hits = cache.unsafeRecordHit(hash, sender, nowMs, keepUntilOf({ header }, config))
+  if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
+    DhtMetrics.inboundDuplicates.unsafeUpdate(1, labels)
+    DhtMetrics.inboundPipelineMs.unsafeUpdate(0, labels)
+    return false
+  }
+  screened.set(raw, { header, body, challenge, hash, hits })
+  return true
+}
 
 // What a frame reads from its fiber, in the one step that starts it: the clock (for its arrival-to-end time), the
 // time it started, and the metric labels.
@@ -815,21 +880,33 @@ const front = (
         (forwarded) => storeAndForwardWith(forwarded, services.stage)
       )
     })
+  const early = services.screened?.get(raw)
+  if (early !== undefined) services.screened?.delete(raw)
   const stages = Effect.flatMap(
     peers.get(raw.sourcePeer),
     (sourcePeer): Effect.Effect<ReadonlyArray<Decrypted>, Rejections.PipelineError, DhtActor.DhtActor> => {
-      const decoded = decodeFrom(raw, sourcePeer, nowMs, labels)
-      if (Either.isLeft(decoded)) return Either.left(decoded.left)
-      const message = decoded.right
+      let message: InboundMessages.DhtInboundMessage
+      if (early === undefined) {
+        const decoded = decodeFrom(raw, sourcePeer, nowMs, labels)
+        if (Either.isLeft(decoded)) return Either.left(decoded.left)
+        message = decoded.right
+      } else {
+        const banned = bannedError(raw, sourcePeer, nowMs)
+        if (banned !== undefined) return Either.left(banned)
+        message = messageOf(raw, sourcePeer, early.header, early.body)
+      }
       blame = blameOf(message)
+      // again for a screened frame: its expiry may have passed while it waited
       const invalid = validationError(message, config, identity, nowMs)
       if (invalid !== undefined) return Either.left(invalid)
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = MessageCrypto.challengeWith(crypto, message.header, message.body)
-      const hash = MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
+      const challenge = early?.challenge ?? MessageCrypto.challengeWith(crypto, message.header, message.body)
+      const hash = early?.hash ?? MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
       // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
-      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
-      const hits = cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
+      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite). The
+      // screen recorded the copies it saw held; one it saw new may have been inserted since.
+      const hits = early?.hits ??
+        cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
       if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
         return Effect.as(dropDuplicate(message)(hits), none)
       }
@@ -999,7 +1076,18 @@ export const make = (
     // cost more than dropping a duplicate does (docs/spec-departures.md §3). Frames taken together may be delivered
     // in either order, as on any two connections. Each worker loops on its own rather than through
     // `Effect.forever`, whose yield each turn is a step more; the take suspends whenever the inbox is empty.
-    const services = servicesOf(yield* Effect.context<Requirements>())
+    // The transport's screen drops the copies of messages already handled as they arrive (`screenOf`). Not with a
+    // `Rejections.Observer`, which sees every rejection, duplicates included, from the workers.
+    const context = yield* Effect.context<Requirements>()
+    const observed = Option.isSome(Context.getOption(context, Rejections.Observer))
+    const screened = transport.screen === undefined || observed
+      ? undefined
+      : new WeakMap<Transport.InboundMessage, Screened>()
+    const services: Services = { ...servicesOf(context), screened }
+    if (screened !== undefined && transport.screen !== undefined) {
+      const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+      yield* transport.screen(screenOf(services, screened, yield* Effect.clock, labels))
+    }
     const worker = (() => {
       const loop: Effect.Effect<never, never, Requirements> = Effect.flatMap(Queue.take(transport.inbound), (raw) =>
         withTurn((turn) =>

@@ -36,11 +36,13 @@ import {
   identityOf,
   nextDelivered,
   type Offer,
+  type Rejection,
   sendRaw,
   settle,
   startNode,
   startRaw,
-  text
+  text,
+  withHeader
 } from "./harness.js"
 
 const T0 = 1_700_000_000_000
@@ -225,4 +227,72 @@ describe("limits", () => {
       }),
       Crypto.layerNoble({ verifyMemoCapacity: 4 })
     ))
+
+  it.effect("copies of a handled message are dropped by the transport's screen, never queued; bad frames go on", () =>
+    withNetwork(Effect.gen(function*() {
+      // what the screen the pipeline installs decides, frame by frame
+      const decisions: Array<boolean> = []
+      const watchScreen = (transport: Transport.TransportService) => {
+        const install = transport.screen
+        return Effect.succeed(
+          install === undefined ? transport : {
+            ...transport,
+            screen: (screen: Transport.Screen) =>
+              install((m, sender) => {
+                const passes = screen(m, sender)
+                decisions.push(passes)
+                return passes
+              })
+          }
+        )
+      }
+      const victim = yield* startNode(yield* identityOf(3500), { wrapTransport: watchScreen })
+      const attacker = yield* startRaw(yield* identityOf(3501))
+      yield* connect(attacker, victim)
+      const origin = yield* identityOf(3502)
+      const duplicates = yield* count(DhtMetrics.inboundDuplicates)
+      const malformed = yield* rejected("DecodeError")
+
+      const message = yield* craft({ signer: origin, parts: applicationParts(1, text("once")) })
+      yield* sendRaw(attacker, victim.identity, message.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("once")
+      // copies, one with another hop count (the same message: the dedup hash leaves it out)
+      for (let i = 0; i < 20; i++) yield* sendRaw(attacker, victim.identity, message.bytes)
+      yield* sendRaw(attacker, victim.identity, withHeader(message, { hopCount: 3 }).bytes)
+      expect(decisions).toEqual([true, ...new Array<boolean>(21).fill(false)])
+      expect((yield* count(DhtMetrics.inboundDuplicates)) - duplicates).toBe(21)
+
+      // what the screen cannot judge goes on to a worker, which reports it as before
+      yield* sendRaw(attacker, victim.identity, Uint8Array.from([0xff, 0xff, 0xff]))
+      yield* eventually(Effect.map(rejected("DecodeError"), (n) => n === malformed + 1))
+      const next = yield* craft({ signer: origin, parts: applicationParts(1, text("next")) })
+      yield* sendRaw(attacker, victim.identity, next.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("next")
+      expect(decisions.slice(22)).toEqual([true, true])
+      yield* settle
+      expect(yield* deliveredSoFar(victim)).toEqual([])
+    })))
+
+  it.effect("a node with a rejection observer installs no screen: its workers see every copy", () =>
+    withNetwork(Effect.gen(function*() {
+      let screened = 0
+      const countScreens = (transport: Transport.TransportService) =>
+        Effect.succeed({
+          ...transport,
+          screen: (screen: Transport.Screen) => {
+            screened++
+            return transport.screen === undefined ? Effect.void : transport.screen(screen)
+          }
+        })
+      const rejections = yield* Ref.make<ReadonlyArray<Rejection>>([])
+      const victim = yield* startNode(yield* identityOf(3510), { wrapTransport: countScreens, rejections })
+      const attacker = yield* startRaw(yield* identityOf(3511))
+      yield* connect(attacker, victim)
+      const message = yield* craft({ signer: yield* identityOf(3512), parts: applicationParts(1, text("seen")) })
+      yield* sendRaw(attacker, victim.identity, message.bytes)
+      yield* sendRaw(attacker, victim.identity, message.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("seen")
+      yield* eventually(Effect.map(Ref.get(rejections), (all) => all.some((r) => r.error._tag === "Duplicate")))
+      expect(screened).toBe(0)
+    })))
 })

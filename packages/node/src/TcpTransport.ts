@@ -25,7 +25,7 @@ import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
 import type { ConnectionEvent, InboundMessage } from "@comms-dht/core/Transport"
 import type { TransportService } from "@comms-dht/core/Transport"
-import { Transport } from "@comms-dht/core/Transport"
+import { makeScreens, Transport } from "@comms-dht/core/Transport"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -204,6 +204,7 @@ export const make = (
       slots: yield* Ref.make(HashMap.empty<string, Internal.Slot>()),
       lock: yield* Effect.makeSemaphore(1),
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
+      screens: makeScreens(),
       events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: yield* Ref.make(false),
       handshakes: yield* Effect.makeSemaphore(settings.maxInboundHandshakes),
@@ -227,6 +228,7 @@ export const make = (
       events: endpoint.events.stream,
       subscribe: endpoint.events.subscribe,
       listenAddresses: [address],
+      screen: endpoint.screens.install,
       address: { host: listener.host, port: listener.port },
       connectionCount: Internal.connectionCount(endpoint)
     }

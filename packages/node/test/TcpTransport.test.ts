@@ -15,6 +15,7 @@ import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -135,6 +136,32 @@ describe("TcpTransport", () => {
       expect(yield* b.transport.connectionCount).toBe(1)
       expect((yield* a.transport.connectedPeers).map(hex)).toEqual([hex(b.id.nodeId)])
       expect(yield* b.transport.isConnected(a.id.nodeId)).toBe(true)
+    }))
+
+  it.scopedLive("a screen sees each frame and its sender's key as it is read; what it refuses is not queued", () =>
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const a = yield* start(1, scope)
+      const b = yield* start(2, scope)
+      yield* introduce(a, b, b.address)
+      const senders = new Set<string>()
+      const screens = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+      const install = b.transport.screen
+      if (install === undefined) return yield* Effect.dieMessage("TcpTransport offers screens")
+      yield* install((m, sender) => {
+        senders.add(hex(sender))
+        return m.bytes[0] !== 0
+      }).pipe(Scope.extend(screens))
+
+      for (const first of [0, 1, 0, 2, 0, 3]) yield* sendTo(a, b.id.nodeId, bytes(first, 9))
+      const taken = yield* Effect.replicateEffect(Queue.take(b.transport.inbound), 3)
+      expect(taken.map((m) => m.bytes[0])).toEqual([1, 2, 3])
+      expect([...senders]).toEqual([hex(a.id.publicKey)])
+      expect(yield* Queue.size(b.transport.inbound)).toBe(0)
+
+      yield* Scope.close(screens, Exit.void)
+      yield* sendTo(a, b.id.nodeId, bytes(0, 9))
+      expect((yield* Queue.take(b.transport.inbound)).bytes[0]).toBe(0)
     }))
 
   it.scopedLive("a dialler reaching another identity than the one it meant refuses it: HandshakeFailed, counted", () =>

@@ -42,7 +42,7 @@ import type { PeerClaim } from "../Peer.js"
 import { Peer } from "../Peer.js"
 import type { PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
-import type { ConnectionEvent, InboundMessage, OutboundMessage } from "../Transport.js"
+import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
@@ -86,6 +86,8 @@ export interface Endpoint {
   /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
   readonly lock: Effect.Semaphore
   readonly inbox: Queue.Queue<InboundMessage>
+  /** run on each frame as it arrives, before it is queued (`Transport.Screen`) */
+  readonly screens: Screens
   readonly events: LightQueue.SlidingFanout<ConnectionEvent>
   readonly closing: MutableRef.MutableRef<boolean>
   /**
@@ -853,13 +855,17 @@ const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Eff
       downNow(hub)
       return violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
     }
-    return Effect.flatMap(Context.get(services, Random.Random).nextInt, (tag) =>
-      receive(hub, side, {
+    return Effect.flatMap(Context.get(services, Random.Random).nextInt, (tag) => {
+      const message: InboundMessage = {
         sourcePeer: side.remote.nodeId,
         tag: BigInt(tag),
         bytes: frame.bytes,
         receivedAt: now
-      }))
+      }
+      if (side.local.screens.passes(message, side.remote.publicKey)) return receive(hub, side, message)
+      downNow(hub)
+      return Effect.void
+    })
   })
 
 /** Bans the sender short and closes the connection (SPEC §14.1: FrameTooLarge, Flooding). */

@@ -7,7 +7,7 @@ import type * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey } from "@comms-dht/core/NodeId"
 import { equals, toHex } from "@comms-dht/core/NodeId"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
-import type { ConnectionEvent, InboundMessage, OutboundMessage } from "@comms-dht/core/Transport"
+import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "@comms-dht/core/Transport"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
@@ -59,6 +59,8 @@ export interface Endpoint {
   /** guards `slots`, each slot's connection list, and offers to a slot's queue */
   readonly lock: Effect.Semaphore
   readonly inbox: Queue.Queue<InboundMessage>
+  /** run on each frame as it is read, before it is queued (`Transport.Screen`) */
+  readonly screens: Screens
   readonly events: LightQueue.SlidingFanout<ConnectionEvent>
   readonly closing: Ref.Ref<boolean>
   readonly handshakes: Effect.Semaphore
@@ -629,12 +631,9 @@ const readFrames = (
           return "Error"
         }
         const tag = yield* Random.nextInt
-        const queued = yield* Queue.offer(inbound, {
-          sourcePeer: conn.remote.nodeId,
-          tag: BigInt(tag),
-          bytes,
-          receivedAt: now
-        })
+        const message: InboundMessage = { sourcePeer: conn.remote.nodeId, tag: BigInt(tag), bytes, receivedAt: now }
+        if (!endpoint.screens.passes(message, conn.remote.publicKey)) continue
+        const queued = yield* Queue.offer(inbound, message)
         if (!queued) yield* Metric.increment(shedConnection)
       }
     }
