@@ -566,7 +566,7 @@ describe("MemoryNetwork: bounded queues", () => {
 })
 
 describe("MemoryNetwork: screens", () => {
-  it.scoped("a screen sees each frame and its sender's key as it arrives; what it refuses never reaches the inbox", () =>
+  it.scoped("a screen sees each frame and its sender's key as it arrives; what it refuses is never queued", () =>
     Effect.gen(function*() {
       const hub = yield* startHub()
       const [a, b] = [yield* startNode(hub), yield* startNode(hub)]

@@ -182,47 +182,32 @@ const decodeFrom = (
   nowMs: number,
   labels: ReadonlyArray<MetricLabel.MetricLabel>
 ): Either.Either<InboundMessages.DhtInboundMessage, DhtError.PeerBanned | DhtError.EnvelopeDecodeError> => {
-  const banned = bannedError(raw, sourcePeer, nowMs)
-  if (banned !== undefined) return Either.left(banned)
+  if (sourcePeer.isBanned(nowMs)) {
+    return Either.left(new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason }))
+  }
   const decoded = Envelope.decodeEnvelopeEither(raw.bytes)
   if (Either.isLeft(decoded)) return Either.left(decoded.left)
   const { body, header } = decoded.right
   countFrame(header, labels)
-  return Either.right(messageOf(raw, sourcePeer, header, body))
+  return Either.right({
+    tag: raw.tag,
+    sourcePeer,
+    header,
+    body,
+    isSafMessage: false,
+    dedupHitCount: 0,
+    dedupHash: EMPTY,
+    mayForward: true,
+    size: raw.bytes.length
+  })
 }
 
-const bannedError = (
-  raw: Transport.InboundMessage,
-  sourcePeer: Peer.Peer,
-  nowMs: number
-): DhtError.PeerBanned | undefined =>
-  sourcePeer.isBanned(nowMs)
-    ? new DhtError.PeerBanned({ nodeId: raw.sourcePeer, reason: sourcePeer.bannedReason })
-    : undefined
-
-// the frame's two metrics, counted once per frame: by the worker, or by the screen for a frame it has decoded
+// the frame's two metrics: counted by the worker, or by the screen for a copy it drops
 const countFrame = (header: Envelope.DhtMessageHeader, labels: ReadonlyArray<MetricLabel.MetricLabel>): void => {
   const counter = byType.get(header.messageType)
   if (counter !== undefined) counter.unsafeUpdate(1, labels)
   DhtMetrics.inboundHopCount.unsafeUpdate(header.hopCount, labels)
 }
-
-const messageOf = (
-  raw: Transport.InboundMessage,
-  sourcePeer: Peer.Peer,
-  header: Envelope.DhtMessageHeader,
-  body: Uint8Array
-): InboundMessages.DhtInboundMessage => ({
-  tag: raw.tag,
-  sourcePeer,
-  header,
-  body,
-  isSafMessage: false,
-  dedupHitCount: 0,
-  dedupHash: EMPTY,
-  mayForward: true,
-  size: raw.bytes.length
-})
 
 // --- validate (§7.2) ---
 
@@ -790,37 +775,25 @@ interface Services extends ForwardServices {
   readonly peers: PeerManager.PeerManagerService
   readonly cache: DedupCache.DedupCacheService
   readonly crypto: Crypto.CryptoService
-  /** what the transport's screen learnt of the frames it let through, when the node installed one */
-  readonly screened: WeakMap<Transport.InboundMessage, Screened> | undefined
 }
 
 const servicesOf = (context: Context.Context<Requirements>): Services => ({
   ...forwardServicesOf(context),
   peers: Context.get(context, PeerManager.PeerManager),
   cache: Context.get(context, DedupCache.DedupCache),
-  crypto: Context.get(context, Crypto.Crypto),
-  screened: undefined
+  crypto: Context.get(context, Crypto.Crypto)
 })
 
-// A frame the screen decoded, validated and looked up in the dedup cache before letting it through
-interface Screened {
-  readonly header: Envelope.DhtMessageHeader
-  readonly body: Uint8Array
-  readonly challenge: Uint8Array
-  readonly hash: Uint8Array
-  /** the copy's hit count, recorded by the screen: absent when the cache did not hold the hash then */
-  readonly hits: number | undefined
-}
-
-// The screen the live node installs on its transport (`Transport.Screen`): the front's deserialize, validate and
-// dedup lookup, run as the frame arrives. A copy beyond `dedupAllowedMessageOccurrences` is dropped and counted
-// there, as a worker would count it (a duplicate is never logged or banned, SPEC §8); any other frame goes on with
-// what the screen learnt, so that its worker neither decodes nor hashes it again. A frame that fails to decode or
-// validate goes on untouched, and its worker reports it (log, metric, ban) as before. The source's ban is not
-// checked here (the peer record is read through an Effect): a banned peer's connection is closed with its ban.
+// The screen the live node installs on its transport (`Transport.Screen`) when `dedupAllowedMessageOccurrences` is
+// 1: the front's deserialize, validate and dedup lookup, run as the frame arrives. A copy of a message the cache
+// holds is recorded and dropped there, counted as a worker would count it (a duplicate is never logged or banned,
+// SPEC §8). Any other frame goes on untouched, and its worker handles it from the start (a frame the screen could
+// not decode or validate is reported there as before). Nothing is kept for the worker: a `WeakMap` of what the
+// screen had learnt made the 1000-node simulation twice as slow (its collector's work grew with the network). The
+// source's ban is not checked here (the peer record is read through an Effect): a banned peer's connection is
+// closed with its ban.
 const screenOf = (
   services: Services,
-  screened: WeakMap<Transport.InboundMessage, Screened>,
   clock: Clock.Clock,
   labels: ReadonlyArray<MetricLabel.MetricLabel>
 ): Transport.Screen =>
@@ -833,15 +806,12 @@ const screenOf = (
   if (validationError({ header, body, size: raw.bytes.length }, config, identity, nowMs) !== undefined) return true
   const challenge = MessageCrypto.challengeWith(crypto, header, body)
   const hash = MessageCrypto.dedupHashWith(crypto, challenge, header.messageSignature)
+  // with k = 1 every copy the cache holds is one too many; a new hash is not recorded here
+  if (cache.unsafeRecordHit(hash, sender, nowMs, keepUntilOf({ header }, config)) === undefined) return true
   countFrame(header, labels)
-  const hits = cache.unsafeRecordHit(hash, sender, nowMs, keepUntilOf({ header }, config))
-  if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
-    DhtMetrics.inboundDuplicates.unsafeUpdate(1, labels)
-    DhtMetrics.inboundPipelineMs.unsafeUpdate(0, labels)
-    return false
-  }
-  screened.set(raw, { header, body, challenge, hash, hits })
-  return true
+  DhtMetrics.inboundDuplicates.unsafeUpdate(1, labels)
+  DhtMetrics.inboundPipelineMs.unsafeUpdate(0, labels)
+  return false
 }
 
 // What a frame reads from its fiber, in the one step that starts it: the clock (for its arrival-to-end time), the
@@ -880,33 +850,21 @@ const front = (
         (forwarded) => storeAndForwardWith(forwarded, services.stage)
       )
     })
-  const early = services.screened?.get(raw)
-  if (early !== undefined) services.screened?.delete(raw)
   const stages = Effect.flatMap(
     peers.get(raw.sourcePeer),
     (sourcePeer): Effect.Effect<ReadonlyArray<Decrypted>, Rejections.PipelineError, DhtActor.DhtActor> => {
-      let message: InboundMessages.DhtInboundMessage
-      if (early === undefined) {
-        const decoded = decodeFrom(raw, sourcePeer, nowMs, labels)
-        if (Either.isLeft(decoded)) return Either.left(decoded.left)
-        message = decoded.right
-      } else {
-        const banned = bannedError(raw, sourcePeer, nowMs)
-        if (banned !== undefined) return Either.left(banned)
-        message = messageOf(raw, sourcePeer, early.header, early.body)
-      }
+      const decoded = decodeFrom(raw, sourcePeer, nowMs, labels)
+      if (Either.isLeft(decoded)) return Either.left(decoded.left)
+      const message = decoded.right
       blame = blameOf(message)
-      // again for a screened frame: its expiry may have passed while it waited
       const invalid = validationError(message, config, identity, nowMs)
       if (invalid !== undefined) return Either.left(invalid)
       // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = early?.challenge ?? MessageCrypto.challengeWith(crypto, message.header, message.body)
-      const hash = early?.hash ?? MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
+      const challenge = MessageCrypto.challengeWith(crypto, message.header, message.body)
+      const hash = MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
       // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
-      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite). The
-      // screen recorded the copies it saw held; one it saw new may have been inserted since.
-      const hits = early?.hits ??
-        cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
+      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
+      const hits = cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
       if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
         return Effect.as(dropDuplicate(message)(hits), none)
       }
@@ -1077,16 +1035,14 @@ export const make = (
     // in either order, as on any two connections. Each worker loops on its own rather than through
     // `Effect.forever`, whose yield each turn is a step more; the take suspends whenever the inbox is empty.
     // The transport's screen drops the copies of messages already handled as they arrive (`screenOf`). Not with a
-    // `Rejections.Observer`, which sees every rejection, duplicates included, from the workers.
+    // `Rejections.Observer`, which sees every rejection, duplicates included, from the workers, nor when more than
+    // one copy of a message may go on.
     const context = yield* Effect.context<Requirements>()
+    const services = servicesOf(context)
     const observed = Option.isSome(Context.getOption(context, Rejections.Observer))
-    const screened = transport.screen === undefined || observed
-      ? undefined
-      : new WeakMap<Transport.InboundMessage, Screened>()
-    const services: Services = { ...servicesOf(context), screened }
-    if (screened !== undefined && transport.screen !== undefined) {
+    if (transport.screen !== undefined && !observed && services.config.dedupAllowedMessageOccurrences === 1) {
       const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
-      yield* transport.screen(screenOf(services, screened, yield* Effect.clock, labels))
+      yield* transport.screen(screenOf(services, yield* Effect.clock, labels))
     }
     const worker = (() => {
       const loop: Effect.Effect<never, never, Requirements> = Effect.flatMap(Queue.take(transport.inbound), (raw) =>
