@@ -62,6 +62,20 @@ const shed = (where: string) => count(Metric.tagged(DhtMetrics.inboundShed, "whe
 
 const body = (m: { readonly body: Uint8Array }) => new TextDecoder().decode(m.body)
 
+// a transport wrapper counting the screens installed on it
+const countingScreens = () => {
+  let installed = 0
+  const wrap = (transport: Transport.TransportService) =>
+    Effect.succeed({
+      ...transport,
+      screen: (screen: Transport.Screen) => {
+        installed++
+        return transport.screen === undefined ? Effect.void : transport.screen(screen)
+      }
+    })
+  return { wrap, installed: () => installed }
+}
+
 describe("limits", () => {
   // a fourth live message is delivered but not forwarded, no live entry is evicted, and once the entries are dead
   // the next message is forwarded again
@@ -275,17 +289,9 @@ describe("limits", () => {
 
   it.effect("a node with a rejection observer installs no screen: its workers see every copy", () =>
     withNetwork(Effect.gen(function*() {
-      let screened = 0
-      const countScreens = (transport: Transport.TransportService) =>
-        Effect.succeed({
-          ...transport,
-          screen: (screen: Transport.Screen) => {
-            screened++
-            return transport.screen === undefined ? Effect.void : transport.screen(screen)
-          }
-        })
+      const screens = countingScreens()
       const rejections = yield* Ref.make<ReadonlyArray<Rejection>>([])
-      const victim = yield* startNode(yield* identityOf(3510), { wrapTransport: countScreens, rejections })
+      const victim = yield* startNode(yield* identityOf(3510), { wrapTransport: screens.wrap, rejections })
       const attacker = yield* startRaw(yield* identityOf(3511))
       yield* connect(attacker, victim)
       const message = yield* craft({ signer: yield* identityOf(3512), parts: applicationParts(1, text("seen")) })
@@ -293,6 +299,22 @@ describe("limits", () => {
       yield* sendRaw(attacker, victim.identity, message.bytes)
       expect(body(yield* nextDelivered(victim))).toBe("seen")
       yield* eventually(Effect.map(Ref.get(rejections), (all) => all.some((r) => r.error._tag === "Duplicate")))
-      expect(screened).toBe(0)
+      expect(screens.installed()).toBe(0)
+    })))
+
+  it.effect("a node that lets two copies of a message on installs no screen: the second is delivered", () =>
+    withNetwork(Effect.gen(function*() {
+      const screens = countingScreens()
+      const twice = DhtConfig.unsafeMake({ dedupAllowedMessageOccurrences: 2 }, config)
+      const victim = yield* startNode(yield* identityOf(3520), { wrapTransport: screens.wrap, config: twice })
+      const attacker = yield* startRaw(yield* identityOf(3521))
+      yield* connect(attacker, victim)
+      const message = yield* craft({ signer: yield* identityOf(3522), parts: applicationParts(1, text("twice")) })
+      for (let i = 0; i < 3; i++) yield* sendRaw(attacker, victim.identity, message.bytes)
+      expect(body(yield* nextDelivered(victim))).toBe("twice")
+      expect(body(yield* nextDelivered(victim))).toBe("twice")
+      yield* settle
+      expect(yield* deliveredSoFar(victim)).toEqual([])
+      expect(screens.installed()).toBe(0)
     })))
 })
