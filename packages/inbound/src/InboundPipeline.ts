@@ -788,10 +788,9 @@ const servicesOf = (context: Context.Context<Requirements>): Services => ({
 // 1: the front's deserialize, validate and dedup lookup, run as the frame arrives. A copy of a message the cache
 // holds is recorded and dropped there, counted as a worker would count it (a duplicate is never logged or banned,
 // SPEC §8). Any other frame goes on untouched, and its worker handles it from the start (a frame the screen could
-// not decode or validate is reported there as before). Nothing is kept for the worker: a `WeakMap` of what the
-// screen had learnt made the 1000-node simulation twice as slow (its collector's work grew with the network). The
-// source's ban is not checked here (the peer record is read through an Effect): a banned peer's connection is
-// closed with its ban.
+// not decode or validate is reported there as before). Nothing is kept for the worker, which decodes and hashes
+// the frames that go on again: in a flood they are the first copies, about one frame in seven. The source's ban is
+// not checked here (the peer record is read through an Effect): a banned peer's connection is closed with its ban.
 const screenOf = (
   services: Services,
   clock: Clock.Clock,
