@@ -57,7 +57,8 @@ export type ConnectionEvent =
  * A synchronous look at a frame as it arrives, before it takes a place in `inbound`: `false` drops it there.
  * `sender` is the key the connection authenticated. The inbound pipeline installs one that drops the copies of
  * messages it has already handled (SPEC §7.3), so that in a flood a copy costs no place in the bounded inbox and
- * no turn of a worker. A screen must not block or throw; it runs in whatever fiber delivers the frame.
+ * no turn of a worker. A screen must not block; it runs in whatever fiber delivers the frame (one that throws lets
+ * the frame go on).
  *
  * @since 0.1.0
  * @category models
@@ -150,9 +151,15 @@ export const makeScreens = (): Screens => {
             installed = installed.filter((s) => s !== screen)
           })
       ),
+    // a screen that throws lets the frame go on: the pipeline's worker then meets whatever it choked on, and
+    // reports it, rather than the transport's fiber dying with it
     passes: (message, sender) => {
       for (const screen of installed) {
-        if (!screen(message, sender)) return false
+        try {
+          if (!screen(message, sender)) return false
+        } catch {
+          continue
+        }
       }
       return true
     }

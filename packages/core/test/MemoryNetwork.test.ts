@@ -596,6 +596,13 @@ describe("MemoryNetwork: screens", () => {
       yield* Effect.forEach(yield* burst(a, b, 40, 3), Deferred.await)
       expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([40, 41, 42])
       expect(seen.length).toBe(28)
+
+      // a screen that throws lets the frame go on, and the connection lives
+      yield* install(() => {
+        throw new Error("a broken screen")
+      })
+      yield* Effect.forEach(yield* burst(a, b, 50, 2), Deferred.await)
+      expect((yield* takeN(b, 2)).map(frameNumber)).toEqual([50, 51])
     }).pipe(withCrypto))
 })
 
