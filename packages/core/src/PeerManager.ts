@@ -16,7 +16,16 @@ import * as Ref from "effect/Ref"
 import { DhtConfig } from "./DhtConfig.js"
 import { PeerNotFound, type StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
-import { closestOf, compareBytes, equals, fromPublicKey, type NodeId, type PublicKey, toHex } from "./NodeId.js"
+import {
+  closestOf,
+  compareBytes,
+  equals,
+  fromPublicKey,
+  isCloser,
+  type NodeId,
+  type PublicKey,
+  toHex
+} from "./NodeId.js"
 import { Peer } from "./Peer.js"
 
 /**
@@ -85,6 +94,18 @@ export interface PeerManagerService {
   readonly count: Effect.Effect<number, StoreError>
   /** The `n` peers matching `query` closest to `target`, ascending distance (ties by NodeId bytes). */
   readonly closest: (target: NodeId, n: number, query?: PeerQuery) => Effect.Effect<ReadonlyArray<Peer>, StoreError>
+  /**
+   * How many peers matching `query`, `nodeId` itself left out, are strictly closer to `target` than `nodeId`,
+   * counting no further than `limit`: whether a peer is among a node's `n` closest without selecting them (a node
+   * asks on every new connection). Optional, so that a table written before it still serves; `closerCount` below
+   * falls back to `closest`.
+   */
+  readonly closerCount?: (
+    target: NodeId,
+    nodeId: NodeId,
+    limit: number,
+    query?: PeerQuery
+  ) => Effect.Effect<number, StoreError>
   /** `n` peers matching `query`, uniformly at random from Effect's `Random`. */
   readonly random: (n: number, query?: PeerQuery) => Effect.Effect<ReadonlyArray<Peer>, StoreError>
   /**
@@ -125,6 +146,53 @@ export const matchesQuery = (query: PeerQuery | undefined, nowMs: number): (peer
     (query.verifiedOnly !== true || peer.isVerified) &&
     (excluded.size === 0 || !excluded.has(toHex(peer.nodeId)))
 }
+
+/**
+ * `closerCount` over a table's records, in one pass that stops at `limit`. The distance test comes first: it is a
+ * few byte comparisons, where the query reads several fields of a record.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const countCloser = (
+  peers: Iterable<Peer>,
+  target: NodeId,
+  nodeId: NodeId,
+  limit: number,
+  matches: (peer: Peer) => boolean
+): number => {
+  if (limit <= 0) return 0
+  let count = 0
+  // `nodeId`'s own record is not strictly closer than itself
+  for (const peer of peers) {
+    if (isCloser(target, peer.nodeId, nodeId) && matches(peer) && ++count >= limit) break
+  }
+  return count
+}
+
+/**
+ * How many peers matching `query` (`nodeId` left out) are strictly closer to `target` than `nodeId`, up to `limit`:
+ * the table's own `closerCount` when it has one, else counted in its `limit + 1` closest (every closer peer is among
+ * them until `limit` are). `nodeId` is among the `n` closest matching peers exactly when it matches and this is
+ * below `n`.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const closerCount = (
+  peers: PeerManagerService,
+  target: NodeId,
+  nodeId: NodeId,
+  limit: number,
+  query?: PeerQuery
+): Effect.Effect<number, StoreError> =>
+  peers.closerCount !== undefined
+    ? peers.closerCount(target, nodeId, limit, query)
+    : Effect.map(
+      peers.closest(target, limit + 1, query),
+      (closest) =>
+        Math.min(limit, closest.filter((p) => !equals(p.nodeId, nodeId) && isCloser(target, p.nodeId, nodeId)).length)
+    )
 
 /**
  * The peer a full table gives up for a newcomer (SPEC §2.5): the unverified peer added first, else the verified peer
@@ -279,6 +347,17 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
       return out.map(([, peer]) => peer)
     })
 
+  // for the selections whose result does not depend on the order they read the table in (`closestOf`: distinct
+  // NodeIds have distinct distances), without the sort
+  const matching = (query: PeerQuery | undefined) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      Effect.map(peers, (map) => {
+        const matches = matchesQuery(query, now)
+        const out: Array<Peer> = []
+        for (const peer of HashMap.values(map)) if (matches(peer)) out.push(peer)
+        return out
+      }))
+
   const update = (nodeId: NodeId, f: (peer: Peer) => Peer) =>
     Ref.modify(state, (s): readonly [Option.Option<Peer>, State] => {
       const key = toHex(nodeId)
@@ -342,7 +421,10 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
     all: sortedMatches(undefined),
     count: Effect.map(peers, HashMap.size),
     closest: (target, n, query) =>
-      Effect.map(sortedMatches(query), (candidates) => closestOf(target, candidates, n, (peer) => peer.nodeId)),
+      Effect.map(matching(query), (candidates) => closestOf(target, candidates, n, (peer) => peer.nodeId)),
+    closerCount: (target, nodeId, limit, query) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.map(peers, (map) => countCloser(HashMap.values(map), target, nodeId, limit, matchesQuery(query, now)))),
     random: (n, query) =>
       Effect.flatMap(sortedMatches(query), (candidates) => sample(candidates, n)),
     ban: (nodeId, durationMs, reason) =>

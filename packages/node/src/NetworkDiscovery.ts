@@ -440,17 +440,14 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
   // communication nodes (or fewer are known): it knows this node's neighbourhood at least as well as this node does.
   // SPEC §12.1 syncs with every new connection, which in a settled node of a large network mostly brings the far
   // peers it had stopped looking for (docs/spec-departures.md §6).
+  // (fewer than n known peers closer than it: counted, not selected, as this runs on every new connection)
   const isNeighbour = (peer: NodeId.NodeId) =>
     Effect.map(
-      peers.closest(identity.nodeId, config.numNeighbouringNodes, {
+      PeerManager.closerCount(peers, identity.nodeId, peer, config.numNeighbouringNodes, {
         features: Peer.PeerFeatures.COMMUNICATION_NODE,
         excludeBanned: true
       }),
-      (closest) => {
-        const farthest = closest[closest.length - 1]
-        return closest.length < config.numNeighbouringNodes || farthest === undefined ||
-          !NodeId.isCloser(identity.nodeId, farthest.nodeId, peer)
-      }
+      (closer) => closer < config.numNeighbouringNodes
     ).pipe(Effect.orElseSucceed(() => true)) // the table unreadable: sync as SPEC §12.1 would
 
   const onConnect: Effect.Effect<Event> = Effect.scoped(Effect.gen(function*() {

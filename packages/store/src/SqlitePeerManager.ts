@@ -572,8 +572,22 @@ export const make: Effect.Effect<
       exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
       all: sortedPeers,
       count: Effect.sync(() => peers.size),
+      // `closestOf` picks the same peers in any order of the table (distinct NodeIds are at distinct distances), so
+      // these read the map as it is: after every addition the sorted view is rebuilt, and in a joining network a
+      // table of a thousand peers was re-sorted for nearly every selection
       closest: (target, n, query) =>
-        Effect.map(sortedMatches(query), (candidates) => NodeId.closestOf(target, candidates, n, (peer) => peer.nodeId)),
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            const matches = PeerManager.matchesQuery(query, now)
+            const candidates: Array<Peer.Peer> = []
+            for (const peer of peers.values()) if (matches(peer)) candidates.push(peer)
+            return NodeId.closestOf(target, candidates, n, (peer) => peer.nodeId)
+          })),
+      closerCount: (target, nodeId, limit, query) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() =>
+            PeerManager.countCloser(peers.values(), target, nodeId, limit, PeerManager.matchesQuery(query, now))
+          )),
       random: (n, query) => Effect.flatMap(sortedMatches(query), (candidates) => PeerManager.sample(candidates, n)),
       ban: (nodeId, durationMs, reason) =>
         locked(Effect.flatMap(Clock.currentTimeMillis, (now) =>

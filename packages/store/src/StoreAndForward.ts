@@ -181,18 +181,14 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
 
   // --- §9.1 decision ---
 
+  // verified communication nodes closer to the destination than this node, up to n
   const closerCount = (destination: NodeId.NodeId, n: number) =>
-    Effect.map(
-      peers.closest(destination, n, {
-        features: Peer.PeerFeatures.COMMUNICATION_NODE,
-        verifiedOnly: true,
-        excludeBanned: true,
-        excluded: [destination]
-      }),
-      (closest) => {
-        return closest.filter((p) => NodeId.isCloser(destination, p.nodeId, identity.nodeId)).length
-      }
-    )
+    PeerManager.closerCount(peers, destination, identity.nodeId, n, {
+      features: Peer.PeerFeatures.COMMUNICATION_NODE,
+      verifiedOnly: true,
+      excludeBanned: true,
+      excluded: [destination]
+    })
 
   const knownDestination = (key: NodeId.PublicKey) =>
     Effect.map(
@@ -352,12 +348,12 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     return undefined
   }
 
-  const safNeighbours = (n: number) =>
-    peers.closest(identity.nodeId, n, {
-      hasFeatures: Peer.PeerFeatures.DHT_STORE_FORWARD,
-      verifiedOnly: true,
-      excludeBanned: true
-    })
+  const safNeighbourQuery: PeerManager.PeerQuery = {
+    hasFeatures: Peer.PeerFeatures.DHT_STORE_FORWARD,
+    verifiedOnly: true,
+    excludeBanned: true
+  }
+  const safNeighbours = (n: number) => peers.closest(identity.nodeId, n, safNeighbourQuery)
 
   const requestStoredMessages: StoreAndForwardService["requestStoredMessages"] = Effect.gen(function*() {
     const { saf } = yield* config
@@ -394,10 +390,13 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       const now = yield* Clock.currentTimeMillis
       if (pendingFor(peer.nodeId, now, DhtConfig.millis(saf.maxInflightRequestAge)) !== undefined) return
       if (asked.has(NodeId.toHex(peer.nodeId))) return
-      const neighbours = yield* safNeighbours(saf.numNeighbouringNodes)
-      const known = neighbours.find((p) => NodeId.equals(p.nodeId, peer.nodeId))
-      if (known === undefined) return
-      yield* sendRequest(known, yield* store.cursor(known.publicKey), undefined, 0)
+      // one of the n closest: its record matches, and fewer than n matching peers are closer (asked on every new
+      // connection, so counted rather than selected)
+      const known = yield* PeerManager.getOption(peers, peer.nodeId)
+      if (Option.isNone(known) || !PeerManager.matchesQuery(safNeighbourQuery, now)(known.value)) return
+      const n = saf.numNeighbouringNodes
+      if ((yield* PeerManager.closerCount(peers, identity.nodeId, peer.nodeId, n, safNeighbourQuery)) >= n) return
+      yield* sendRequest(known.value, yield* store.cursor(known.value.publicKey), undefined, 0)
     })
 
   // --- responder (§9.3) ---

@@ -369,6 +369,46 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
           expect(yield* table.closest(target, 10, { features: Peer.PeerFeatures.COMMUNICATION_CLIENT })).toEqual([])
         }).pipe(withTable()))
 
+      it.effect("closerCount: the matching peers nearer the target than a node, up to a limit, as closest ranks them", () =>
+        Effect.gen(function*() {
+          const table = yield* PeerManager.PeerManager
+          const peers = Array.from({ length: 30 }, (_, i) => peer(i))
+          for (const p of peers) yield* table.add(p)
+          for (const p of peers.slice(0, 6)) yield* table.ban(p.nodeId, MINUTE, "test")
+          for (const p of peers.slice(3, 20)) yield* table.update(p.nodeId, (q) => verified(q, 1))
+          const own = table.closerCount
+          expect(own).toBeDefined()
+          // the helper's fallback, for a table without its own count
+          const { closerCount: _, ...withoutCount } = table
+          const queries: ReadonlyArray<PeerManager.PeerQuery | undefined> = [
+            undefined,
+            { excludeBanned: true, verifiedOnly: true },
+            { excluded: [peers[7]!.nodeId, peers[8]!.nodeId] },
+            { features: Peer.PeerFeatures.COMMUNICATION_CLIENT }
+          ]
+          const now = yield* currentMillis
+          const all = yield* table.all
+          for (const target of [peer(1_000).nodeId, peers[12]!.nodeId, peer(77, { salt: 9 }).nodeId]) {
+            for (const nodeId of [peers[0]!.nodeId, peers[12]!.nodeId, peers[25]!.nodeId, peer(500).nodeId]) {
+              for (const query of queries) {
+                const matches = PeerManager.matchesQuery(query, now)
+                const closer = all.filter((p) => matches(p) && NodeId.isCloser(target, p.nodeId, nodeId)).length
+                for (const limit of [0, 1, 3, 8, 40]) {
+                  const expected = Math.min(limit, closer)
+                  expect(yield* own!(target, nodeId, limit, query)).toBe(expected)
+                  expect(yield* PeerManager.closerCount(table, target, nodeId, limit, query)).toBe(expected)
+                  expect(yield* PeerManager.closerCount(withoutCount, target, nodeId, limit, query)).toBe(expected)
+                  // a matching peer is among the n closest exactly when fewer than n are closer
+                  if (limit > 0 && all.some((p) => NodeId.equals(p.nodeId, nodeId) && matches(p))) {
+                    const closest = yield* table.closest(target, limit, query)
+                    expect(closest.some((p) => NodeId.equals(p.nodeId, nodeId))).toBe(expected < limit)
+                  }
+                }
+              }
+            }
+          }
+        }).pipe(withTable()))
+
       it.effect("random draws distinct matching peers, reproducibly for a seed", () =>
         Effect.gen(function*() {
           const table = yield* PeerManager.PeerManager
