@@ -118,6 +118,25 @@ export interface SelectionContext {
   readonly isOrigin: boolean
 }
 
+const connectedSets = new WeakMap<ReadonlyArray<NodeId>, ReadonlySet<string>>()
+
+/**
+ * The hex set of `SelectionContext.connected` for a transport's `connectedPeers`. A transport that hands out the
+ * same array until its connections change (`MemoryNetwork`) gets the same set back, built once rather than on every
+ * request.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const connectedSet = (connected: ReadonlyArray<NodeId>): ReadonlySet<string> => {
+  let set = connectedSets.get(connected)
+  if (set === undefined) {
+    set = new Set(connected.map(toHex))
+    connectedSets.set(connected, set)
+  }
+  return set
+}
+
 /**
  * A `SelectionContext` with the factors and patterns of `config`.
  *
@@ -431,7 +450,15 @@ export const peersToRead = (strategy: BroadcastStrategy, connected: ReadonlyArra
       return true
     })
   }
-  const withTargets = (targets: ReadonlyArray<NodeId>) => unique([...targets, ...connected])
+  // the targets, then the connections: with no repeat among the connections (a transport's list has none) their
+  // memoised set spares a set built per request
+  const withTargets = (targets: ReadonlyArray<NodeId>): Array<NodeId> => {
+    if (connectedSet(connected).size !== connected.length) return unique([...targets, ...connected])
+    if (targets.length === 0) return connected.slice()
+    const first = unique(targets)
+    const taken = new Set(first.map(toHex))
+    return [...first, ...connected.filter((id) => !taken.has(toHex(id)))]
+  }
   switch (strategy._tag) {
     case "DirectPublicKey":
       return [fromPublicKey(strategy.publicKey)]

@@ -281,7 +281,7 @@ export const make: Effect.Effect<
       const ctx = BroadcastStrategy.makeContext(config, {
         self: identity.nodeId,
         peers: known,
-        connected: new Set(connected.map(toHex)),
+        connected: BroadcastStrategy.connectedSet(connected),
         nowMs,
         isOrigin
       })

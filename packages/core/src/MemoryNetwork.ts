@@ -236,7 +236,7 @@ export const make = (
       screens: makeScreens(),
       events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: MutableRef.make(false),
-      open: new Map()
+      open: new Internal.OpenConnections()
     }
     const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>
       HashMap.has(endpoints, address)

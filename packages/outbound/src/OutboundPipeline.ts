@@ -201,7 +201,7 @@ const selectPeers = (
       const ctx = BroadcastStrategy.makeContext(config, {
         self: identity.nodeId,
         peers: known,
-        connected: new Set(connected.map(NodeId.toHex)),
+        connected: BroadcastStrategy.connectedSet(connected),
         nowMs,
         isOrigin: Option.isNone(params.customHeader)
       })

@@ -95,7 +95,39 @@ export interface Endpoint {
    * a map instead of polling every slot (the outbound pipeline asks once per request). Written where a connection
    * opens (`connect`) and where it stops being open (`violation`, `teardown`).
    */
-  readonly open: Map<string, OpenConnection>
+  readonly open: OpenConnections
+}
+
+/**
+ * @internal
+ * The open connections by remote NodeId hex, and the list of their remotes that `connectedPeers` hands out: built
+ * once per change rather than once per call (the outbound pipeline asks on every request), in NodeId hex order, so
+ * that the selections that sort connected peers by NodeId find them sorted.
+ */
+export class OpenConnections {
+  private readonly byHex = new Map<string, OpenConnection>()
+  private remotes: ReadonlyArray<NodeId> | undefined = undefined
+  get(hex: string): OpenConnection | undefined {
+    return this.byHex.get(hex)
+  }
+  has(hex: string): boolean {
+    return this.byHex.has(hex)
+  }
+  set(hex: string, open: OpenConnection): void {
+    this.byHex.set(hex, open)
+    this.remotes = undefined
+  }
+  delete(hex: string): void {
+    if (this.byHex.delete(hex)) this.remotes = undefined
+  }
+  peers(): ReadonlyArray<NodeId> {
+    if (this.remotes === undefined) {
+      this.remotes = Array.from(this.byHex)
+        .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+        .map(([, open]) => open.remote)
+    }
+    return this.remotes
+  }
 }
 
 /** @internal */
@@ -1071,7 +1103,7 @@ export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.E
 
 /** @internal */
 export const connectedPeers = (endpoint: Endpoint): Effect.Effect<ReadonlyArray<NodeId>> =>
-  Effect.sync(() => Array.from(endpoint.open.values(), (open) => open.remote))
+  Effect.sync(() => endpoint.open.peers())
 
 /** @internal */
 export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boolean> =>
