@@ -379,15 +379,31 @@ const subcommandOf = (argv: ReadonlyArray<string>): string | undefined =>
 const SEMI_SPACE = "--max-semi-space-size"
 const OLD_SPACE = "--max-old-space-size"
 const MIB = 1024 * 1024
+const DEFAULT_NODES = 100
+
+// `--nodes N` or `--nodes=N` of `sim` (the flag's default otherwise); read before the CLI parses, so loosely
+const nodesOf = (argv: ReadonlyArray<string>): number => {
+  const at = argv.indexOf("--nodes")
+  const value = at >= 0 ? argv[at + 1] : argv.find((arg) => arg.startsWith("--nodes="))?.slice("--nodes=".length)
+  const n = Number(value)
+  return value !== undefined && Number.isFinite(n) ? n : DEFAULT_NODES
+}
+
+const semiSpaceMiB = (nodes: number, totalBytes: number): number =>
+  nodes <= 200 ? 64 : Math.max(64, Math.min(1024, Math.floor(totalBytes / 24 / MIB)))
 
 /**
  * The V8 flags `comms-dht sim` wants and the process was not started with (each unless `execArgv` or `NODE_OPTIONS`
  * sets it), empty for every other command:
- * - a 64 MB semi-space. A simulation keeps thousands of fibers and frames alive across virtual time; with V8's
- *   default young generation (16 MB) they outlive two scavenges and are promoted, and the old generation's
- *   collections grow with the network. Measured on the default run (100 nodes, sqlite, seed 1), two runs each: 94.6
- *   and 76.7 s without, 61.6 and 66.0 s with 64 MB (32 MB: 77.3 s; 128 MB: 73.7 and 72.6 s); the join step at 200
- *   nodes, 110 → 84 s.
+ * - a 64 MB semi-space, and for more than 200 nodes one of up to 1 GB (a 24th of the machine's memory). A
+ *   simulation keeps thousands of fibers and frames alive across virtual time; with V8's default young generation
+ *   (16 MB) they outlive two scavenges and are promoted, and the old generation's collections grow with the
+ *   network. Measured on the default run (100 nodes, sqlite, seed 1), two runs each: 94.6 and 76.7 s without, 61.6
+ *   and 66.0 s with 64 MB (32 MB: 77.3 s; 128 MB: 73.7 and 72.6 s); the join step at 200 nodes, 110 → 84 s. The
+ *   larger the network, the more of the young generation is alive at each scavenge, which then copies it: at 300
+ *   nodes (seed 7, to the offline step) 64 MB took 111.7 s, 256 MB 100.6 s, 1 GB 94.5 s; 1000 nodes took 605 s
+ *   with 1 GB (9.7 GB peak RSS), 792 s with 64 MB (under the profiler, before this session's selection changes);
+ *   at 100 nodes 1 GB changed nothing (38.2, 38.3 s against 36.9, 41.8 s) and took 1.6 GB more memory.
  * - an old generation of three quarters of the machine's memory, when that is more than V8's default limit
  *   (`memory.heapLimitBytes`). A 1000-node run (seed 7) died of V8's default limit here (about 4 GB of 24 GB) in its
  *   join after 45 minutes, collecting 77 % of the time by then.
@@ -406,7 +422,7 @@ export const nodeFlagsFor = (
   if (subcommandOf(argv) !== "sim") return []
   const isSet = (flag: string) => execArgv.some((arg) => arg.startsWith(flag)) || (nodeOptions ?? "").includes(flag)
   const flags: Array<string> = []
-  if (!isSet(SEMI_SPACE)) flags.push(`${SEMI_SPACE}=64`)
+  if (!isSet(SEMI_SPACE)) flags.push(`${SEMI_SPACE}=${semiSpaceMiB(nodesOf(argv), memory.totalBytes)}`)
   const oldSpaceMiB = Math.floor((memory.totalBytes * 0.75) / MIB)
   if (!isSet(OLD_SPACE) && oldSpaceMiB * MIB > memory.heapLimitBytes) flags.push(`${OLD_SPACE}=${oldSpaceMiB}`)
   return flags

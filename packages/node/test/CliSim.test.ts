@@ -42,11 +42,18 @@ const runBin = (args: ReadonlyArray<string>, interruptOn?: RegExp) =>
   }).pipe(Effect.timeout("60 seconds"))
 
 describe("comms-dht sim", () => {
-  it("asks for a 64 MB semi-space and most of the memory for sim only, and never twice", () => {
+  it("asks for a semi-space by network size and most of the memory for sim only, and never twice", () => {
     const argv = (...args: Array<string>) => ["node", "comms-dht", ...args]
     const GiB = 1024 * 1024 * 1024
     const big = { totalBytes: 24 * GiB, heapLimitBytes: 4 * GiB }
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3"), [], undefined, big))
+      .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])
+    // a network of more than 200 nodes: a young generation of up to 1 GB, a 24th of the memory
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "1000"), [], undefined, big))
+      .toEqual(["--max-semi-space-size=1024", "--max-old-space-size=18432"])
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes=300"), [], undefined, { totalBytes: 8 * GiB, heapLimitBytes: 4 * GiB }))
+      .toEqual(["--max-semi-space-size=341", "--max-old-space-size=6144"])
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "200"), [], undefined, big))
       .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])
     expect(Cli.nodeFlagsFor(argv("run", "--identity", "a.json"), [], undefined, big)).toEqual([])
     expect(Cli.nodeFlagsFor(argv("keygen"), [], undefined, big)).toEqual([])
