@@ -439,8 +439,8 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
   // A connection is synced with when the peer is one of this node's `numNeighbouringNodes` closest known
   // communication nodes (or fewer are known): it knows this node's neighbourhood at least as well as this node does.
   // SPEC §12.1 syncs with every new connection, which in a settled node of a large network mostly brings the far
-  // peers it had stopped looking for (docs/spec-departures.md §6).
-  // (fewer than n known peers closer than it: counted, not selected, as this runs on every new connection)
+  // peers it had stopped looking for (docs/spec-departures.md §6). Fewer than n closer is what being among the n
+  // closest means; counted rather than selected, since this runs on every new connection.
   const isNeighbour = (peer: NodeId.NodeId) =>
     Effect.map(
       PeerManager.closerCount(peers, identity.nodeId, peer, config.numNeighbouringNodes, {
