@@ -3,9 +3,10 @@
  * §19's simulation (K = 8, M = 1000, F = 0.1) and writes to stderr, at each step's start, the wall seconds so far,
  * the virtual ms, and the process's RSS, V8 heap and external memory; the result goes to stdout as one JSON line,
  * as `simChild.js` prints it. The figures of one run are comparable only with runs on the same machine and load;
- * `comms-dht sim` runs with `--max-semi-space-size=64` and an old generation of 75 % of the machine's memory
- * (`Cli.nodeFlagsFor`), so pass both to `node` for its figures: at 1000 nodes the heap outgrows V8's default limit
- * (4.3 GB here), and near it the collector runs all the time (38 min where `comms-dht sim` took 14).
+ * `comms-dht sim` runs with `--max-semi-space-size` (64 up to 200 nodes, up to 1024 above) and an old generation
+ * of 75 % of the machine's memory (`Cli.nodeFlagsFor`), so pass both to `node` for its figures: at 1000 nodes the
+ * heap outgrows V8's default limit (4.3 GB here), and near it the collector runs all the time (38 min where
+ * `comms-dht sim` took 14).
  *
  * Options, by environment variable:
  * - `STOP="<step> <label>"` (e.g. `STOP="4 discovery"`): exits when that step starts, so a profile covers only the
