@@ -171,6 +171,24 @@ export const countCloser = (
 }
 
 /**
+ * `closest` over a table's records, read in whatever order they are stored: `closestOf` picks the same peers in any
+ * order (distinct NodeIds are at distinct distances), so a table need not sort itself to answer.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const closestAmong = (
+  peers: Iterable<Peer>,
+  target: NodeId,
+  n: number,
+  matches: (peer: Peer) => boolean
+): Array<Peer> => {
+  const candidates: Array<Peer> = []
+  for (const peer of peers) if (matches(peer)) candidates.push(peer)
+  return closestOf(target, candidates, n, (peer) => peer.nodeId)
+}
+
+/**
  * How many peers matching `query` (`nodeId` left out) are strictly closer to `target` than `nodeId`, up to `limit`:
  * the table's own `closerCount` when it has one, else counted in its `limit + 1` closest (every closer peer is among
  * them until `limit` are). `nodeId` is among the `n` closest matching peers exactly when it matches and this is
@@ -190,8 +208,7 @@ export const closerCount = (
     ? peers.closerCount(target, nodeId, limit, query)
     : Effect.map(
       peers.closest(target, limit + 1, query),
-      (closest) =>
-        Math.min(limit, closest.filter((p) => !equals(p.nodeId, nodeId) && isCloser(target, p.nodeId, nodeId)).length)
+      (closest) => Math.min(limit, closest.filter((p) => isCloser(target, p.nodeId, nodeId)).length)
     )
 
 /**
@@ -347,17 +364,6 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
       return out.map(([, peer]) => peer)
     })
 
-  // for the selections whose result does not depend on the order they read the table in (`closestOf`: distinct
-  // NodeIds have distinct distances), without the sort
-  const matching = (query: PeerQuery | undefined) =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.map(peers, (map) => {
-        const matches = matchesQuery(query, now)
-        const out: Array<Peer> = []
-        for (const peer of HashMap.values(map)) if (matches(peer)) out.push(peer)
-        return out
-      }))
-
   const update = (nodeId: NodeId, f: (peer: Peer) => Peer) =>
     Ref.modify(state, (s): readonly [Option.Option<Peer>, State] => {
       const key = toHex(nodeId)
@@ -421,7 +427,8 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
     all: sortedMatches(undefined),
     count: Effect.map(peers, HashMap.size),
     closest: (target, n, query) =>
-      Effect.map(matching(query), (candidates) => closestOf(target, candidates, n, (peer) => peer.nodeId)),
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.map(peers, (map) => closestAmong(HashMap.values(map), target, n, matchesQuery(query, now)))),
     closerCount: (target, nodeId, limit, query) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.map(peers, (map) => countCloser(HashMap.values(map), target, nodeId, limit, matchesQuery(query, now)))),

@@ -572,17 +572,11 @@ export const make: Effect.Effect<
       exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
       all: sortedPeers,
       count: Effect.sync(() => peers.size),
-      // `closestOf` picks the same peers in any order of the table (distinct NodeIds are at distinct distances), so
-      // these read the map as it is: after every addition the sorted view is rebuilt, and in a joining network a
+      // the map as it is, not the sorted view: that is rebuilt after every addition, and in a joining network a
       // table of a thousand peers was re-sorted for nearly every selection
       closest: (target, n, query) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync(() => {
-            const matches = PeerManager.matchesQuery(query, now)
-            const candidates: Array<Peer.Peer> = []
-            for (const peer of peers.values()) if (matches(peer)) candidates.push(peer)
-            return NodeId.closestOf(target, candidates, n, (peer) => peer.nodeId)
-          })),
+          Effect.sync(() => PeerManager.closestAmong(peers.values(), target, n, PeerManager.matchesQuery(query, now)))),
       closerCount: (target, nodeId, limit, query) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.sync(() =>
