@@ -1,6 +1,7 @@
 /**
- * The verification memo of SPEC §4: a bounded LRU map from `DSH("verify_memo", 32, publicKey, signature, message)`
- * to the outcome of the Ed25519 predicate. Verification is a pure function of those three inputs, so a remembered
+ * The verification memo of SPEC §4: a bounded LRU map from (publicKey, signature, message) to the outcome of the
+ * Ed25519 predicate, keyed by the inputs' bytes where they are short and by `DSH("verify_memo", 32, …)` otherwise
+ * (docs/spec-departures.md §9). Verification is a pure function of those three inputs, so a remembered
  * answer is as good as a recomputed one; a flood reaching a node over several links, or a simulation whose nodes
  * share one layer, then pays for one verification. Every `Crypto` backend builds its `verify` on it.
  *
@@ -10,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Hex from "./internal/hex.js"
+import { byteKey } from "./internal/hexKey.js"
 import * as Lru from "./internal/lru.js"
 
 /**
@@ -53,6 +55,34 @@ const memoHit = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result"
 const valid = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result", "valid"))
 const invalid = Metric.increment(Metric.tagged(DhtMetrics.cryptoVerify, "result", "invalid"))
 
+// Ed25519's sizes: with both fixed, the bytes of (publicKey, signature, message) side by side name the inputs exactly
+const KEY_LENGTH = 32
+const SIGNATURE_LENGTH = 64
+// messages up to this length are keyed by their bytes; a longer one by a hash, which keeps an entry small
+const INLINE_MESSAGE = 64
+
+/**
+ * The entry of (publicKey, signature, message): SPEC §4's `DSH("verify_memo", …)` as hex (64 characters), or, for
+ * the usual inputs (a 32-byte challenge), the inputs' own bytes as a string of 96 characters or more. The two kinds never
+ * meet (their lengths differ), and the bytes cost a copy where the hash cost a BLAKE2b and hex on every signature a
+ * node sees (peer claims arrive hundreds of times each in a join).
+ */
+const keyOf = (
+  dsh: (label: "verify_memo", outLen: number, fields: ReadonlyArray<Uint8Array>) => Uint8Array,
+  publicKey: Uint8Array,
+  signature: Uint8Array,
+  message: Uint8Array
+): string => {
+  if (publicKey.length !== KEY_LENGTH || signature.length !== SIGNATURE_LENGTH || message.length > INLINE_MESSAGE) {
+    return Hex.encode(dsh("verify_memo", 32, [publicKey, signature, message]))
+  }
+  const bytes = new Uint8Array(KEY_LENGTH + SIGNATURE_LENGTH + message.length)
+  bytes.set(publicKey)
+  bytes.set(signature, KEY_LENGTH)
+  bytes.set(message, KEY_LENGTH + SIGNATURE_LENGTH)
+  return byteKey(bytes)
+}
+
 const attempt = (predicate: Predicate, publicKey: Uint8Array, signature: Uint8Array, message: Uint8Array) => {
   try {
     return predicate(publicKey, signature, message)
@@ -81,7 +111,7 @@ export const make = (options: {
       verify: (publicKey, signature, message, predicate) =>
         Effect.suspend(() => {
           if (entries.capacity === 0) return counted(attempt(predicate, publicKey, signature, message))
-          const key = Hex.encode(options.dsh("verify_memo", 32, [publicKey, signature, message]))
+          const key = keyOf(options.dsh, publicKey, signature, message)
           const known = entries.get(key)
           if (known !== undefined) return Effect.as(memoHit, known)
           const ok = attempt(predicate, publicKey, signature, message)

@@ -76,6 +76,35 @@ describe("VerifyMemo", () => {
       expect(calls()).toBe(4)
     }))
 
+  it.effect.prop(
+    "inputs of any length have entries of their own: raw-byte keys and hashed keys never answer for another input",
+    [
+      // every input is cut from the same bytes at other points: side by side, many of them are the same string
+      fc.uint8Array({ minLength: 200, maxLength: 200 }),
+      fc.array(
+        fc.tuple(fc.integer({ min: 31, max: 33 }), fc.integer({ min: 63, max: 65 }), fc.integer({ min: 0, max: 100 })),
+        { minLength: 1, maxLength: 12 }
+      ),
+      fc.array(fc.nat(), { maxLength: 40 })
+    ],
+    ([bytes, cuts, order]) =>
+      Effect.gen(function*() {
+        const crypto = yield* Crypto.makeNoble()
+        const memo = yield* VerifyMemo.make({ capacity: 64, dsh: crypto.dsh })
+        // depends on every byte and every length, so a shared entry would show as a wrong answer half the time
+        const predicate: VerifyMemo.Predicate = (key, sig, message) =>
+          crypto.dsh("verify_memo", 32, [key, sig, message])[0]! % 2 === 0
+        const inputs = cuts.map(([k, s, m]) =>
+          [bytes.slice(0, k), bytes.slice(k, k + s), bytes.slice(k + s, k + s + m)] as const
+        )
+        for (const i of [...order, ...order]) {
+          const [key, sig, message] = inputs[i % inputs.length]!
+          expect(yield* memo.verify(key, sig, message, predicate)).toBe(predicate(key, sig, message))
+        }
+      }),
+    { fastCheck: { numRuns: 300 } }
+  )
+
   it.effect("a throwing predicate means reject", () =>
     Effect.gen(function*() {
       const memo = yield* memoOf(4)
