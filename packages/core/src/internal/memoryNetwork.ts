@@ -40,7 +40,7 @@ import type { NodeId, PublicKey } from "../NodeId.js"
 import { equals, toHex } from "../NodeId.js"
 import type { PeerClaim } from "../Peer.js"
 import { Peer } from "../Peer.js"
-import type { PeerManagerService } from "../PeerManager.js"
+import { getOption, type PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
@@ -143,13 +143,18 @@ const forgetOpen = (connection: Connection): void => {
   }
 }
 
+/** @internal a fiber of a connection, once started: a plain field, set in the step that forks it */
+export interface FiberCell {
+  current: Fiber.RuntimeFiber<void> | undefined
+}
+
 /** @internal the outbound side of a (future) connection to one peer: its queue and writer */
 export interface Slot {
   readonly remote: NodeId
   readonly remoteHex: string
   readonly queue: Queue.Queue<OutboundMessage>
   readonly connected: Deferred.Deferred<Connection, DialError>
-  readonly writer: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+  readonly writer: FiberCell
   /** set once its dial failed or its connection closed: a new message then gets a new slot (and a new dial) */
   readonly dead: MutableRef.MutableRef<boolean>
   /**
@@ -197,7 +202,7 @@ export interface Link {
   readonly schedule: LinkSchedule
   /** only with the default delivery fiber */
   readonly queue: Queue.Queue<LinkItem> | undefined
-  readonly fiber: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+  readonly fiber: FiberCell
 }
 
 /** @internal one endpoint's end of a connection */
@@ -217,7 +222,7 @@ export interface Side {
   readonly bucketMs: number
   /** frames this side writes */
   readonly link: Link
-  readonly reader: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>
+  readonly reader: FiberCell
   readonly outbound: boolean
 }
 
@@ -305,13 +310,13 @@ const inFlightDownBy = (hub: Hub, n: number): Effect.Effect<void> =>
 const takeAllIfOpen = <A>(queue: Queue.Dequeue<A>): Effect.Effect<ReadonlyArray<A>> =>
   Effect.suspend(() => queue.isActive() ? Effect.map(Queue.takeAll(queue), Chunk.toReadonlyArray) : Effect.succeed([]))
 
-const interruptUnlessSelf = (ref: Ref.Ref<Option.Option<Fiber.RuntimeFiber<void>>>): Effect.Effect<void> =>
-  Effect.flatMap(Ref.get(ref), (fiber) =>
-    Option.isNone(fiber)
+const interruptUnlessSelf = (cell: FiberCell): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const fiber = cell.current
+    return fiber === undefined
       ? Effect.void
-      : Effect.fiberIdWith((self) =>
-        Equal.equals(self, fiber.value.id()) ? Effect.void : Effect.asVoid(Fiber.interrupt(fiber.value))
-      ))
+      : Effect.fiberIdWith((self) => Equal.equals(self, fiber.id()) ? Effect.void : Effect.asVoid(Fiber.interrupt(fiber)))
+  })
 
 /** @internal fiber roots log what escapes instead of dying silently */
 export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void> =>
@@ -426,7 +431,7 @@ const attempt = (
     }
     const atDialler = yield* validatePayload(local, responder.payload, expected)
     const now = yield* Clock.currentTimeMillis
-    const known = yield* Effect.option(responder.peers.get(local.nodeId))
+    const known = yield* Effect.orElseSucceed(getOption(responder.peers, local.nodeId), Option.none)
     if (Option.isSome(known) && known.value.isBanned(now)) {
       yield* Effect.logDebug("memory connection from a banned peer refused").pipe(
         Effect.annotateLogs({ peer: local.hex, node: responder.hex })
@@ -507,13 +512,12 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
       remoteHex,
       queue: yield* LightQueue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
       connected: yield* Deferred.make<Connection, DialError>(),
-      writer: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
+      writer: { current: undefined },
       dead: MutableRef.make(false),
       direct: { side: undefined, connection: undefined, queued: 0 }
     }
     MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
-    const fiber = yield* Effect.sync(() => endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial))))
-    yield* Ref.set(slot.writer, Option.some(fiber))
+    slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
     return { slot, created: true }
   })
 
@@ -651,7 +655,7 @@ const makeLink = (hub: Hub): Effect.Effect<Link> =>
     return {
       schedule: { last: 0, pending: 0 },
       queue: queued ? yield* LightQueue.bounded<LinkItem>(LINK_WINDOW) : undefined,
-      fiber: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>())
+      fiber: { current: undefined }
     }
   })
 
@@ -672,7 +676,7 @@ const makeSide = (
       flood: MutableRef.make(Flood.empty),
       bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
       link: yield* makeLink(hub),
-      reader: yield* Ref.make(Option.none<Fiber.RuntimeFiber<void>>()),
+      reader: { current: undefined },
       outbound
     }
   })
@@ -743,8 +747,7 @@ const activate = (hub: Hub, connection: Connection, dialledAddress: string): Eff
       if (held) yield* startReader(hub, side)
       if (side.link.queue !== undefined) {
         const queue = side.link.queue
-        const link = yield* Effect.sync(() => hub.spawn(supervised(runLink(hub, connection, side, queue))))
-        yield* Ref.set(side.link.fiber, Option.some(link))
+        side.link.fiber.current = hub.spawn(supervised(runLink(hub, connection, side, queue)))
       }
       // a teardown that ran before the fibers were recorded could not stop them
       if (MutableRef.get(connection.state) === "Closed") {
@@ -955,10 +958,9 @@ const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<v
 }
 
 const startReader = (hub: Hub, side: Side): Effect.Effect<void> =>
-  Effect.flatMap(
-    Effect.sync(() => side.local.spawn(supervised(runReader(hub, side)))),
-    (fiber) => Ref.set(side.reader, Option.some(fiber))
-  )
+  Effect.sync(() => {
+    side.reader.current = side.local.spawn(supervised(runReader(hub, side)))
+  })
 
 /**
  * Moves the connection's waiting frames to the inbox, suspending while it is full (SPEC §13.1), and ends once none

@@ -6,6 +6,7 @@ import * as LightQueue from "@comms-dht/core/LightQueue"
 import type * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey } from "@comms-dht/core/NodeId"
 import { equals, toHex } from "@comms-dht/core/NodeId"
+import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
 import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "@comms-dht/core/Transport"
 import * as Cause from "effect/Cause"
@@ -462,7 +463,10 @@ export const accept = (endpoint: Endpoint, socket: TcpSocket): Effect.Effect<voi
     if (Either.isLeft(result.value)) return yield* socket.destroy
     const handshaked = result.value.right
     const now = yield* Clock.currentTimeMillis
-    const known = yield* Effect.option(endpoint.local.peers.get(handshaked.remote.nodeId))
+    const known = yield* Effect.orElseSucceed(
+      PeerManager.getOption(endpoint.local.peers, handshaked.remote.nodeId),
+      Option.none
+    )
     if (Option.isSome(known) && known.value.isBanned(now)) {
       yield* Effect.logDebug("tcp connection from a banned peer refused").pipe(
         Effect.annotateLogs({ peer: handshaked.remote.hex })
