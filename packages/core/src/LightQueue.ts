@@ -52,7 +52,8 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
   private takers: Array<Resume<A>> = []
   private putters: Array<Putter<A>> = []
   private shut = false
-  private readonly shutdownHook = LightDeferred.unsafeMake<void>(FiberId.none)
+  // made by the first `awaitShutdown`: most queues are never awaited
+  private shutdownHook: Deferred.Deferred<void> | undefined = undefined
 
   constructor(private readonly limit: number, private readonly strategy: Strategy) {
     super()
@@ -110,15 +111,27 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
     return this.shut ? Option.none() : Option.some(this.count - this.takers.length + this.putters.length)
   }
 
-  readonly size: Effect.Effect<number> = Effect.suspend(() =>
-    this.shut ? Effect.interrupt : Effect.succeed(this.count - this.takers.length + this.putters.length)
-  )
+  // The rarely used effects are made when asked for, not kept by every queue: a node has a few hundred queues (two
+  // per connection), and each kept effect with its closure is an object the collector walks for the node's life.
+  get size(): Effect.Effect<number> {
+    return Effect.suspend(() =>
+      this.shut ? Effect.interrupt : Effect.succeed(this.count - this.takers.length + this.putters.length)
+    )
+  }
 
-  readonly isEmpty: Effect.Effect<boolean> = Effect.map(this.size, (size) => size <= 0)
+  get isEmpty(): Effect.Effect<boolean> {
+    return Effect.map(this.size, (size) => size <= 0)
+  }
 
-  readonly isFull: Effect.Effect<boolean> = Effect.map(this.size, (size) => size >= this.limit)
+  get isFull(): Effect.Effect<boolean> {
+    return Effect.map(this.size, (size) => size >= this.limit)
+  }
 
-  readonly shutdown: Effect.Effect<void> = Effect.sync(() => {
+  get shutdown(): Effect.Effect<void> {
+    return Effect.sync(() => this.close())
+  }
+
+  private close(): void {
     this.shut = true
     const takers = this.takers
     const putters = this.putters
@@ -128,12 +141,20 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
     this.head = 0
     for (const taker of takers) taker(Effect.interrupt)
     for (const putter of putters) putter.resume?.(Effect.interrupt)
-    Deferred.unsafeDone(this.shutdownHook, Exit.void)
-  })
+    if (this.shutdownHook !== undefined) Deferred.unsafeDone(this.shutdownHook, Exit.void)
+  }
 
-  readonly isShutdown: Effect.Effect<boolean> = Effect.sync(() => this.shut)
+  get isShutdown(): Effect.Effect<boolean> {
+    return Effect.sync(() => this.shut)
+  }
 
-  readonly awaitShutdown: Effect.Effect<void> = Deferred.await(this.shutdownHook)
+  get awaitShutdown(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.shut) return Effect.void
+      this.shutdownHook ??= LightDeferred.unsafeMake<void>(FiberId.none)
+      return Deferred.await(this.shutdownHook)
+    })
+  }
 
   // as Effect's queues, `unsafeOffer` never slides: a full queue of any kind refuses it
   unsafeOffer(value: A): boolean {
@@ -228,9 +249,11 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
     return Effect.succeed(value)
   })
 
-  readonly takeAll: Effect.Effect<Chunk.Chunk<A>> = Effect.suspend(() =>
-    this.shut ? Effect.interrupt : Effect.succeed(Chunk.unsafeFromArray(this.takeNow(Number.POSITIVE_INFINITY)))
-  )
+  get takeAll(): Effect.Effect<Chunk.Chunk<A>> {
+    return Effect.suspend(() =>
+      this.shut ? Effect.interrupt : Effect.succeed(Chunk.unsafeFromArray(this.takeNow(Number.POSITIVE_INFINITY)))
+    )
+  }
 
   takeUpTo(max: number): Effect.Effect<Chunk.Chunk<A>> {
     return Effect.suspend(() =>

@@ -159,6 +159,8 @@ describe("LightQueue", () => {
       yield* Queue.shutdown(queue)
       expect(Exit.isInterrupted(yield* Fiber.await(waiting))).toBe(true)
       yield* Fiber.join(awaiting)
+      // awaited only after the shutdown: already over
+      yield* Queue.awaitShutdown(queue)
       expect(yield* Queue.isShutdown(queue)).toBe(true)
       expect(Exit.isInterrupted(yield* Effect.exit(Queue.offer(queue, 1)))).toBe(true)
       expect(queue.unsafeOffer(1)).toBe(false)
