@@ -699,6 +699,13 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       yield* TestClock.adjust("10 millis")
       yield* Effect.forEach(MutableRef.get(scheduled), (e) => e.run)
       expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([5, 6, 7])
+      // the answering side never dialled and has no writer of its own: its sends are written in its own steps
+      MutableRef.set(scheduled, [])
+      const back = yield* Effect.forEach([8, 9], (i) => send(b, a, frame(i)))
+      expect(yield* Effect.forEach(back, outcome)).toEqual(["sent", "sent"])
+      yield* TestClock.adjust("10 millis")
+      yield* Effect.forEach(MutableRef.get(scheduled), (e) => e.run)
+      expect((yield* takeN(a, 2)).map(frameNumber)).toEqual([8, 9])
     }).pipe(withCrypto))
 
   it.scoped("both sides dialling at once keep the smaller NodeId's connection and lose no message (scenario 49)", () =>

@@ -315,7 +315,9 @@ const interruptUnlessSelf = (cell: FiberCell): Effect.Effect<void> =>
     const fiber = cell.current
     return fiber === undefined
       ? Effect.void
-      : Effect.fiberIdWith((self) => Equal.equals(self, fiber.id()) ? Effect.void : Effect.asVoid(Fiber.interrupt(fiber)))
+      : Effect.fiberIdWith((self) =>
+        Equal.equals(self, fiber.id()) ? Effect.void : Effect.asVoid(Fiber.interrupt(fiber))
+      )
   })
 
 /** @internal fiber roots log what escapes instead of dying silently */
@@ -517,9 +519,23 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
       direct: { side: undefined, connection: undefined, queued: 0 }
     }
     MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
-    slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
+    if (dial || !hub.writesInSender) {
+      slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
+    }
     return { slot, created: true }
   })
+
+/**
+ * A writer for a slot that has just queued a message, if none is running. Where senders write themselves
+ * (`writesInSender`) a writer runs only while a dial is under way or messages are queued, and ends once the queue is
+ * empty: a node has a slot per connection, and a fiber parked on each empty queue was a fiber per connection held
+ * for the connection's life. Elsewhere every slot has its writer from the start, and this does nothing.
+ */
+const ensureWriter = (hub: Hub, endpoint: Endpoint, slot: Slot): void => {
+  if (slot.writer.current === undefined) {
+    slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, false)))
+  }
+}
 
 /** Removes a slot whose dial failed and fails what it holds; under the lock, so no send slips in after. */
 const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
@@ -551,7 +567,7 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
     const side = sideOf(connection, endpoint)
     slot.direct.side = side
     slot.direct.connection = connection
-    return yield* Effect.forever(Effect.uninterruptibleMask((restore) =>
+    const writeNext = Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(restore(Queue.take(slot.queue)), (message) =>
         restore(write(hub, connection, side, message)).pipe(
           Effect.onInterrupt(() => failClosed(endpoint, message)),
@@ -559,7 +575,16 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
             slot.direct.queued--
           }))
         ))
-    ))
+    )
+    if (!hub.writesInSender) return yield* Effect.forever(writeNext)
+    // `queued` counts the messages offered and not yet written: at 0 the queue is empty, and every later send writes
+    // itself (or starts a writer), decided in the same synchronous step as this end
+    const drain: Effect.Effect<void> = Effect.suspend(() => {
+      if (slot.direct.queued > 0) return Effect.zipRight(writeNext, drain)
+      slot.writer.current = undefined
+      return Effect.void
+    })
+    return yield* drain
   })
 
 const removeDialling = (
@@ -729,7 +754,11 @@ const establish = (
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
     for (const side of connection.sides) {
       side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
-      yield* Deferred.succeed(side.slot.connected, connection)
+      // the slot's first connection stands; a slot with no writer (`ensureWriter`) learns it here
+      if (yield* Deferred.succeed(side.slot.connected, connection)) {
+        side.slot.direct.side = side
+        side.slot.direct.connection = connection
+      }
     }
     return Option.some(connection)
   })
@@ -1034,8 +1063,10 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
       ? Effect.succeed<SendOutcome>("Shutdown")
       : Effect.flatMap(slotFor(hub, endpoint, message.peer, true), ({ slot }) =>
         Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => {
-          if (queued) slot.direct.queued++
-          return queued ? "Queued" : "Full"
+          if (!queued) return "Full"
+          slot.direct.queued++
+          ensureWriter(hub, endpoint, slot)
+          return "Queued"
         })))
   const answer = (outcome: SendOutcome): Effect.Effect<void> =>
     outcome === "Queued"
@@ -1057,7 +1088,10 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
           return write(hub, connection, side, message).pipe(Effect.onInterrupt(() => failClosed(endpoint, message)))
         }
         const queued = slot.queue.unsafeOffer(message)
-        if (queued) slot.direct.queued++
+        if (queued) {
+          slot.direct.queued++
+          ensureWriter(hub, endpoint, slot)
+        }
         return answer(queued ? "Queued" : "Full")
       }
     }
