@@ -87,7 +87,9 @@ const onProgress = (progress: Simulation.Progress) =>
       const memory = process.memoryUsage()
       for (const [key, count] of counters(pairs)) process.stderr.write(`  ${key} ${count}\n`)
       process.stderr.write(
-        `${seconds()}s step ${step} virtual=${progress.virtualMs}ms rss=${mb(memory.rss)} heap=${
+        `${seconds()}s step ${step} virtual=${progress.virtualMs}ms ops=${
+          (progress.operations / 1e6).toFixed(1)
+        }M rss=${mb(memory.rss)} heap=${
           mb(memory.heapUsed)
         } external=${mb(memory.external)}\n`
       )

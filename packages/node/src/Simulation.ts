@@ -92,6 +92,8 @@ export interface Progress {
   readonly fraction: number
   /** virtual ms since the run started */
   readonly virtualMs: number
+  /** Effect operations the simulation's fibers have run so far: its work, in a unit independent of the machine */
+  readonly operations: number
 }
 
 /**
@@ -288,7 +290,8 @@ const simulate = <E>(
           yield* Effect.logDebug("simulation step").pipe(Effect.annotateLogs({ step, label, ...(yield* vc.stats) }))
         }
         if (onProgress !== undefined) {
-          yield* onProgress({ step, steps: STEPS, label, fraction: percent / 100, virtualMs: now - t0 })
+          const { operations } = yield* vc.stats
+          yield* onProgress({ step, steps: STEPS, label, fraction: percent / 100, virtualMs: now - t0, operations })
         }
       })
 

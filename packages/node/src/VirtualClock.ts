@@ -73,6 +73,11 @@ export interface Stats {
   readonly runnable: number
   /** fiber tasks run under `scheduler` so far */
   readonly tasksRun: number
+  /**
+   * Effect operations the fibers under `scheduler` have run so far (each step of a fiber's run loop asks the
+   * scheduler whether to yield): the work done, in a unit that does not vary with the machine's speed
+   */
+  readonly operations: number
 }
 
 /**
@@ -176,6 +181,7 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
     let inFlight = 0
     let runnable = 0
     let tasksRun = 0
+    let operations = 0
     let steps = 0
     let timersWoken = 0
     let deliveriesRun = 0
@@ -225,7 +231,10 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       // suspensions alone. With the default preemption (every 2,048 operations) any change in the number of operations
       // a fiber runs, such as a progress observer's, moved where it yielded and changed the run's virtual times for
       // the same seed. Every loop of ours suspends (a queue take, a sleep, `Effect.forever`'s own yield).
-      shouldYield: () => false,
+      shouldYield: () => {
+        operations++
+        return false
+      },
       scheduleTask: (task, priority, fiber) => {
         runnable++
         if (enqueue !== undefined) return enqueue(task)
@@ -470,7 +479,8 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
         pendingDeliveries,
         inFlight,
         runnable,
-        tasksRun
+        tasksRun,
+        operations
       })),
       settle,
       step,
