@@ -609,8 +609,10 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
           random: after.random.map(hex)
         }))
       }
+      // set only on a change: an update takes the ref's lock and publishes to its subscribers even when it keeps the
+      // value, and this runs after every command (a sixth of the operations of the 100-node join went there)
       const next = statusOf(after)
-      yield* SubscriptionRef.update(status, (current) => sameStatus(current, next) ? current : next)
+      if (!sameStatus(yield* SubscriptionRef.get(status), next)) yield* SubscriptionRef.set(status, next)
     })
 
   const handle = (state: State, command: Command): Effect.Effect<State> =>
