@@ -1,7 +1,8 @@
 /**
  * Where a simulation's wall time and memory go, step by step: `node bench/dist/simSteps.js N SEED STORE` runs SPEC
  * §19's simulation (K = 8, M = 1000, F = 0.1) and writes to stderr, at each step's start, the wall seconds so far,
- * the virtual ms, and the process's RSS, V8 heap and external memory; the result goes to stdout as one JSON line,
+ * the virtual ms, the Effect operations run so far (a count of work the machine's speed does not change), and the
+ * process's RSS, V8 heap and external memory; the result goes to stdout as one JSON line,
  * as `simChild.js` prints it. The figures of one run are comparable only with runs on the same machine and load;
  * `comms-dht sim` runs with `--max-semi-space-size` (64 up to 200 nodes, up to 1024 above) and an old generation
  * of 75 % of the machine's memory (`Cli.nodeFlagsFor`), so pass both to `node` for its figures: at 1000 nodes the
