@@ -656,22 +656,40 @@ export const signClaim = (signer: Signer, claim: ClaimFields): Effect.Effect<Ide
  */
 export const verifyClaim = (
   publicKey: Uint8Array,
-  claim: {
-    readonly addresses: ReadonlyArray<string>
-    readonly features: number
-    readonly identitySignature: IdentitySignature
-  }
+  claim: SignedClaim
 ): Effect.Effect<boolean, never, Crypto> =>
-  Effect.flatMap(Crypto, (crypto) => {
-    const { signature, updatedAt, version } = claim.identitySignature
-    if (version !== CLAIM_SIGNATURE_VERSION) return Effect.succeed(false)
-    const fields = claimChallengeFields(publicKey, version, {
-      addresses: claim.addresses,
-      features: claim.features,
-      updatedAt
-    })
-    return crypto.verify(publicKey, signature, crypto.dsh("identity_signature", 32, fields))
+  Effect.flatMap(Crypto, (crypto) => verifyClaimWith(crypto, publicKey, claim))
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface SignedClaim {
+  readonly addresses: ReadonlyArray<string>
+  readonly features: number
+  readonly identitySignature: IdentitySignature
+}
+
+/**
+ * `verifyClaim` with a `Crypto` service at hand.
+ *
+ * @since 0.1.0
+ * @category signing
+ */
+export const verifyClaimWith = (
+  crypto: CryptoService,
+  publicKey: Uint8Array,
+  claim: SignedClaim
+): Effect.Effect<boolean> => {
+  const { signature, updatedAt, version } = claim.identitySignature
+  if (version !== CLAIM_SIGNATURE_VERSION) return Effect.succeed(false)
+  const fields = claimChallengeFields(publicKey, version, {
+    addresses: claim.addresses,
+    features: claim.features,
+    updatedAt
   })
+  return crypto.verify(publicKey, signature, crypto.dsh("identity_signature", 32, fields))
+}
 
 // --- transport binding (§4.8) ---
 
