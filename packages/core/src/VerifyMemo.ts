@@ -63,9 +63,9 @@ const INLINE_MESSAGE = 64
 
 /**
  * The entry of (publicKey, signature, message): SPEC §4's `DSH("verify_memo", …)` as hex (64 characters), or, for
- * the usual inputs (a 32-byte challenge), the inputs' own bytes as a string of 96 characters or more. The two kinds never
- * meet (their lengths differ), and the bytes cost a copy where the hash cost a BLAKE2b and hex on every signature a
- * node sees (peer claims arrive hundreds of times each in a join).
+ * the usual inputs (a 32-byte challenge), the inputs' own bytes as a string of 96 characters or more. The two kinds
+ * never meet (their lengths differ), and the bytes cost a copy where the hash cost a BLAKE2b and hex on every
+ * signature a node sees (peer claims arrive hundreds of times each in a join).
  */
 const keyOf = (
   dsh: (label: "verify_memo", outLen: number, fields: ReadonlyArray<Uint8Array>) => Uint8Array,

@@ -286,12 +286,19 @@ const simulate = <E>(
         if (previous.step === step && previous.percent === percent) return
         yield* Ref.set(lastReported, { step, percent })
         const now = yield* Clock.currentTimeMillis
+        const stats = yield* vc.stats
         if (previous.step !== step) {
-          yield* Effect.logDebug("simulation step").pipe(Effect.annotateLogs({ step, label, ...(yield* vc.stats) }))
+          yield* Effect.logDebug("simulation step").pipe(Effect.annotateLogs({ step, label, ...stats }))
         }
         if (onProgress !== undefined) {
-          const { operations } = yield* vc.stats
-          yield* onProgress({ step, steps: STEPS, label, fraction: percent / 100, virtualMs: now - t0, operations })
+          yield* onProgress({
+            step,
+            steps: STEPS,
+            label,
+            fraction: percent / 100,
+            virtualMs: now - t0,
+            operations: stats.operations
+          })
         }
       })
 

@@ -47,8 +47,6 @@ export const START_MS = 1_735_689_600_000
 export interface Options {
   /** unix ms the clock starts at (default `START_MS`) */
   readonly startMs?: number
-  /** the scheduler tasks finally run on (default: the clock's own run queue, first in, first out) */
-  readonly scheduler?: Scheduler.Scheduler
 }
 
 /**
@@ -216,15 +214,6 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       }
       draining = false
     }
-    const enqueue = options.scheduler === undefined
-      ? (task: Scheduler.Task): void => {
-        tasks.push(task)
-        if (!draining) {
-          draining = true
-          queueMicrotask(drain)
-        }
-      }
-      : undefined
 
     const scheduler: Scheduler.Scheduler = {
       // Never preempted by operation count: a fiber runs until it suspends, so a run's interleavings follow its
@@ -235,19 +224,13 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
         operations++
         return false
       },
-      scheduleTask: (task, priority, fiber) => {
+      scheduleTask: (task) => {
         runnable++
-        if (enqueue !== undefined) return enqueue(task)
-        const base = options.scheduler ?? Scheduler.defaultScheduler
-        base.scheduleTask(() => {
-          runnable--
-          tasksRun++
-          try {
-            task()
-          } finally {
-            notifyIdle()
-          }
-        }, priority, fiber)
+        tasks.push(task)
+        if (!draining) {
+          draining = true
+          queueMicrotask(drain)
+        }
       }
     }
 

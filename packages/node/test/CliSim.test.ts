@@ -51,7 +51,8 @@ describe("comms-dht sim", () => {
     // a network of more than 200 nodes: a young generation of up to 1 GB, a 24th of the memory
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "1000"), [], undefined, big))
       .toEqual(["--max-semi-space-size=1024", "--max-old-space-size=18432"])
-    expect(Cli.nodeFlagsFor(argv("sim", "--nodes=300"), [], undefined, { totalBytes: 8 * GiB, heapLimitBytes: 4 * GiB }))
+    const small = { totalBytes: 8 * GiB, heapLimitBytes: 4 * GiB }
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes=300"), [], undefined, small))
       .toEqual(["--max-semi-space-size=341", "--max-old-space-size=6144"])
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "200"), [], undefined, big))
       .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])

@@ -369,7 +369,7 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
           expect(yield* table.closest(target, 10, { features: Peer.PeerFeatures.COMMUNICATION_CLIENT })).toEqual([])
         }).pipe(withTable()))
 
-      it.effect("closerCount: the matching peers nearer the target than a node, up to a limit, as closest ranks them", () =>
+      it.effect("closerCount: the matching peers nearer the target than a node, up to a limit, as closest ranks", () =>
         Effect.gen(function*() {
           const table = yield* PeerManager.PeerManager
           const peers = Array.from({ length: 30 }, (_, i) => peer(i))
