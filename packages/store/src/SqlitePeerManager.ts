@@ -4,12 +4,15 @@
  * budget in 60 one-minute buckets, kept in memory), the same selections and the same seeded random draws.
  *
  * The table (at most `maxKnownPeers`, 10,000) is read at open and mirrored in memory, so selections (`closest`,
- * `random`), which rank every peer, cost no query. Every change is written first, peer row and addresses in one
- * transaction, and reaches the mirror only once committed — except a touch: a change of only when the peer was last
- * seen or verified and of its addresses' statistics, which every connection and dial makes. A touch reaches the
- * mirror at once and the table with its next transaction, once 64 are waiting, or when the scope closes, so a crash
- * can lose those statistics and nothing else. Address order is kept (rows are rewritten in order when the list
- * changes); a repeated address is stored once, its first occurrence.
+ * `random`), which rank every peer, cost no query. What the network teaches — a peer added or re-added (`add`,
+ * `addMany`: joins, peer sync, discovery, connections) and a touch (a change of only when the peer was last seen or
+ * verified and of its addresses' statistics, which every connection and dial makes) — reaches the mirror at once
+ * and the table with its next transaction, once 64 records are waiting, or when the scope closes: a crash can lose
+ * the last few peers learnt, which the network teaches again, and nothing else. Every other change (a ban, an
+ * unban, an offline mark or any `update` that is not a touch, a removal, an addition that evicts) is written
+ * first, with the waiting records, in one transaction, and reaches the mirror only once committed. Address order
+ * is kept (rows are rewritten in order when the list changes); a repeated address is stored once, its first
+ * occurrence.
  *
  * @since 0.1.0
  */
@@ -145,8 +148,8 @@ const isTouch = (previous: Peer.Peer, next: Peer.Peer): boolean =>
     return a.address === b.address && a.source === b.source && Peer.sameClaim(a.claim, b.claim)
   })
 
-// touched records waiting for a write before one is forced
-const TOUCHES_PER_FLUSH = 64
+// records waiting for a write before one is forced
+const PENDING_PER_FLUSH = 64
 
 // the index of `key` in ascending `keys`, or -1
 const indexOfKey = (keys: ReadonlyArray<string>, key: string): number => {
@@ -207,13 +210,14 @@ export const make: Effect.Effect<
       }
       return loaded
     })
-    // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed (or, for a
-    // touch, after it is marked in `touched`).
+    // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed (or, for an
+    // addition or a touch, after it is marked in `pending`).
     const peers = yield* load.pipe(lift(filename, "load peers"))
-    // Records whose latest changes were touches (`isTouch`: every connection and dial makes one, and a transaction
-    // was most of what a connection cost). They are written with the table's next transaction, when
-    // TOUCHES_PER_FLUSH are waiting, and when the scope closes; a crash loses at most those statistics.
-    const touched = new Set<string>()
+    // Records whose latest changes were additions or touches, to write whole: a transaction per learnt peer was a
+    // quarter of a joining network's work (a peer table write is ~250 steps of Effect's run loop, ~150 of them the
+    // transaction), and a batch of them is a statement per table. Written with the table's next transaction, when
+    // PENDING_PER_FLUSH are waiting, and when the scope closes.
+    const pending = new Set<string>()
     const lock = yield* Effect.makeSemaphore(1)
     const budget = MessageStore.makeSourceWindow()
     let prunedAtMinute = 0
@@ -348,16 +352,16 @@ export const make: Effect.Effect<
         return batchWrites(rows, ids, addresses)
       })
 
-    // `statements` in one transaction, after the touched records (taken out first, put back if it fails)
+    // `statements` in one transaction, after the pending records (taken out first, put back if it fails)
     const commit = (statements: Effect.Effect<unknown, SqlError>, action: string) =>
       Effect.suspend(() => {
-        const batch = Array.from(touched)
-        touched.clear()
+        const batch = Array.from(pending)
+        pending.clear()
         const putBack = Effect.sync(() => {
-          for (const key of batch) touched.add(key)
+          for (const key of batch) pending.add(key)
         })
-        const pending = batch.length === 0 ? Effect.succeed(Effect.void) : rewrite(batch)
-        return pending.pipe(
+        const first = batch.length === 0 ? Effect.succeed(Effect.void) : rewrite(batch)
+        return first.pipe(
           Effect.flatMap((first) =>
             first.pipe(Effect.zipRight(statements), db.transaction, lift(filename, action))
           ),
@@ -365,20 +369,22 @@ export const make: Effect.Effect<
         )
       })
 
-    const writeTouched = Effect.suspend(() =>
-      touched.size === 0 ? Effect.void : commit(Effect.void, "write peer statistics")
-    )
+    const writePending = Effect.suspend(() => pending.size === 0 ? Effect.void : commit(Effect.void, "write peers"))
+    // a failed write keeps the records pending for the next one
+    const writePendingOrLog = Effect.catchAll(writePending, (error) => Effect.logWarning("could not write peers", error))
 
-    // a touch changes the mirror now and the table later
+    // the mirror now, the table later (`pending`)
+    const defer = (key: string): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        pending.add(key)
+        return pending.size < PENDING_PER_FLUSH ? Effect.void : writePendingOrLog
+      })
+
     const touch = (key: string, next: Peer.Peer) =>
       Effect.suspend(() => {
         peers.set(key, next)
         replaced(key, next)
-        touched.add(key)
-        return touched.size < TOUCHES_PER_FLUSH ? Effect.void : Effect.catchAll(
-          writeTouched,
-          (error) => Effect.logWarning("could not write peer statistics", error)
-        )
+        return defer(key)
       })
 
     const changed = Effect.sync(() => {
@@ -425,19 +431,21 @@ export const make: Effect.Effect<
           return all.filter((peer) => matches(peer))
         }))
 
+    // a record the table could not take fails here, not in the batch it would be written with
+    const storable = (peer: Peer.Peer): Effect.Effect<void, StoreError> => {
+      const problem = Claims.unstorable(peer)
+      return problem === undefined
+        ? Effect.void
+        : Effect.fail(storeError(filename, "write peer", problem, "Constraint"))
+    }
+
     const add = (peer: Peer.Peer, source: NodeId.NodeId | undefined) =>
       Effect.gen(function*() {
+        yield* storable(peer)
         const now = yield* Clock.currentTimeMillis
         const key = NodeId.toHex(peer.nodeId)
-        const previous = peers.get(key)
-        if (previous !== undefined) {
-          if (isTouch(previous, peer)) {
-            yield* touch(key, peer)
-            return "Updated" as const
-          }
-          yield* commit(yield* writes(peer, previous), "update peer")
-          peers.set(key, peer)
-          replaced(key, peer)
+        if (peers.has(key)) {
+          yield* touch(key, peer)
           return "Updated" as const
         }
         pruneBudget(now)
@@ -445,77 +453,65 @@ export const make: Effect.Effect<
           yield* Metric.increment(skippedBudget)
           return "SkippedBudget" as const
         }
-        let victim = Option.none<Peer.Peer>()
         if (peers.size >= config.maxKnownPeers) {
-          victim = PeerManager.evictionCandidate(peers.values(), now)
+          const victim = PeerManager.evictionCandidate(peers.values(), now)
           // without a source (config seeds, the transport's own registrations) the peer is added even over the bound
           if (Option.isNone(victim) && source !== undefined) {
             yield* Metric.increment(skippedCapacity)
             return "SkippedCapacity" as const
           }
+          // the eviction is written first: a peer must not come back after a restart once another took its place
+          if (Option.isSome(victim)) {
+            yield* commit(deletePeer(victim.value.nodeId), "evict peer")
+            peers.delete(NodeId.toHex(victim.value.nodeId))
+          }
         }
-        const insert = yield* writes(peer, undefined)
-        yield* commit(
-          Option.isSome(victim) ? deletePeer(victim.value.nodeId).pipe(Effect.zipRight(insert)) : insert,
-          "add peer"
-        )
-        if (Option.isSome(victim)) peers.delete(NodeId.toHex(victim.value.nodeId))
         peers.set(key, peer)
         if (source !== undefined) budget.record(source, now)
         yield* changed
+        yield* defer(key)
         return "Added" as const
       })
 
-    // `add` for each peer in turn, in one transaction with a statement per table and chunk rather than three per
-    // peer. A batch that could evict (the table within a batch of its bound) or that names a peer twice is added
-    // one peer at a time, since each addition then depends on the ones before it.
+    // `add` for each peer in turn. A batch that could evict (the table within a batch of its bound) or that names a
+    // peer twice is added one peer at a time, since each addition then depends on the ones before it.
     const addMany = (batch: ReadonlyArray<Peer.Peer>, source: NodeId.NodeId | undefined) =>
       Effect.gen(function*() {
         const keys = batch.map((peer) => NodeId.toHex(peer.nodeId))
         if (new Set(keys).size !== keys.length || peers.size + batch.length >= config.maxKnownPeers) {
           return yield* Effect.forEach(batch, (peer) => add(peer, source))
         }
+        for (const peer of batch) yield* storable(peer)
         const now = yield* Clock.currentTimeMillis
         pruneBudget(now)
         let allowance = source === undefined
           ? Number.POSITIVE_INFINITY
           : config.maxPeersAddedPerSourcePerHour - budget.count(source, now)
         const results: Array<PeerManager.AddResult> = []
-        const rows: Array<ReturnType<typeof peerRow>> = []
-        const readdressed: Array<NodeId.NodeId> = []
-        const addresses: Array<Record<string, unknown>> = []
-        for (const [i, peer] of batch.entries()) {
-          const previous = peers.get(keys[i]!)
-          if (previous === undefined && allowance <= 0) {
-            results.push("SkippedBudget")
-            continue
-          }
-          if (previous === undefined) allowance--
-          results.push(previous === undefined ? "Added" : "Updated")
-          rows.push(peerRow(peer, yield* signatureOf(peer)))
-          if (previous === undefined || !sameAddresses(previous.addresses, peer.addresses)) {
-            if (previous !== undefined) readdressed.push(peer.nodeId)
-            addresses.push(...(yield* addressRecords(peer)))
-          }
-        }
-        if (rows.length > 0) yield* commit(batchWrites(rows, readdressed, addresses), "add peers")
         let skipped = 0
         let added = 0
-        for (const [i, result] of results.entries()) {
-          if (result === "SkippedBudget") {
+        for (const [i, peer] of batch.entries()) {
+          const key = keys[i]!
+          if (peers.has(key)) {
+            peers.set(key, peer)
+            replaced(key, peer)
+            results.push("Updated")
+          } else if (allowance <= 0) {
             skipped++
+            results.push("SkippedBudget")
             continue
-          }
-          peers.set(keys[i]!, batch[i]!)
-          if (result === "Added") {
+          } else {
+            allowance--
             added++
+            peers.set(key, peer)
             if (source !== undefined) budget.record(source, now)
-          } else replaced(keys[i]!, batch[i]!)
+            results.push("Added")
+          }
+          pending.add(key)
         }
-        if (skipped > 0) {
-          yield* Metric.incrementBy(skippedBudget, skipped)
-        }
+        if (skipped > 0) yield* Metric.incrementBy(skippedBudget, skipped)
         if (added > 0) yield* changed
+        if (pending.size >= PENDING_PER_FLUSH) yield* writePendingOrLog
         return results
       })
 
@@ -545,7 +541,7 @@ export const make: Effect.Effect<
     const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
 
     yield* Effect.addFinalizer(() =>
-      locked(Effect.catchAll(writeTouched, (error) => Effect.logWarning("could not write peer statistics", error)))
+      locked(writePendingOrLog)
     )
 
     return PeerManager.PeerManager.of({

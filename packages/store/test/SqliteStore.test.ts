@@ -418,10 +418,9 @@ describe("SqliteStore", () => {
         expect(reopened).toEqual(seenAt(alice, 30_000))
       }))
 
-    it.effect("a claim, an address or a ban is no touch: it is written before the call returns", () =>
+    it.scoped("additions wait like touches: in the file at 64 waiting, with any other write, at the scope's close", () =>
       Effect.gen(function*() {
-        const peers = yield* PeerManager.PeerManager
-        yield* peers.add(alice)
+        const filename = yield* tempFile
         const moved = new Peer.Peer({
           ...seenAt(alice, 9_000),
           addresses: [
@@ -429,27 +428,74 @@ describe("SqliteStore", () => {
             new Peer.PeerAddress({ address: "/ip4/10.9.9.9/tcp/1", connectionFailures: 0, source: "Join" })
           ]
         })
-        yield* peers.add(moved)
-        expect(yield* storedLastSeen(alice)).toBe(9_000)
-        yield* peers.update(alice.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 9_500, offlineAt: 9_500 }))
-        expect(yield* storedLastSeen(alice)).toBe(9_500)
-      }).pipe(Effect.provide(open({ filename: ":memory:" }))))
+        yield* Effect.gen(function*() {
+          const peers = yield* PeerManager.PeerManager
+          for (const other of others.slice(0, 63)) yield* peers.add(other)
+          expect(yield* storedLastSeen(others[0]!)).toBeUndefined()
+          expect(yield* peers.count).toBe(63)
+          yield* peers.add(alice)
+          expect(yield* storedLastSeen(others[0]!)).toBe(null)
+          expect(yield* storedLastSeen(alice)).toBe(5_000)
 
-    it.effect("a write that fails keeps the touches waiting for the next one", () =>
+          // a new address is an addition's change too: it waits
+          yield* peers.add(moved)
+          expect(yield* peers.get(alice.nodeId)).toEqual(moved)
+          expect(yield* storedLastSeen(alice)).toBe(5_000)
+          // an offline mark is no touch: written before the call returns, with what waits
+          yield* peers.update(alice.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 9_500, offlineAt: 9_500 }))
+          expect(yield* storedLastSeen(alice)).toBe(9_500)
+
+          yield* peers.addMany(others.slice(63))
+          expect(yield* storedLastSeen(others[69]!)).toBeUndefined()
+        }).pipe(Effect.provide(open({ filename })))
+
+        const reopened = yield* Effect.flatMap(PeerManager.PeerManager, (peers) => peers.all).pipe(
+          Effect.provide(open({ filename }))
+        )
+        expect(reopened.length).toBe(71)
+        expect(reopened.find((p) => NodeId.equals(p.nodeId, alice.nodeId))?.addresses).toEqual(moved.addresses)
+      }))
+
+    it.effect("a write that fails keeps what waits for the next one", () =>
       Effect.gen(function*() {
         const peers = yield* PeerManager.PeerManager
         const failWrites = Effect.flatMap(SqlClient.SqlClient, (sql) =>
           sql.unsafe(`CREATE TRIGGER fail_peers BEFORE INSERT ON peer_addresses BEGIN SELECT RAISE(ABORT, 'x'); END`))
         const restoreWrites = Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP TRIGGER fail_peers`))
         yield* peers.add(alice)
+        yield* peers.add(bob)
         yield* peers.update(alice.nodeId, (p) => seenAt(p, 9_000))
         yield* failWrites
-        expect((yield* Effect.flip(peers.add(bob)))._tag).toBe("StoreError")
+        // a ban is written before the call returns: it fails, and so does the batch of what waited
+        expect((yield* Effect.flip(peers.ban(bob.nodeId, HOUR, "test")))._tag).toBe("StoreError")
+        expect((yield* peers.get(bob.nodeId)).isBanned(0)).toBe(false)
         yield* restoreWrites
-        expect(yield* storedLastSeen(alice)).toBe(5_000)
+        expect(yield* storedLastSeen(alice)).toBeUndefined()
         expect((yield* peers.get(alice.nodeId)).lastSeen).toBe(9_000)
-        yield* peers.add(bob)
+        yield* peers.ban(bob.nodeId, HOUR, "test")
         expect(yield* storedLastSeen(alice)).toBe(9_000)
+        expect(yield* storedLastSeen(bob)).toBe(null)
+      }).pipe(Effect.provide(open({ filename: ":memory:" }))))
+
+    it.effect("a record the table cannot hold fails its add at once and leaves what waits writable", () =>
+      Effect.gen(function*() {
+        const peers = yield* PeerManager.PeerManager
+        yield* peers.add(bob)
+        const unencodable = new Peer.Peer({
+          ...alice,
+          identitySignature: new Peer.IdentitySignature({
+            version: 2 ** 32,
+            signature: new Uint8Array(64),
+            updatedAt: 1n
+          })
+        })
+        const error = yield* Effect.flip(peers.add(unencodable))
+        expect(error.reason).toBe("Constraint")
+        expect(yield* peers.exists(alice.nodeId)).toBe(false)
+        expect(yield* Effect.flip(peers.addMany([others[0]!, unencodable]))).toMatchObject({ reason: "Constraint" })
+        expect(yield* peers.exists(others[0]!.nodeId)).toBe(false)
+        yield* peers.ban(bob.nodeId, HOUR, "test")
+        expect(yield* storedLastSeen(bob)).toBe(null)
       }).pipe(Effect.provide(open({ filename: ":memory:" }))))
   })
 
@@ -591,17 +637,32 @@ describe("SqliteStore", () => {
         const peers = yield* PeerManager.PeerManager
         yield* peers.add(bob)
         yield* failWrites("peer_addresses")
-        const moved = new Peer.Peer({
-          ...bob,
-          addresses: [new Peer.PeerAddress({ address: "/ip4/10.9.9.9/tcp/1", connectionFailures: 0, source: "Join" })]
-        })
-        const error = yield* Effect.flip(peers.add(moved))
+        const moved = (p: Peer.Peer) =>
+          new Peer.Peer({
+            ...p,
+            offlineAt: 9_000,
+            addresses: [new Peer.PeerAddress({ address: "/ip4/10.9.9.9/tcp/1", connectionFailures: 0, source: "Join" })]
+          })
+        const error = yield* Effect.flip(peers.update(bob.nodeId, moved))
         expect(error._tag).toBe("StoreError")
         expect(yield* peers.get(bob.nodeId)).toEqual(bob)
-        expect((yield* Effect.flip(peers.add(alice)))._tag).toBe("StoreError")
-        expect(yield* peers.exists(alice.nodeId)).toBe(false)
+        expect((yield* Effect.flip(peers.remove(bob.nodeId)))._tag).toBe("StoreError")
         expect(yield* peers.count).toBe(1)
       }).pipe(Effect.provide(open({ filename: ":memory:" }))))
+
+    it.effect("an addition that must evict is written first, and fails whole when its write fails", () =>
+      Effect.gen(function*() {
+        const peers = yield* PeerManager.PeerManager
+        yield* peers.add(alice)
+        yield* failWrites("peer_addresses")
+        // bob, a seed, takes alice's place
+        expect((yield* Effect.flip(peers.add(bob)))._tag).toBe("StoreError")
+        expect(yield* peers.exists(bob.nodeId)).toBe(false)
+        expect(yield* peers.get(alice.nodeId)).toEqual(alice)
+        yield* restoreWrites("peer_addresses")
+        expect(yield* peers.add(bob)).toBe("Added")
+        expect(yield* peers.exists(alice.nodeId)).toBe(false)
+      }).pipe(Effect.provide(open({ filename: ":memory:" }, { maxKnownPeers: 1 }))))
   })
 
   it.effect("an update may not move a record to another key: the rows are keyed by it", () =>

@@ -56,8 +56,30 @@ const bytesField = (out: Array<number>, field: number, bytes: Uint8Array) => {
 
 const isUint32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= U32_MAX
 
+const signatureProblem = (s: Peer.IdentitySignature): string | undefined =>
+  isUint32(s.version) ? undefined : `identity signature version ${s.version} is not a uint32`
+
+const claimProblem = (c: Peer.PeerClaim): string | undefined =>
+  isUint32(c.features) ? signatureProblem(c.identitySignature) : `claim features ${c.features} are not a uint32`
+
+/**
+ * @internal
+ * Why the encoders would refuse `peer`'s signature or one of its claims, if they would: checked when a record is
+ * accepted, so that one written later cannot fail its batch.
+ */
+export const unstorable = (peer: Peer.Peer): string | undefined => {
+  const own = peer.identitySignature === undefined ? undefined : signatureProblem(peer.identitySignature)
+  if (own !== undefined) return own
+  for (const address of peer.addresses) {
+    const problem = address.claim === undefined ? undefined : claimProblem(address.claim)
+    if (problem !== undefined) return `claim: ${problem}`
+  }
+  return undefined
+}
+
 const signatureBytes = (s: Peer.IdentitySignature): Either.Either<Uint8Array, string> => {
-  if (!isUint32(s.version)) return Either.left(`identity signature version ${s.version} is not a uint32`)
+  const problem = signatureProblem(s)
+  if (problem !== undefined) return Either.left(problem)
   const out: Array<number> = []
   if (s.version !== 0) {
     tag(out, 1, VARINT)
@@ -77,7 +99,8 @@ export const encodeSignature = signatureBytes
 
 /** @internal */
 export const encodeClaim = (c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
-  if (!isUint32(c.features)) return Either.left(`claim features ${c.features} are not a uint32`)
+  const problem = claimProblem(c)
+  if (problem !== undefined) return Either.left(problem)
   return Either.map(signatureBytes(c.identitySignature), (signature) => {
     const out: Array<number> = []
     for (const address of c.addresses) bytesField(out, 1, utf8.encode(address))
