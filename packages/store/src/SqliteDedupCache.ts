@@ -23,6 +23,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as Db from "./internal/db.js"
+import * as Lock from "./internal/lock.js"
 import { lift } from "./internal/errors.js"
 import { Blob, clampSafe } from "./internal/values.js"
 
@@ -77,7 +78,7 @@ export const make: Effect.Effect<
     })
   }
 
-  const lock = yield* Effect.makeSemaphore(1)
+  const lock = Lock.make()
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
 
@@ -135,7 +136,7 @@ export const make: Effect.Effect<
 
   const flush = flushThen(Effect.void, "flush dedup hits")
 
-  yield* Effect.addFinalizer(() => lock.withPermits(1)(Effect.ignore(flush)))
+  yield* Effect.addFinalizer(() => lock.exclusive(Effect.ignore(flush)))
 
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
@@ -170,7 +171,7 @@ export const make: Effect.Effect<
     ))
 
   // The index and the table change together: nothing may stop an operation between the two.
-  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
+  const exclusive = lock.exclusive
 
   return DedupCache.DedupCache.of({
     insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),

@@ -27,6 +27,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as Db from "./internal/db.js"
+import * as Lock from "./internal/lock.js"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
@@ -189,7 +190,7 @@ export const make: Effect.Effect<
   const byDestination = new Map<string, number>()
   for (const row of perDestination) byDestination.set(NodeId.toHex(row.destination_pubkey), row.n)
   const sources = MessageStore.makeSourceWindow()
-  const lock = yield* Effect.makeSemaphore(1)
+  const lock = Lock.make()
   // inserts between their statement and `attach`: while any is, `byDestination` may lag behind the table
   let inserting = 0
   // SAF cursors as stored, by responder: the table has no other writer, and a node asks the same responders again
@@ -220,7 +221,7 @@ export const make: Effect.Effect<
   )
 
   yield* Effect.addFinalizer(() =>
-    lock.withPermits(1)(saveHighWater.pipe(lift(filename, "record the storedAt high-water mark"), Effect.ignore))
+    lock.exclusive(saveHighWater.pipe(lift(filename, "record the storedAt high-water mark"), Effect.ignore))
   )
 
   // Decides the evictions without touching the store, so a row that cannot fit leaves everything as it was. The
@@ -503,7 +504,7 @@ export const make: Effect.Effect<
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
   // bookkeeping that follows it.
-  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
+  const exclusive = lock.exclusive
 
   return MessageStore.MessageStore.of({
     insert: (row) => exclusive(insert(row)).pipe(lift(filename, "insert stored message")),

@@ -39,6 +39,7 @@ import type * as Scope from "effect/Scope"
 import { chunks } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import * as Db from "./internal/db.js"
+import * as Lock from "./internal/lock.js"
 import { lift, storeError } from "./internal/errors.js"
 import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
 
@@ -218,7 +219,7 @@ export const make: Effect.Effect<
     // transaction), and a batch of them is a statement per table. Written with the table's next transaction, when
     // PENDING_PER_FLUSH are waiting, and when the scope closes.
     const pending = new Set<string>()
-    const lock = yield* Effect.makeSemaphore(1)
+    const lock = Lock.make()
     const budget = MessageStore.makeSourceWindow()
     let prunedAtMinute = 0
     // the budget's expired buckets go at most once a minute
@@ -538,7 +539,7 @@ export const make: Effect.Effect<
       })
 
     // The table and its mirror change together: nothing may stop an operation between the two.
-    const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(Effect.uninterruptible(effect))
+    const locked = lock.exclusive
 
     yield* Effect.addFinalizer(() =>
       locked(writePendingOrLog)
