@@ -52,7 +52,13 @@ export class NoiseHandshakePayload extends Schema.Class<NoiseHandshakePayload>(
 
 const fail = (reason: string) => Either.left(new DecodeError({ reason: `handshake payload: ${reason}` }))
 
-const decodeEither = (bytes: Uint8Array): Either.Either<NoiseHandshakePayload, DecodeError> => {
+/**
+ * `decode` as a plain function, for a caller checking a handshake without Effect's run loop.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeEither = (bytes: Uint8Array): Either.Either<NoiseHandshakePayload, DecodeError> => {
   const parsed = Wire.parse(Pb.NoiseHandshakePayloadSchema, bytes)
   if (Either.isLeft(parsed)) return fail(parsed.left)
   const m = parsed.right

@@ -435,24 +435,41 @@ export const validateClaims = (
   claims: ReadonlyArray<PeerClaim>,
   options?: { readonly storedUpdatedAt?: bigint | undefined; readonly keyChecked?: boolean | undefined }
 ): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError, Crypto.Crypto> =>
-  Effect.flatMap(DhtConfig.DhtConfig, (config) => {
-    const problem = structureError(publicKey, claims, config, options?.keyChecked === true)
-    if (problem !== undefined) return fail(problem)
-    return Effect.flatMap(Crypto.Crypto, (crypto) =>
-      Effect.flatMap(firstInvalid(crypto, publicKey, claims), (invalid) => {
-        if (invalid >= 0) return fail(`claim ${invalid}: invalid signature`)
-        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-          const nowSeconds = secondsOf(now)
-          const drops: Array<PolicyReason> = []
-          const accepted: Array<AcceptedClaim> = []
-          for (const claim of claims) {
-            const result = policyOf(claim, config, nowSeconds, options?.storedUpdatedAt, drops)
-            if (Option.isSome(result)) accepted.push(result.value)
-          }
-          return Effect.as(countDrops(drops), oldestFirst(accepted))
-        })
-      }))
+  Effect.flatMap(
+    DhtConfig.DhtConfig,
+    (config) => Effect.flatMap(Crypto.Crypto, (crypto) => validateClaimsWith(crypto, config, publicKey, claims, options))
+  )
+
+/**
+ * `validateClaims` with its services at hand: what a transport's handshake check runs, once per connection side
+ * (providing the two services cost more steps of Effect's run loop than the checks).
+ *
+ * @since 0.1.0
+ * @category validation
+ */
+export const validateClaimsWith = (
+  crypto: Crypto.CryptoService,
+  config: DhtConfig.Config,
+  publicKey: Uint8Array,
+  claims: ReadonlyArray<PeerClaim>,
+  options?: { readonly storedUpdatedAt?: bigint | undefined; readonly keyChecked?: boolean | undefined }
+): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError> => {
+  const problem = structureError(publicKey, claims, config, options?.keyChecked === true)
+  if (problem !== undefined) return fail(problem)
+  return Effect.flatMap(firstInvalid(crypto, publicKey, claims), (invalid) => {
+    if (invalid >= 0) return fail(`claim ${invalid}: invalid signature`)
+    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      const nowSeconds = secondsOf(now)
+      const drops: Array<PolicyReason> = []
+      const accepted: Array<AcceptedClaim> = []
+      for (const claim of claims) {
+        const result = policyOf(claim, config, nowSeconds, options?.storedUpdatedAt, drops)
+        if (Option.isSome(result)) accepted.push(result.value)
+      }
+      return Effect.as(countDrops(drops), oldestFirst(accepted))
+    })
   })
+}
 
 // --- applying accepted claims to a peer record (§2.5, §2.6) ---
 
@@ -585,42 +602,49 @@ export interface HandshakeRemote extends ConnectedRemote {
 export const validateHandshake = (
   bytes: Uint8Array,
   check: HandshakeCheck
-): Effect.Effect<HandshakeRemote, HandshakeFailed> =>
-  Effect.gen(function*() {
-    const { fail } = check
-    const decoded = yield* Effect.either(HandshakePayload.decode(bytes))
-    if (Either.isLeft(decoded)) return yield* fail("Decode", decoded.left.reason)
-    const payload = decoded.right
-    if (!check.config.supportedVersions.includes(payload.protocolVersion)) {
-      return yield* fail("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
+): Effect.Effect<HandshakeRemote, HandshakeFailed> => {
+  // plain checks and a chain of the few that are effects: a connection runs this on both sides, and as a generator
+  // it cost three times the steps of Effect's run loop its claim check costs
+  const { fail } = check
+  const decoded = HandshakePayload.decodeEither(bytes)
+  if (Either.isLeft(decoded)) return fail("Decode", decoded.left.reason)
+  const payload = decoded.right
+  if (!check.config.supportedVersions.includes(payload.protocolVersion)) {
+    return fail("UnsupportedVersion", `protocol version ${payload.protocolVersion}`)
+  }
+  const publicKey = payload.identityPublicKey
+  const nodeId = fromPublicKey(publicKey)
+  // most handshakes in a growing network are with strangers: looked up, not caught as `PeerNotFound` (its stack
+  // trace)
+  const claims = Effect.flatMap(
+    getOption(check.peers, nodeId).pipe(Effect.orElseSucceed(() => Option.none<Peer>())),
+    (stored) => {
+      if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
+        return fail("IdentityMismatch", "NodeId known with another key")
+      }
+      return validateClaimsWith(check.crypto, check.config, publicKey, [payload.claim], {
+        storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
+        keyChecked: true
+      }).pipe(Effect.matchEffect({
+        onFailure: (e) => fail("InvalidClaim", e.reason),
+        onSuccess: (accepted) =>
+          Effect.succeed({ publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted })
+      }))
     }
-    const publicKey = payload.identityPublicKey
-    if (!(yield* check.checkKey(publicKey))) return yield* fail("InvalidKey", "identity key check failed")
+  )
+  return Effect.flatMap(check.checkKey(publicKey), (keyOk) => {
+    if (!keyOk) return fail("InvalidKey", "identity key check failed")
     if (check.expected !== undefined && !equals(publicKey, check.expected)) {
-      return yield* fail("IdentityMismatch", "not the key that was dialled")
+      return fail("IdentityMismatch", "not the key that was dialled")
     }
-    const nodeId = fromPublicKey(publicKey)
-    if (equals(nodeId, check.self)) return yield* fail("IdentityMismatch", "connection to ourselves")
-    if (check.bind !== undefined) {
-      const unbound = yield* check.bind(payload, publicKey)
-      if (Option.isSome(unbound)) return yield* fail(unbound.value[0], unbound.value[1])
-    }
-    // most handshakes in a growing network are with strangers: looked up, not caught as `PeerNotFound` (its stack
-    // trace)
-    const stored = yield* getOption(check.peers, nodeId).pipe(Effect.orElseSucceed(() => Option.none<Peer>()))
-    if (Option.isSome(stored) && !equals(stored.value.publicKey, publicKey)) {
-      return yield* fail("IdentityMismatch", "NodeId known with another key")
-    }
-    const accepted = yield* validateClaims(publicKey, [payload.claim], {
-      storedUpdatedAt: Option.isSome(stored) ? stored.value.claimUpdatedAt : undefined,
-      keyChecked: true
-    }).pipe(
-      Effect.provideService(Crypto.Crypto, check.crypto),
-      Effect.provideService(DhtConfig.DhtConfig, check.config),
-      Effect.catchTag("PeerValidationError", (e) => fail("InvalidClaim", e.reason))
+    if (equals(nodeId, check.self)) return fail("IdentityMismatch", "connection to ourselves")
+    if (check.bind === undefined) return claims
+    return Effect.flatMap(
+      check.bind(payload, publicKey),
+      (unbound) => Option.isSome(unbound) ? fail(unbound.value[0], unbound.value[1]) : claims
     )
-    return { publicKey, nodeId, hex: toHex(nodeId), features: payload.peerFeatures, accepted }
   })
+}
 
 /**
  * The local record of a peer a handshake just authenticated: its proven claims applied, the dialled address kept
