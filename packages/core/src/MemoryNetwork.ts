@@ -32,6 +32,7 @@ import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
 import { ConfigError } from "./DhtError.js"
 import * as Internal from "./internal/memoryNetwork.js"
+import * as LightLock from "./LightLock.js"
 import * as LightQueue from "./LightQueue.js"
 import type { NodeId } from "./NodeId.js"
 import { toHex } from "./NodeId.js"
@@ -231,7 +232,7 @@ export const make = (
       peers,
       spawn: (effect) => spawn(effect, { immediate: false }),
       slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
-      lock: yield* Effect.makeSemaphore(1),
+      lock: yield* LightLock.make,
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
       screens: makeScreens(),
       events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),

@@ -87,6 +87,11 @@ export * as LightDeferred from "./LightDeferred.js"
 /**
  * @since 0.1.0
  */
+export * as LightLock from "./LightLock.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as LightQueue from "./LightQueue.js"
 
 /**

@@ -11,6 +11,7 @@ import * as DedupCache from "@comms-dht/core/DedupCache"
 import { DhtConfig, millis } from "@comms-dht/core/DhtConfig"
 import type { StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as LightLock from "@comms-dht/core/LightLock"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -23,7 +24,6 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as Db from "./internal/db.js"
-import * as Lock from "./internal/lock.js"
 import { lift } from "./internal/errors.js"
 import { Blob, clampSafe } from "./internal/values.js"
 
@@ -78,7 +78,7 @@ export const make: Effect.Effect<
     })
   }
 
-  const lock = Lock.make()
+  const lock = yield* LightLock.make
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
 
@@ -136,7 +136,7 @@ export const make: Effect.Effect<
 
   const flush = flushThen(Effect.void, "flush dedup hits")
 
-  yield* Effect.addFinalizer(() => lock.exclusive(Effect.ignore(flush)))
+  yield* Effect.addFinalizer(() => lock.withLock(Effect.ignore(flush)))
 
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
@@ -171,7 +171,7 @@ export const make: Effect.Effect<
     ))
 
   // The index and the table change together: nothing may stop an operation between the two.
-  const exclusive = lock.exclusive
+  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
 
   return DedupCache.DedupCache.of({
     insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),

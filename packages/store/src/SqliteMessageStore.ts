@@ -15,6 +15,7 @@ import { DhtConfig, millis } from "@comms-dht/core/DhtConfig"
 import type { StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as LightLock from "@comms-dht/core/LightLock"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -27,7 +28,6 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
 import * as Db from "./internal/db.js"
-import * as Lock from "./internal/lock.js"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
@@ -190,7 +190,7 @@ export const make: Effect.Effect<
   const byDestination = new Map<string, number>()
   for (const row of perDestination) byDestination.set(NodeId.toHex(row.destination_pubkey), row.n)
   const sources = MessageStore.makeSourceWindow()
-  const lock = Lock.make()
+  const lock = yield* LightLock.make
   // inserts between their statement and `attach`: while any is, `byDestination` may lag behind the table
   let inserting = 0
   // SAF cursors as stored, by responder: the table has no other writer, and a node asks the same responders again
@@ -221,7 +221,7 @@ export const make: Effect.Effect<
   )
 
   yield* Effect.addFinalizer(() =>
-    lock.exclusive(saveHighWater.pipe(lift(filename, "record the storedAt high-water mark"), Effect.ignore))
+    lock.withLock(saveHighWater.pipe(lift(filename, "record the storedAt high-water mark"), Effect.ignore))
   )
 
   // Decides the evictions without touching the store, so a row that cannot fit leaves everything as it was. The
@@ -504,7 +504,7 @@ export const make: Effect.Effect<
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
   // bookkeeping that follows it.
-  const exclusive = lock.exclusive
+  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
 
   return MessageStore.MessageStore.of({
     insert: (row) => exclusive(insert(row)).pipe(lift(filename, "insert stored message")),

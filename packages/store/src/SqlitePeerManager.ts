@@ -19,6 +19,7 @@
 import { DhtConfig } from "@comms-dht/core/DhtConfig"
 import { PeerNotFound, type StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as LightLock from "@comms-dht/core/LightLock"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as Peer from "@comms-dht/core/Peer"
@@ -39,7 +40,6 @@ import type * as Scope from "effect/Scope"
 import { chunks } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import * as Db from "./internal/db.js"
-import * as Lock from "./internal/lock.js"
 import { lift, storeError } from "./internal/errors.js"
 import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
 
@@ -219,7 +219,7 @@ export const make: Effect.Effect<
     // transaction), and a batch of them is a statement per table. Written with the table's next transaction, when
     // PENDING_PER_FLUSH are waiting, and when the scope closes.
     const pending = new Set<string>()
-    const lock = Lock.make()
+    const lock = yield* LightLock.make
     const budget = MessageStore.makeSourceWindow()
     let prunedAtMinute = 0
     // the budget's expired buckets go at most once a minute
@@ -539,7 +539,7 @@ export const make: Effect.Effect<
       })
 
     // The table and its mirror change together: nothing may stop an operation between the two.
-    const locked = lock.exclusive
+    const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
 
     yield* Effect.addFinalizer(() =>
       locked(writePendingOrLog)

@@ -1,21 +1,15 @@
 /**
  * The store's private codecs and error classification, against the rest of the code base: claims are stored as the
- * exact bytes core's peer-sync codec produces, sqlite result codes map to the reasons of SPEC §18, and the lock the
- * services hold while an index and its table change excludes, releases and survives interruption.
+ * exact bytes core's peer-sync codec produces, and sqlite result codes map to the reasons of SPEC §18.
  */
 import * as Peer from "@comms-dht/core/Peer"
 import * as PeerSyncMessages from "@comms-dht/core/PeerSyncMessages"
 import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
-import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Exit from "effect/Exit"
 import * as FastCheck from "effect/FastCheck"
-import * as Fiber from "effect/Fiber"
-import * as TestClock from "effect/TestClock"
 import * as Claims from "../src/internal/claims.js"
 import { reasonOf } from "../src/internal/errors.js"
-import * as Lock from "../src/internal/lock.js"
 
 const signature = (updatedAt: bigint, version = 0) =>
   new Peer.IdentitySignature({ version, signature: new Uint8Array(64).fill(9), updatedAt })
@@ -120,49 +114,4 @@ describe("StoreError reasons (SPEC §18)", () => {
     expect(reasonOf(new SqlError({ cause: new RangeError("too big") }))).toBe("Unknown")
     expect(reasonOf("nope")).toBe("Unknown")
   })
-})
-
-describe("the services' lock", () => {
-  it.effect("one body at a time, in the order they asked, each released however it ended", () =>
-    Effect.gen(function*() {
-      const lock = Lock.make()
-      const log: Array<string> = []
-      const body = (name: string, end: Effect.Effect<void, string>) =>
-        lock.exclusive(
-          Effect.sync(() => log.push(`${name} in`)).pipe(
-            Effect.zipRight(Effect.sleep("1 second")),
-            Effect.zipRight(Effect.sync(() => log.push(`${name} out`))),
-            Effect.zipRight(end)
-          )
-        )
-      const a = yield* Effect.fork(body("a", Effect.fail("refused")))
-      const b = yield* Effect.fork(body("b", Effect.die("boom")))
-      const c = yield* Effect.fork(body("c", Effect.void))
-      yield* TestClock.adjust("3 seconds")
-      expect(yield* Fiber.await(a)).toEqual(Exit.fail("refused"))
-      expect(Exit.isFailure(yield* Fiber.await(b))).toBe(true)
-      expect(yield* Fiber.await(c)).toEqual(Exit.void)
-      expect(log).toEqual(["a in", "a out", "b in", "b out", "c in", "c out"])
-    }))
-
-  it.effect("a body is not interrupted; a fiber interrupted while it waits leaves the others their turn", () =>
-    Effect.gen(function*() {
-      const lock = Lock.make()
-      const done: Array<string> = []
-      const body = (name: string) =>
-        lock.exclusive(Effect.zipRight(Effect.sleep("1 second"), Effect.sync(() => done.push(name))))
-      const holder = yield* Effect.fork(body("holder"))
-      yield* Effect.yieldNow()
-      const quitter = yield* Effect.fork(body("quitter"))
-      const waiter = yield* Effect.fork(body("waiter"))
-      yield* Effect.yieldNow()
-      // both interruptions wait for what they interrupt: the holder's body runs to its end
-      const stopHolder = yield* Effect.fork(Fiber.interrupt(holder))
-      yield* Fiber.interrupt(quitter)
-      yield* TestClock.adjust("1 second")
-      yield* Fiber.join(stopHolder)
-      yield* TestClock.adjust("1 second")
-      yield* Fiber.join(waiter)
-      expect(done).toEqual(["holder", "waiter"])
-    }))
 })

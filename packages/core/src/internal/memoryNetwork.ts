@@ -34,6 +34,7 @@ import {
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
+import * as LightLock from "../LightLock.js"
 import * as LightQueue from "../LightQueue.js"
 import type { HubOptions } from "../MemoryNetwork.js"
 import type { NodeId, PublicKey } from "../NodeId.js"
@@ -84,7 +85,7 @@ export interface Endpoint {
   /** one per remote peer being dialled or connected, by NodeId hex */
   readonly slots: MutableRef.MutableRef<HashMap.HashMap<string, Slot>>
   /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
-  readonly lock: Effect.Semaphore
+  readonly lock: LightLock.LightLock
   readonly inbox: Queue.Queue<InboundMessage>
   /** run on each frame as it arrives, before it is queued (`Transport.Screen`) */
   readonly screens: Screens
@@ -250,7 +251,7 @@ export interface Hub {
   readonly endpoints: Ref.Ref<HashMap.HashMap<string, Endpoint>>
   readonly pairs: Ref.Ref<HashMap.HashMap<string, Pair>>
   /** serialises the choice of a pair's connection */
-  readonly lock: Effect.Semaphore
+  readonly lock: LightLock.LightLock
   /**
    * A frame with nothing queued before it may be written in its sender's fiber: only where deliveries are scheduled
    * (the simulation's clock), so it never reaches the receiver inside the write and a sender cannot outrun the
@@ -276,7 +277,7 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
       options,
       endpoints: yield* Ref.make(HashMap.empty<string, Endpoint>()),
       pairs: yield* Ref.make(HashMap.empty<string, Pair>()),
-      lock: yield* Effect.makeSemaphore(1),
+      lock: yield* LightLock.make,
       writesInSender: options.schedule !== undefined && options.onFrame === undefined,
       stats: { frames: 0, bytes: 0 },
       nextId: yield* Ref.make(0),
@@ -539,7 +540,7 @@ const ensureWriter = (hub: Hub, endpoint: Endpoint, slot: Slot): void => {
 
 /** Removes a slot whose dial failed and fails what it holds; under the lock, so no send slips in after. */
 const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
-  endpoint.lock.withPermits(1)(
+  endpoint.lock.withLock(
     Effect.zipRight(
       Effect.sync(() => {
         MutableRef.set(slot.dead, true)
@@ -646,7 +647,7 @@ const commit = (hub: Hub, local: Endpoint, handshaked: Handshaked, key: string):
       | { readonly _tag: "Wait"; readonly done: Deferred.Deferred<Connection, DialError> }
       | { readonly _tag: "Established"; readonly connection: Connection }
       | { readonly _tag: "Gone" }
-    const decision: Decision = yield* hub.lock.withPermits(1)(Effect.gen(function*() {
+    const decision: Decision = yield* hub.lock.withLock(Effect.gen(function*() {
       const pair = Option.getOrElse(HashMap.get(yield* Ref.get(hub.pairs), key), () => emptyPair)
       if (Option.isSome(pair.connection)) return { _tag: "Adopt", connection: pair.connection.value } as const
       const theirs = HashMap.get(pair.dialling, handshaked.responder.hex)
@@ -708,13 +709,13 @@ const makeSide = (
 
 /** The slot of `endpoint` for `remote`, unless the endpoint is shutting down. */
 const attachSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId) =>
-  endpoint.lock.withPermits(1)(
+  endpoint.lock.withLock(
     Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
       closing ? Effect.succeed(Option.none()) : Effect.map(slotFor(hub, endpoint, remote, false), Option.some))
   )
 
 const dropSlot = (endpoint: Endpoint, slot: Slot) =>
-  endpoint.lock.withPermits(1)(
+  endpoint.lock.withLock(
     Effect.sync(() => MutableRef.update(endpoint.slots, (slots) =>
       Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
         ? HashMap.remove(slots, slot.remoteHex)
@@ -1033,7 +1034,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, -2)
     for (const side of connection.sides) {
       const local = side.local
-      yield* local.lock.withPermits(1)(
+      yield* local.lock.withLock(
         Effect.sync(() => MutableRef.update(local.slots, (slots) =>
           Option.exists(HashMap.get(slots, side.slot.remoteHex), (s) => s === side.slot)
             ? HashMap.remove(slots, side.slot.remoteHex)
@@ -1095,7 +1096,7 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
         return answer(queued ? "Queued" : "Full")
       }
     }
-    return Effect.flatMap(endpoint.lock.withPermits(1)(enqueue), answer)
+    return Effect.flatMap(endpoint.lock.withLock(enqueue), answer)
   })
 }
 
@@ -1105,7 +1106,7 @@ type SendOutcome = "Queued" | "Shutdown" | "Full"
 export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void, DialError> =>
   Effect.gen(function*() {
     if (equals(peer, endpoint.nodeId)) return yield* new DialFailed({ attempts: 0 })
-    const slot = yield* endpoint.lock.withPermits(1)(
+    const slot = yield* endpoint.lock.withLock(
       Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
         closing
           ? Effect.fail(new TransportShutdown())
@@ -1168,7 +1169,7 @@ export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
         MutableRef.set(slot.dead, true)
         yield* interruptUnlessSelf(slot.writer)
         yield* Deferred.fail(slot.connected, new TransportShutdown())
-        yield* endpoint.lock.withPermits(1)(
+        yield* endpoint.lock.withLock(
           Effect.sync(() => MutableRef.update(endpoint.slots, HashMap.remove(slot.remoteHex))).pipe(
             Effect.zipRight(failSlotMessages(slot, new TransportShutdown()))
           )
