@@ -48,7 +48,6 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 
 /**
  * What the pools look like now.
@@ -72,7 +71,10 @@ export interface ConnectivityStatus {
  */
 export interface ConnectivityService {
   readonly status: Effect.Effect<ConnectivityStatus>
-  /** The current status, then every change of it. */
+  /**
+   * The current status, then every change of it; a reader more than 64 changes behind loses the oldest ones, never
+   * the latest.
+   */
   readonly changes: Stream.Stream<ConnectivityStatus>
   readonly neighbours: Effect.Effect<ReadonlyArray<NodeId.NodeId>>
   readonly randomPeers: Effect.Effect<ReadonlyArray<NodeId.NodeId>>
@@ -149,6 +151,8 @@ interface State {
 }
 
 const COMMAND_CAPACITY = 256
+// status changes a reader of `changes` may fall behind by before it loses the oldest (the latest always arrives)
+const STATUS_BUFFER = 64
 
 const hex = NodeId.toHex
 
@@ -217,7 +221,14 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
   const randomIntervalMs = DhtConfig.millis(config.connectivity.randomPoolRefreshInterval)
   const joinCooldownMs = DhtConfig.millis(config.joinCooldownInterval)
 
-  const status = yield* SubscriptionRef.make(initialStatus)
+  // The status's readers: a snapshot and a fanout of its changes. A `SubscriptionRef` took its lock and published
+  // for every set (~37 steps of Effect's run loop), and the status changes with every connection.
+  const statusChanges = yield* Effect.acquireRelease(
+    LightQueue.slidingFanout<ConnectivityStatus>(STATUS_BUFFER),
+    (fanout) => fanout.shutdown
+  )
+  // set only by the loop
+  let published = initialStatus
   const closed = yield* Deferred.make<void>()
   const commands = yield* LightQueue.bounded<Command>(COMMAND_CAPACITY)
   // Registered first, so it runs last: once the loop and every fiber below have stopped.
@@ -608,18 +619,15 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
       })))
     )
 
-  // The status last set, kept beside the ref: this runs after every command, and most change nothing (reading the
-  // ref, and a generator for the two checks, were 6 % of a joining network's operations). Only this loop sets it.
-  let published = initialStatus
+  // this runs after every command, and most change nothing
   const publishChanges = (before: State, after: State): Effect.Effect<void> => {
     const pools = !sameMembers(before.neighbours, after.neighbours) || !sameMembers(before.random, after.random)
     const next = statusOf(after)
-    // set only on a change: an update takes the ref's lock and publishes to its subscribers even when it keeps the
-    // value
-    const changed = !sameStatus(published, next)
-    if (changed) published = next
-    const setStatus = changed ? SubscriptionRef.set(status, next) : Effect.void
-    return pools ? Effect.zipRight(poolsChanged(after), setStatus) : setStatus
+    if (!sameStatus(published, next)) {
+      published = next
+      statusChanges.unsafePublish(next)
+    }
+    return pools ? poolsChanged(after) : Effect.void
   }
 
   const handle = (state: State, command: Command): Effect.Effect<State> =>
@@ -688,16 +696,20 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
 
   // --- the client ---
 
-  const current = SubscriptionRef.get(status)
+  const current = Effect.sync(() => published)
+  // subscribed, then the snapshot read in the same step: no change can fall between the two
+  const changes: Stream.Stream<ConnectivityStatus> = Stream.unwrapScoped(
+    Effect.map(statusChanges.subscribe, (queue) => Stream.concat(Stream.succeed(published), Stream.fromQueue(queue)))
+  )
 
   return Connectivity.of({
     status: current,
-    changes: status.changes,
+    changes,
     neighbours: Effect.map(current, (s) => s.neighbours),
     randomPeers: Effect.map(current, (s) => s.random),
     isOnline: Effect.map(current, (s) => s.online),
     awaitOnline: Effect.raceFirst(
-      status.changes.pipe(Stream.filter((s) => s.online), Stream.runHead, Effect.asVoid),
+      changes.pipe(Stream.filter((s) => s.online), Stream.runHead, Effect.asVoid),
       Effect.zipRight(Deferred.await(closed), Effect.fail(new DhtError.DhtShutdown()))
     ),
     isPinned: (nodeId) => Effect.map(current, (s) => has(s.neighbours, nodeId) || has(s.random, nodeId))

@@ -27,6 +27,7 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as Connectivity from "../src/Connectivity.js"
 import * as Crypto from "../src/Crypto.js"
@@ -260,6 +261,33 @@ describe("Connectivity", () => {
       const seen = yield* eventsOf(node)
       expect(seen.filter(DhtEvent.DhtEvent.$is("NeighboursChanged"))).toEqual([])
       expect(seen.filter(DhtEvent.DhtEvent.$is("ConnectivityOffline"))).toEqual([])
+    }).pipe(Effect.provide(shared)))
+
+  it.scoped("changes: the status when subscribed, then every change of it", () =>
+    Effect.gen(function*() {
+      const [me, other] = yield* identities(2, 300)
+      const node = yield* startNode(me!)
+      const seen: Array<Connectivity.ConnectivityStatus> = []
+      yield* Effect.forkScoped(Stream.runForEach(node.connectivity.changes, (s) => Effect.sync(() => seen.push(s))))
+      yield* settle
+      expect(seen).toEqual([{ neighbours: [], random: [], online: false, connected: 0 }])
+
+      // a peer dials in: connected, online, and it takes a neighbour slot
+      const raw = yield* startRaw(other!)
+      yield* Effect.orDie(Context.get(raw.context, PeerManager.PeerManager).add(verifiedRecord(me!)))
+      yield* Effect.orDie(Context.get(raw.context, Transport.Transport).dial(me!.nodeId))
+      yield* eventually(Effect.map(node.connectivity.neighbours, (ids) => ids.length === 1))
+      yield* settle
+      expect(seen[seen.length - 1]).toEqual(yield* node.connectivity.status)
+      expect(seen[seen.length - 1]).toMatchObject({ online: true, connected: 1 })
+      expect(seen.slice(1).every((s) => s.connected === 1)).toBe(true)
+
+      // it goes away: offline again, the last change seen
+      yield* stop(raw)
+      yield* eventually(Effect.map(node.connectivity.isOnline, (online) => !online))
+      yield* settle
+      expect(seen[seen.length - 1]).toEqual(yield* node.connectivity.status)
+      expect(seen[seen.length - 1]).toMatchObject({ online: false, connected: 0 })
     }).pipe(Effect.provide(shared)))
 
   it.scoped("online and offline: ConnectivityOnline on the first connection, ConnectivityOffline on the last, and 15 s later a refresh that revives offline peers", () =>
