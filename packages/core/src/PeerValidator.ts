@@ -437,7 +437,8 @@ export const validateClaims = (
 ): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError, Crypto.Crypto> =>
   Effect.flatMap(
     DhtConfig.DhtConfig,
-    (config) => Effect.flatMap(Crypto.Crypto, (crypto) => validateClaimsWith(crypto, config, publicKey, claims, options))
+    (config) =>
+      Effect.flatMap(Crypto.Crypto, (crypto) => validateClaimsWith(crypto, config, publicKey, claims, options))
   )
 
 /**

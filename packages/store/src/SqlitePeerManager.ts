@@ -372,7 +372,10 @@ export const make: Effect.Effect<
 
     const writePending = Effect.suspend(() => pending.size === 0 ? Effect.void : commit(Effect.void, "write peers"))
     // a failed write keeps the records pending for the next one
-    const writePendingOrLog = Effect.catchAll(writePending, (error) => Effect.logWarning("could not write peers", error))
+    const writePendingOrLog = Effect.catchAll(
+      writePending,
+      (error) => Effect.logWarning("could not write peers", error)
+    )
 
     // the mirror now, the table later (`pending`)
     const defer = (key: string): Effect.Effect<void> =>
@@ -461,7 +464,7 @@ export const make: Effect.Effect<
             yield* Metric.increment(skippedCapacity)
             return "SkippedCapacity" as const
           }
-          // the eviction is written first: a peer must not come back after a restart once another took its place
+          // an eviction is a removal: written before the call returns, with what waits
           if (Option.isSome(victim)) {
             yield* commit(deletePeer(victim.value.nodeId), "evict peer")
             peers.delete(NodeId.toHex(victim.value.nodeId))

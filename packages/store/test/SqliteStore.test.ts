@@ -418,7 +418,7 @@ describe("SqliteStore", () => {
         expect(reopened).toEqual(seenAt(alice, 30_000))
       }))
 
-    it.scoped("additions wait like touches: in the file at 64 waiting, with any other write, at the scope's close", () =>
+    it.scoped("additions wait like touches: written at 64 waiting, with any other write, at the scope's close", () =>
       Effect.gen(function*() {
         const filename = yield* tempFile
         const moved = new Peer.Peer({
