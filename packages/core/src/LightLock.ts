@@ -19,6 +19,11 @@ import * as Effect from "effect/Effect"
 export interface LightLock {
   /** `effect` while holding the lock, after whoever holds it now */
   readonly withLock: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * `withLock` with `effect` uninterruptible: what a store runs between a write and the index that mirrors it, which
+   * nothing may separate
+   */
+  readonly withLockUninterruptible: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 /**
@@ -44,20 +49,23 @@ export const unsafeMake = (): LightLock => {
     })
   })
 
-  const withLock = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  const locked = <A, E, R>(effect: Effect.Effect<A, E, R>, interruptible: boolean): Effect.Effect<A, E, R> =>
     Effect.uninterruptibleMask((restore) =>
       Effect.suspend(() => {
-        if (held) return Effect.zipRight(restore(released), withLock(effect))
+        if (held) return Effect.zipRight(restore(released), locked(effect, interruptible))
         held = true
         // the exit holds any failure, defect or interruption of the body: released on every way out
-        return Effect.flatMap(Effect.exit(restore(effect)), (exit) => {
+        return Effect.flatMap(Effect.exit(interruptible ? restore(effect) : effect), (exit) => {
           release()
           return exit
         })
       })
     )
 
-  return { withLock }
+  return {
+    withLock: (effect) => locked(effect, true),
+    withLockUninterruptible: (effect) => locked(effect, false)
+  }
 }
 
 /**

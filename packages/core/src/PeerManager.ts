@@ -503,6 +503,20 @@ export const getOption = (
   Effect.map(peers.getMany([nodeId]), (found) => Option.fromNullable(found[0]))
 
 /**
+ * Whether the peer stored under `nodeId` is banned now: what a transport asks of a peer that dialled it. A table
+ * that cannot answer counts as no ban; the handshake's own checks of the peer still run.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const isBannedNow = (peers: PeerManagerService, nodeId: NodeId): Effect.Effect<boolean> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    Effect.map(
+      Effect.orElseSucceed(getOption(peers, nodeId), Option.none),
+      (known) => Option.isSome(known) && known.value.isBanned(now)
+    ))
+
+/**
  * `makeMemory` as a Layer: a fresh, empty table each time it is built.
  *
  * @since 0.1.0

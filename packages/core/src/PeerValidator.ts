@@ -349,6 +349,22 @@ const policyOf = (
   return Option.some({ claim, addresses: kept })
 }
 
+// structure, then every signature: SPEC §2.6's proof, which fails the whole set
+const proofWith = (
+  crypto: Crypto.CryptoService,
+  config: DhtConfig.Config,
+  publicKey: Uint8Array,
+  claims: ReadonlyArray<PeerClaim>,
+  keyChecked: boolean
+): Effect.Effect<void, PeerValidationError> => {
+  const problem = structureError(publicKey, claims, config, keyChecked)
+  if (problem !== undefined) return fail(problem)
+  return Effect.flatMap(
+    firstInvalid(crypto, publicKey, claims),
+    (i) => i < 0 ? Effect.void : fail(`claim ${i}: invalid signature`)
+  )
+}
+
 const countDrops = (drops: ReadonlyArray<PolicyReason>): Effect.Effect<void> =>
   drops.length === 0 ? Effect.void : Effect.forEach(drops, filtered, { discard: true })
 
@@ -366,13 +382,11 @@ export const checkProof = (
   claims: ReadonlyArray<PeerClaim>,
   options?: { readonly keyChecked?: boolean | undefined }
 ): Effect.Effect<void, PeerValidationError, Crypto.Crypto> =>
-  Effect.flatMap(DhtConfig.DhtConfig, (config) => {
-    const problem = structureError(publicKey, claims, config, options?.keyChecked === true)
-    if (problem !== undefined) return fail(problem)
-    return Effect.flatMap(Crypto.Crypto, (crypto) =>
-      Effect.flatMap(firstInvalid(crypto, publicKey, claims), (i) =>
-        i < 0 ? Effect.void : fail(`claim ${i}: invalid signature`)))
-  })
+  Effect.flatMap(DhtConfig.DhtConfig, (config) =>
+    Effect.flatMap(
+      Crypto.Crypto,
+      (crypto) => proofWith(crypto, config, publicKey, claims, options?.keyChecked === true)
+    ))
 
 /**
  * Policy of SPEC §2.6 for one proven claim: `None` if the whole claim is dropped, else the addresses kept. Every drop
@@ -454,23 +468,21 @@ export const validateClaimsWith = (
   publicKey: Uint8Array,
   claims: ReadonlyArray<PeerClaim>,
   options?: { readonly storedUpdatedAt?: bigint | undefined; readonly keyChecked?: boolean | undefined }
-): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError> => {
-  const problem = structureError(publicKey, claims, config, options?.keyChecked === true)
-  if (problem !== undefined) return fail(problem)
-  return Effect.flatMap(firstInvalid(crypto, publicKey, claims), (invalid) => {
-    if (invalid >= 0) return fail(`claim ${invalid}: invalid signature`)
-    return Effect.flatMap(Clock.currentTimeMillis, (now) => {
-      const nowSeconds = secondsOf(now)
-      const drops: Array<PolicyReason> = []
-      const accepted: Array<AcceptedClaim> = []
-      for (const claim of claims) {
-        const result = policyOf(claim, config, nowSeconds, options?.storedUpdatedAt, drops)
-        if (Option.isSome(result)) accepted.push(result.value)
-      }
-      return Effect.as(countDrops(drops), oldestFirst(accepted))
-    })
-  })
-}
+): Effect.Effect<ReadonlyArray<AcceptedClaim>, PeerValidationError> =>
+  Effect.flatMap(
+    proofWith(crypto, config, publicKey, claims, options?.keyChecked === true),
+    () =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        const nowSeconds = secondsOf(now)
+        const drops: Array<PolicyReason> = []
+        const accepted: Array<AcceptedClaim> = []
+        for (const claim of claims) {
+          const result = policyOf(claim, config, nowSeconds, options?.storedUpdatedAt, drops)
+          if (Option.isSome(result)) accepted.push(result.value)
+        }
+        return Effect.as(countDrops(drops), oldestFirst(accepted))
+      })
+  )
 
 // --- applying accepted claims to a peer record (§2.5, §2.6) ---
 

@@ -33,14 +33,12 @@ describe("LightLock", () => {
       expect(log).toEqual(["a in", "a out", "b in", "b out", "c in", "c out"])
     }))
 
-  it.effect("an uninterruptible body runs to its end; a waiter interrupted leaves the others their turn", () =>
+  it.effect("withLockUninterruptible runs its body to the end; an interrupted waiter leaves others their turn", () =>
     Effect.gen(function*() {
       const lock = yield* LightLock.make
       const done: Array<string> = []
       const body = (name: string) =>
-        lock.withLock(
-          Effect.uninterruptible(Effect.zipRight(Effect.sleep("1 second"), Effect.sync(() => done.push(name))))
-        )
+        lock.withLockUninterruptible(Effect.zipRight(Effect.sleep("1 second"), Effect.sync(() => done.push(name))))
       const holder = yield* Effect.fork(body("holder"))
       yield* Effect.yieldNow()
       const quitter = yield* Effect.fork(body("quitter"))

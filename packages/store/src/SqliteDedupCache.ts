@@ -171,7 +171,7 @@ export const make: Effect.Effect<
     ))
 
   // The index and the table change together: nothing may stop an operation between the two.
-  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
+  const exclusive = lock.withLockUninterruptible
 
   return DedupCache.DedupCache.of({
     insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),

@@ -504,7 +504,7 @@ export const make: Effect.Effect<
 
   // A change and the totals it moves go together: once a statement has committed, nothing may stop the
   // bookkeeping that follows it.
-  const exclusive = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
+  const exclusive = lock.withLockUninterruptible
 
   return MessageStore.MessageStore.of({
     insert: (row) => exclusive(insert(row)).pipe(lift(filename, "insert stored message")),

@@ -542,7 +542,7 @@ export const make: Effect.Effect<
       })
 
     // The table and its mirror change together: nothing may stop an operation between the two.
-    const locked = <A, E>(effect: Effect.Effect<A, E>) => lock.withLock(Effect.uninterruptible(effect))
+    const locked = lock.withLockUninterruptible
 
     yield* Effect.addFinalizer(() =>
       locked(writePendingOrLog)

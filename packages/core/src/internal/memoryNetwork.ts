@@ -41,7 +41,7 @@ import type { NodeId, PublicKey } from "../NodeId.js"
 import { equals, toHex } from "../NodeId.js"
 import type { PeerClaim } from "../Peer.js"
 import { Peer } from "../Peer.js"
-import { getOption, type PeerManagerService } from "../PeerManager.js"
+import { isBannedNow, type PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
@@ -433,9 +433,7 @@ const attempt = (
       return yield* Effect.fail(unreachable)
     }
     const atDialler = yield* validatePayload(local, responder.payload, expected)
-    const now = yield* Clock.currentTimeMillis
-    const known = yield* Effect.orElseSucceed(getOption(responder.peers, local.nodeId), Option.none)
-    if (Option.isSome(known) && known.value.isBanned(now)) {
+    if (yield* isBannedNow(responder.peers, local.nodeId)) {
       yield* Effect.logDebug("memory connection from a banned peer refused").pipe(
         Effect.annotateLogs({ peer: local.hex, node: responder.hex })
       )
@@ -527,12 +525,13 @@ const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string
   })
 
 /**
- * A writer for a slot that has just queued a message, if none is running. Where senders write themselves
- * (`writesInSender`) a writer runs only while a dial is under way or messages are queued, and ends once the queue is
- * empty: a node has a slot per connection, and a fiber parked on each empty queue was a fiber per connection held
- * for the connection's life. Elsewhere every slot has its writer from the start, and this does nothing.
+ * Counts a message just offered to the slot's queue, and starts a writer if none is running. Where senders write
+ * themselves (`writesInSender`) a writer runs only while a dial is under way or messages are queued, and ends once
+ * the queue is empty: a node has a slot per connection, and a fiber parked on each empty queue was a fiber per
+ * connection held for the connection's life. Elsewhere every slot has its writer from the start.
  */
-const ensureWriter = (hub: Hub, endpoint: Endpoint, slot: Slot): void => {
+const queuedOne = (hub: Hub, endpoint: Endpoint, slot: Slot): void => {
+  slot.direct.queued++
   if (slot.writer.current === undefined) {
     slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, false)))
   }
@@ -755,7 +754,7 @@ const establish = (
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
     for (const side of connection.sides) {
       side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
-      // the slot's first connection stands; a slot with no writer (`ensureWriter`) learns it here
+      // the slot's first connection stands; a slot with no writer (`queuedOne`) learns it here
       if (yield* Deferred.succeed(side.slot.connected, connection)) {
         side.slot.direct.side = side
         side.slot.direct.connection = connection
@@ -1065,8 +1064,7 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
       : Effect.flatMap(slotFor(hub, endpoint, message.peer, true), ({ slot }) =>
         Effect.map(Queue.offer(slot.queue, message), (queued): SendOutcome => {
           if (!queued) return "Full"
-          slot.direct.queued++
-          ensureWriter(hub, endpoint, slot)
+          queuedOne(hub, endpoint, slot)
           return "Queued"
         })))
   const answer = (outcome: SendOutcome): Effect.Effect<void> =>
@@ -1089,10 +1087,7 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
           return write(hub, connection, side, message).pipe(Effect.onInterrupt(() => failClosed(endpoint, message)))
         }
         const queued = slot.queue.unsafeOffer(message)
-        if (queued) {
-          slot.direct.queued++
-          ensureWriter(hub, endpoint, slot)
-        }
+        if (queued) queuedOne(hub, endpoint, slot)
         return answer(queued ? "Queued" : "Full")
       }
     }

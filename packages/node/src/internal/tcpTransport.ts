@@ -462,12 +462,7 @@ export const accept = (endpoint: Endpoint, socket: TcpSocket): Effect.Effect<voi
     }
     if (Either.isLeft(result.value)) return yield* socket.destroy
     const handshaked = result.value.right
-    const now = yield* Clock.currentTimeMillis
-    const known = yield* Effect.orElseSucceed(
-      PeerManager.getOption(endpoint.local.peers, handshaked.remote.nodeId),
-      Option.none
-    )
-    if (Option.isSome(known) && known.value.isBanned(now)) {
+    if (yield* PeerManager.isBannedNow(endpoint.local.peers, handshaked.remote.nodeId)) {
       yield* Effect.logDebug("tcp connection from a banned peer refused").pipe(
         Effect.annotateLogs({ peer: handshaked.remote.hex })
       )

@@ -59,8 +59,11 @@ const isUint32 = (n: number) => Number.isInteger(n) && n >= 0 && n <= U32_MAX
 const signatureProblem = (s: Peer.IdentitySignature): string | undefined =>
   isUint32(s.version) ? undefined : `identity signature version ${s.version} is not a uint32`
 
+const featuresProblem = (c: Peer.PeerClaim): string | undefined =>
+  isUint32(c.features) ? undefined : `claim features ${c.features} are not a uint32`
+
 const claimProblem = (c: Peer.PeerClaim): string | undefined =>
-  isUint32(c.features) ? signatureProblem(c.identitySignature) : `claim features ${c.features} are not a uint32`
+  featuresProblem(c) ?? signatureProblem(c.identitySignature)
 
 /**
  * @internal
@@ -99,7 +102,7 @@ export const encodeSignature = signatureBytes
 
 /** @internal */
 export const encodeClaim = (c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
-  const problem = claimProblem(c)
+  const problem = featuresProblem(c)
   if (problem !== undefined) return Either.left(problem)
   return Either.map(signatureBytes(c.identitySignature), (signature) => {
     const out: Array<number> = []
