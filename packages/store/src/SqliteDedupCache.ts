@@ -1,9 +1,12 @@
 /**
  * The persistent `DedupCache` (SPEC §8.2, table `dedup_cache` of §18). The in-memory index of core
- * (`DedupCache.makeIndex`) is loaded at open and answers every `insert` and `hitCount`; a new entry is written
- * through before `insert` returns, and a failed write takes it back out of the index (`Failed`). Hits on known
- * entries change only the index and are flushed in one transaction at each `trim` and when the scope closes, so
- * duplicates never touch sqlite (`unsafeRecordHit` records them without the lock or an Effect).
+ * (`DedupCache.makeIndex`) is loaded at open and answers every `insert` and `hitCount`. New entries wait in memory
+ * and are written together, in one transaction, once 64 wait, at each `trim` and when the scope closes; hits on
+ * entries wait for a trim or the close. A message's first copy costs a map entry, not a statement of its own (the
+ * departure of docs/spec-departures.md §10). A write that fails leaves what waits waiting; the insert that completed the batch
+ * answers `Failed` and is taken back out of the index, and so does every new entry after it while writes fail (the
+ * batch stays full), so a store that cannot write delivers but never forwards (scenario 43). Duplicates never touch
+ * sqlite (`unsafeRecordHit` records them without the lock or an Effect).
  *
  * @since 0.1.0
  */
@@ -37,9 +40,12 @@ const EntryRow = Schema.Struct({
 })
 const decodeEntries = Schema.decodeUnknown(Schema.Array(EntryRow))
 
+// how many new or hit entries wait before they are written: a crash loses at most these (a clean close none)
+const ENTRIES_PER_WRITE = 64
+
 /**
  * The sqlite `DedupCache`, with the capacity and lifetimes of the `DhtConfig` reference read when it is made. Fails
- * if the stored entries cannot be read. The scope's close flushes pending hit counts (a failure is logged).
+ * if the stored entries cannot be read. The scope's close writes what waits (a failure is logged).
  *
  * @since 0.1.0
  * @category constructors
@@ -54,10 +60,12 @@ export const make: Effect.Effect<
   const filename = client.config.filename
   const db = Db.forClient(sql)
   const config = yield* DhtConfig
-  // Entries whose hits changed since the last flush, by hex hash, marked by the index as it records each hit. Hits
-  // (`unsafeRecordHit`) take no lock, so a flush takes its batch out first: a hit recorded while its statements run
-  // marks the entry dirty again for the next flush instead of being cleared unwritten.
+  // By hex hash: entries added since the last write, entries hit since the last trim, and written entries a new one
+  // replaced. Inserts and hits take no lock, so a write takes its batch out first: an entry marked while its
+  // statements run waits for the next write instead of being cleared unwritten.
+  const fresh = new Map<string, Uint8Array>()
   const dirty = new Map<string, Uint8Array>()
+  const gone = new Map<string, Uint8Array>()
   const index = DedupCache.makeIndex({
     capacity: config.dedupCacheCapacity,
     defaultLifetimeMs: millis(config.saf.msgValidity) + millis(config.clockSkewAllowance),
@@ -82,7 +90,8 @@ export const make: Effect.Effect<
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
 
-  const insertRow = (entry: DedupCache.DedupEntry) =>
+  // Every field but `stored_at` from the index, so one statement writes a new entry and a hit on a written one alike.
+  const upsertRow = (entry: DedupCache.DedupEntry) =>
     db.run(sql`INSERT INTO dedup_cache ${
       sql.insert({
         body_hash: entry.hash,
@@ -92,41 +101,50 @@ export const make: Effect.Effect<
         last_hit_at: clampSafe(entry.lastHitAt),
         keep_until: clampSafe(entry.keepUntil)
       })
-    }`)
+    } ON CONFLICT (body_hash) DO UPDATE SET sender_public_key = excluded.sender_public_key,
+      number_of_hits = excluded.number_of_hits, last_hit_at = excluded.last_hit_at, keep_until = excluded.keep_until`)
 
-  // A dead entry gives its row to the new one: one statement, so atomic without a transaction. Were the row gone,
-  // the entry is inserted instead.
-  const writeNew = (added: DedupCache.DedupEntry, replaced: Option.Option<DedupCache.DedupEntry>) =>
-    Option.isNone(replaced) ? insertRow(added) : db.run(sql`UPDATE dedup_cache SET body_hash = ${added.hash},
-        sender_public_key = ${added.sender}, number_of_hits = ${added.hits}, stored_at = ${clampSafe(added.storedAt)},
-        last_hit_at = ${clampSafe(added.lastHitAt)}, keep_until = ${clampSafe(added.keepUntil)}
-        WHERE body_hash = ${replaced.value.hash} RETURNING id`).pipe(
-      Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.asVoid(insertRow(added)))
-    )
+  const deleteRow = (hash: Uint8Array) => db.run(sql`DELETE FROM dedup_cache WHERE body_hash = ${hash}`)
 
-  const takeDirty = (): ReadonlyArray<Uint8Array> => {
-    const batch = Array.from(dirty.values())
-    dirty.clear()
-    return batch
+  interface Batch {
+    readonly fresh: ReadonlyArray<Uint8Array>
+    readonly dirty: ReadonlyArray<Uint8Array>
+    readonly gone: ReadonlyArray<Uint8Array>
   }
-  const putBack = (batch: ReadonlyArray<Uint8Array>) =>
+  const drain = (map: Map<string, Uint8Array>): ReadonlyArray<Uint8Array> => {
+    const taken = Array.from(map.values())
+    map.clear()
+    return taken
+  }
+  const takeBatch = (withHits: boolean): Batch => ({
+    fresh: drain(fresh),
+    dirty: withHits ? drain(dirty) : [],
+    gone: drain(gone)
+  })
+  // what a failed write took out goes back, under anything marked since (a row deleted is deleted again first)
+  const putBack = (batch: Batch) =>
     Effect.sync(() => {
-      for (const hash of batch) dirty.set(NodeId.toHex(hash), hash)
+      for (const hash of batch.fresh) fresh.set(NodeId.toHex(hash), hash)
+      for (const hash of batch.dirty) dirty.set(NodeId.toHex(hash), hash)
+      for (const hash of batch.gone) gone.set(NodeId.toHex(hash), hash)
     })
 
-  const writeHits = (batch: ReadonlyArray<Uint8Array>) =>
-    Effect.forEach(batch, (hash) => {
-      const entry = index.get(hash)
-      return entry === undefined ? Effect.void : db.run(sql`UPDATE dedup_cache SET number_of_hits = ${entry.hits},
-        sender_public_key = ${entry.sender}, last_hit_at = ${clampSafe(entry.lastHitAt)},
-        keep_until = ${clampSafe(entry.keepUntil)} WHERE body_hash = ${hash}`)
-    }, { discard: true })
+  // as the index has it now; one it no longer holds was trimmed or replaced since, and its row goes with the deletes
+  const writeEntry = (hash: Uint8Array) => {
+    const entry = index.get(hash)
+    return entry === undefined ? Effect.void : upsertRow(entry)
+  }
+  const writeBatch = (batch: Batch) =>
+    Effect.forEach(batch.gone, deleteRow, { discard: true }).pipe(
+      Effect.zipRight(Effect.forEach(batch.fresh, writeEntry, { discard: true })),
+      Effect.zipRight(Effect.forEach(batch.dirty, writeEntry, { discard: true }))
+    )
 
-  // the pending hits and then `more`, in one transaction; the hits go back to the dirty set if it fails
-  const flushThen = <A>(more: Effect.Effect<A, SqlError>, action: string) =>
+  // what waits (hits only `withHits`), then `more`, in one transaction; what waited goes back if it fails
+  const writeThen = <A>(withHits: boolean, more: Effect.Effect<A, SqlError>, action: string) =>
     Effect.suspend(() => {
-      const batch = takeDirty()
-      return writeHits(batch).pipe(
+      const batch = takeBatch(withHits)
+      return writeBatch(batch).pipe(
         Effect.zipRight(more),
         db.transaction,
         lift(filename, action),
@@ -134,51 +152,67 @@ export const make: Effect.Effect<
       )
     })
 
-  const flush = flushThen(Effect.void, "flush dedup hits")
+  // Hits wait for a trim or the close: most entries are hit by copies soon after they are added, and written with
+  // the batch, hits would write most entries twice.
+  const writeFresh = writeThen(false, Effect.void, "write dedup entries")
+  const writeAll = writeThen(true, Effect.void, "write dedup entries")
 
-  yield* Effect.addFinalizer(() => lock.withLock(Effect.ignore(flush)))
+  yield* Effect.addFinalizer(() =>
+    lock.withLock(Effect.catchAll(writeAll, (error) => Effect.logWarning("could not write dedup entries", error)))
+  )
+
+  // A failed write of the batch this insert completed: its own entry is taken back (SPEC §8.2: it reads as unseen,
+  // hit count 0), with the dead entry it had replaced; the others wait for the next write.
+  const undo = (hash: Uint8Array, replaced: Option.Option<DedupCache.DedupEntry>, error: StoreError) =>
+    Effect.sync(() => {
+      index.remove(hash)
+      fresh.delete(NodeId.toHex(hash))
+      if (Option.isSome(replaced)) {
+        const entry = replaced.value
+        index.restore(entry)
+        gone.delete(NodeId.toHex(entry.hash))
+        // whatever it had waiting is written with the next trim, at worst again
+        dirty.set(NodeId.toHex(entry.hash), entry.hash)
+      }
+      return DedupCache.DedupInsertResult.Failed({ error })
+    })
 
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const outcome = index.insert(hash, sender, now, keepUntil)
       // a hit: the index marked the entry dirty
-      if (Option.isSome(outcome.updated)) return Effect.succeed(outcome.result)
       if (Option.isNone(outcome.added)) return Effect.succeed(outcome.result)
-      const added = outcome.added.value
-      return writeNew(added, outcome.replaced).pipe(
-        lift(filename, "insert dedup entry"),
+      fresh.set(NodeId.toHex(hash), hash)
+      if (Option.isSome(outcome.replaced)) {
+        const key = NodeId.toHex(outcome.replaced.value.hash)
+        fresh.delete(key)
+        dirty.delete(key)
+        gone.set(key, outcome.replaced.value.hash)
+      }
+      const recorded = Effect.as(publishSize, outcome.result)
+      if (fresh.size < ENTRIES_PER_WRITE) return recorded
+      return lock.withLockUninterruptible(writeFresh).pipe(
         Effect.matchEffect({
-          onFailure: (error) =>
-            Effect.sync(() => {
-              // SPEC §8.2: the entry is taken back, so the hash reads as unseen (hit count 0)
-              index.remove(hash)
-              if (Option.isSome(outcome.replaced)) index.restore(outcome.replaced.value)
-              return DedupCache.DedupInsertResult.Failed({ error })
-            }),
-          onSuccess: () =>
-            Effect.sync(() => {
-              if (Option.isSome(outcome.replaced)) dirty.delete(NodeId.toHex(outcome.replaced.value.hash))
-            }).pipe(Effect.zipRight(publishSize), Effect.as(outcome.result))
+          onFailure: (error) => undo(hash, outcome.replaced, error),
+          onSuccess: () => recorded
         })
       )
     })
 
   const trim = Effect.flatMap(Clock.currentTimeMillis, (now) =>
-    flushThen(db.run(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`), "trim dedup cache").pipe(
+    writeThen(true, db.run(sql`DELETE FROM dedup_cache WHERE keep_until < ${now}`), "trim dedup cache").pipe(
       Effect.map(() => index.trim(now).length),
       Effect.tap((removed) => Metric.incrementBy(DhtMetrics.dedupTrimmed, removed)),
       Effect.tap(() => publishSize)
     ))
 
-  // The index and the table change together: nothing may stop an operation between the two.
-  const exclusive = lock.withLockUninterruptible
-
   return DedupCache.DedupCache.of({
-    insert: (hash, sender, keepUntil) => exclusive(insert(hash, sender, keepUntil)),
+    insert,
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
     unsafeRecordHit: index.hit,
-    trim: exclusive(trim),
+    // the table and the index change together: nothing may stop a trim between the two
+    trim: lock.withLockUninterruptible(trim),
     size: Effect.sync(() => index.size())
   })
 })

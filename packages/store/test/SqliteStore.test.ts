@@ -252,7 +252,7 @@ describe("SqliteStore", () => {
         expect(again).toEqual(MessageStore.InsertResult.Inserted({ id: 2, storedAt: HOUR }))
       }))
 
-    it.scoped("dedup: trim writes pending hits and deletes dead rows; entries dead at reopen go at the next trim", () =>
+    it.scoped("dedup: entries wait for 64, a trim or the close; trim deletes dead rows, also those dead at reopen", () =>
       Effect.gen(function*() {
         const filename = yield* tempFile
         const Hits = Schema.Array(Schema.Struct({ number_of_hits: Schema.Number, keep_until: Schema.Number }))
@@ -261,22 +261,35 @@ describe("SqliteStore", () => {
             sql`SELECT number_of_hits, keep_until FROM dedup_cache WHERE body_hash = ${hash(i)}`.pipe(
               Effect.flatMap(Schema.decodeUnknown(Hits))
             ))
+        const rows = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ readonly n: number }>`SELECT count(*) AS n FROM dedup_cache`.pipe(Effect.map((r) => r[0]?.n)))
         yield* Effect.gen(function*() {
           const dedup = yield* DedupCache.DedupCache
           yield* dedup.insert(hash(1), key(1), 30 * MINUTE)
           yield* dedup.insert(hash(2), key(1), 5 * HOUR)
           yield* dedup.insert(hash(2), key(2), 6 * HOUR)
-          // the hit lives in memory only, until a trim
-          expect(yield* stored(2)).toEqual([{ number_of_hits: 1, keep_until: 5 * HOUR }])
+          // the entries and the hit live in memory only, until a trim
+          expect(yield* dedup.hitCount(hash(2))).toBe(2)
+          expect(yield* rows).toBe(0)
           expect(yield* dedup.trim).toBe(0)
           expect(yield* stored(2)).toEqual([{ number_of_hits: 2, keep_until: 6 * HOUR }])
+          expect(yield* rows).toBe(2)
           // so do the hits the inbound pipeline records without an Effect; the scope's close writes them
           expect(dedup.unsafeRecordHit(hash(2), key(3), 0, 7 * HOUR)).toBe(3)
           expect(yield* stored(2)).toEqual([{ number_of_hits: 2, keep_until: 6 * HOUR }])
         }).pipe(Effect.provide(open({ filename })))
         yield* Effect.gen(function*() {
           expect(yield* stored(2)).toEqual([{ number_of_hits: 3, keep_until: 7 * HOUR }])
-          expect(yield* Effect.flatMap(DedupCache.DedupCache, (d) => d.hitCount(hash(2)))).toBe(3)
+          const dedup = yield* DedupCache.DedupCache
+          expect(yield* dedup.hitCount(hash(2))).toBe(3)
+          // 63 new entries are not written, the 64th writes them all; a hit on a written entry waits for a trim
+          expect(dedup.unsafeRecordHit(hash(2), key(3), 0, 8 * HOUR)).toBe(4)
+          for (let i = 100; i < 163; i++) yield* dedup.insert(hash(i), key(1), 5 * HOUR)
+          expect(yield* rows).toBe(2)
+          yield* dedup.insert(hash(163), key(1), 5 * HOUR)
+          expect(yield* rows).toBe(66)
+          expect(yield* stored(2)).toEqual([{ number_of_hits: 3, keep_until: 7 * HOUR }])
+          expect(yield* stored(163)).toEqual([{ number_of_hits: 1, keep_until: 5 * HOUR }])
         }).pipe(Effect.provide(open({ filename })))
 
         yield* TestClock.setTime(HOUR)
@@ -290,7 +303,8 @@ describe("SqliteStore", () => {
         }).pipe(Effect.provide(open({ filename })))
 
         const size = yield* Effect.flatMap(DedupCache.DedupCache, (d) => d.size).pipe(Effect.provide(open({ filename })))
-        expect(size).toBe(1)
+        // hash(2) and the 64 of the second open
+        expect(size).toBe(65)
       }))
 
     it.scoped("a second open of an unchanged file applies no migration", () =>
@@ -587,32 +601,50 @@ describe("SqliteStore", () => {
       Effect.flatMap(SqlClient.SqlClient, (sql) =>
         Effect.forEach(["INSERT", "UPDATE"], (op) => sql.unsafe(`DROP TRIGGER fail_${op}_${table}`)))
 
-    it.effect("a dedup entry whose write fails is Failed and taken back out of the index (scenario 43)", () =>
+    it.effect("while dedup writes fail, each insert that fills the batch is Failed and taken back (scenario 43)", () =>
       Effect.gen(function*() {
         const dedup = yield* DedupCache.DedupCache
+        const rows = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ readonly n: number }>`SELECT count(*) AS n FROM dedup_cache`.pipe(Effect.map((r) => r[0]?.n)))
+        // 64 entries, written together; hash(1) dies at 100
         yield* dedup.insert(hash(1), key(1), 100)
-        yield* dedup.insert(hash(3), key(1), 1_000_000)
+        for (let i = 2; i <= 64; i++) yield* dedup.insert(hash(i), key(1), 1_000_000)
+        expect(yield* rows).toBe(64)
         yield* TestClock.setTime(200)
         yield* failWrites("dedup_cache")
 
-        // hits on known entries never touch sqlite, so they still count
+        // hits and the next 63 entries wait in memory, so they still count
         expect(yield* dedup.insert(hash(3), key(2))).toEqual(DedupCache.DedupInsertResult.Inserted({ hits: 2 }))
-        // at capacity, the write that fails was to replace the dead entry: that one comes back too
-        const failed = yield* dedup.insert(hash(2), key(1), 10_000)
+        for (let i = 100; i < 163; i++) {
+          expect(yield* dedup.insert(hash(i), key(1), 1_000_000)).toEqual(
+            DedupCache.DedupInsertResult.Inserted({ hits: 1 })
+          )
+        }
+        expect(yield* dedup.size).toBe(127)
+        // the cache is full: the 64th waiting takes the dead entry's place, its write fails, and both come back
+        const failed = yield* dedup.insert(hash(163), key(1), 1_000_000)
         expect(failed._tag).toBe("Failed")
         if (failed._tag === "Failed") {
           expect(failed.error.reason).toBe("Constraint")
           expect(failed.error.message).toContain("disk on fire")
         }
-        expect(yield* dedup.hitCount(hash(2))).toBe(0)
+        expect(yield* dedup.hitCount(hash(163))).toBe(0)
         expect(yield* dedup.hitCount(hash(1))).toBe(1)
-        expect(yield* dedup.size).toBe(2)
+        expect(yield* dedup.hitCount(hash(162))).toBe(1)
+        expect(yield* dedup.size).toBe(127)
+        // the batch stays full, so the next one fails as well: a store that cannot write forwards nothing new
+        expect((yield* dedup.insert(hash(163), key(1), 1_000_000))._tag).toBe("Failed")
+        expect(yield* rows).toBe(64)
 
         yield* restoreWrites("dedup_cache")
-        expect(yield* dedup.insert(hash(2), key(1), 10_000)).toEqual(DedupCache.DedupInsertResult.Inserted({ hits: 1 }))
+        expect(yield* dedup.insert(hash(163), key(1), 1_000_000)).toEqual(
+          DedupCache.DedupInsertResult.Inserted({ hits: 1 })
+        )
         expect(yield* dedup.hitCount(hash(1))).toBe(0)
         expect(yield* dedup.hitCount(hash(3))).toBe(2)
-      }).pipe(Effect.provide(open({ filename: ":memory:" }, { dedupCacheCapacity: 2 }))))
+        // the dead entry's row went with the write that replaced it; nothing that waited was lost
+        expect(yield* rows).toBe(127)
+      }).pipe(Effect.provide(open({ filename: ":memory:" }, { dedupCacheCapacity: 127 }))))
 
     it.effect("an insert that must evict is rolled back whole when its write fails", () =>
       Effect.gen(function*() {
