@@ -26,6 +26,7 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
+import { chunks } from "./internal/chunks.js"
 import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import { Blob, clampSafe } from "./internal/values.js"
@@ -90,17 +91,18 @@ export const make: Effect.Effect<
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
 
-  // Every field but `stored_at` from the index, so one statement writes a new entry and a hit on a written one alike.
-  const upsertRow = (entry: DedupCache.DedupEntry) =>
+  // Written as the index has them, in chunks of rows, so a full batch is one statement, the same each time (prepared
+  // once); a row of a hash already written keeps its `stored_at`.
+  const upsertRows = (entries: ReadonlyArray<DedupCache.DedupEntry>) =>
     db.run(sql`INSERT INTO dedup_cache ${
-      sql.insert({
+      sql.insert(entries.map((entry) => ({
         body_hash: entry.hash,
         sender_public_key: entry.sender,
         number_of_hits: entry.hits,
         stored_at: clampSafe(entry.storedAt),
         last_hit_at: clampSafe(entry.lastHitAt),
         keep_until: clampSafe(entry.keepUntil)
-      })
+      })))
     } ON CONFLICT (body_hash) DO UPDATE SET sender_public_key = excluded.sender_public_key,
       number_of_hits = excluded.number_of_hits, last_hit_at = excluded.last_hit_at, keep_until = excluded.keep_until`)
 
@@ -129,15 +131,22 @@ export const make: Effect.Effect<
       for (const hash of batch.gone) gone.set(NodeId.toHex(hash), hash)
     })
 
-  // as the index has it now; one it no longer holds was trimmed or replaced since, and its row goes with the deletes
-  const writeEntry = (hash: Uint8Array) => {
-    const entry = index.get(hash)
-    return entry === undefined ? Effect.void : upsertRow(entry)
+  // the entries as the index has them now, each once; one it no longer holds was trimmed or replaced since, and its
+  // row goes with the deletes
+  const entriesOf = (batch: Batch): Array<DedupCache.DedupEntry> => {
+    const hashes = new Map<string, Uint8Array>()
+    for (const hash of batch.fresh) hashes.set(NodeId.toHex(hash), hash)
+    for (const hash of batch.dirty) hashes.set(NodeId.toHex(hash), hash)
+    const entries: Array<DedupCache.DedupEntry> = []
+    for (const hash of hashes.values()) {
+      const entry = index.get(hash)
+      if (entry !== undefined) entries.push(entry)
+    }
+    return entries
   }
   const writeBatch = (batch: Batch) =>
     Effect.forEach(batch.gone, deleteRow, { discard: true }).pipe(
-      Effect.zipRight(Effect.forEach(batch.fresh, writeEntry, { discard: true })),
-      Effect.zipRight(Effect.forEach(batch.dirty, writeEntry, { discard: true }))
+      Effect.zipRight(Effect.forEach(chunks(entriesOf(batch)), upsertRows, { discard: true }))
     )
 
   // what waits (hits only `withHits`), then `more`, in one transaction; what waited goes back if it fails
