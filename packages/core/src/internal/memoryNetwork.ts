@@ -1084,7 +1084,9 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
         const slot = found.value
         const { connection, side } = slot.direct
         if (hub.writesInSender && slot.direct.queued === 0 && connection !== undefined && side !== undefined) {
-          return write(hub, connection, side, message).pipe(Effect.onInterrupt(() => failClosed(endpoint, message)))
+          // With deliveries scheduled a write never waits, so it runs whole rather than answering the reply if
+          // interrupted midway: 3 operations a frame, where `onInterrupt` cost 10.
+          return Effect.uninterruptible(write(hub, connection, side, message))
         }
         const queued = slot.queue.unsafeOffer(message)
         if (queued) queuedOne(hub, endpoint, slot)
