@@ -43,6 +43,7 @@ import {
 } from "./DhtError.js"
 import { JoinSent, PeerBanned } from "./DhtEvent.js"
 import { DhtEvents } from "./DhtEvents.js"
+import * as DhtLog from "./DhtLog.js"
 import {
   decodeMillis,
   DhtMetadata,
@@ -307,15 +308,17 @@ export const make: Effect.Effect<
       )
     }).pipe(
       Effect.catchTags({
-        PeerNotFound: () => Effect.logDebug("ban of an unknown peer ignored").pipe(
-          Effect.annotateLogs({ peer: toHex(publicKey), severity, reason })
-        ),
+        PeerNotFound: () => DhtLog.debug("ban of an unknown peer ignored", {
+          peer: toHex(publicKey),
+          severity,
+          reason
+        }),
         StoreError: (error) => Effect.logWarning("ban not recorded", error)
       })
     )
 
   const trim = dedup.trim.pipe(
-    Effect.flatMap((removed) => Effect.logDebug("dedup cache trimmed").pipe(Effect.annotateLogs({ removed }))),
+    Effect.flatMap((removed) => DhtLog.debug("dedup cache trimmed", { removed })),
     Effect.catchTag("StoreError", (error) => Effect.logWarning("dedup cache trim failed", error))
   )
 

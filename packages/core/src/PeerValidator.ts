@@ -18,6 +18,7 @@ import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
 import type { HandshakeFailed } from "./DhtError.js"
 import { PeerValidationError } from "./DhtError.js"
+import * as DhtLog from "./DhtLog.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Ed25519 from "./Ed25519.js"
 import * as HandshakePayload from "./HandshakePayload.js"
@@ -270,7 +271,7 @@ const utf8Length = (s: string): number => Wire.encodeUtf8(s).length
 
 const filtered = (reason: PolicyReason) =>
   Metric.increment(Metric.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
-    Effect.zipRight(Effect.logDebug("claim filtered by policy").pipe(Effect.annotateLogs("reason", reason)))
+    Effect.zipRight(DhtLog.debug("claim filtered by policy", { reason: reason }))
   )
 
 const fail = (reason: string) => Effect.fail(new PeerValidationError({ reason }))

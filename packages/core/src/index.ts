@@ -42,6 +42,11 @@ export * as DhtEvent from "./DhtEvent.js"
 /**
  * @since 0.1.0
  */
+export * as DhtLog from "./DhtLog.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as DhtMessages from "./DhtMessages.js"
 
 /**

@@ -9,6 +9,7 @@
  */
 import type * as DhtError from "@comms-dht/core/DhtError"
 import { Duplicate } from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -205,10 +206,9 @@ export const report = (
       ...(error._tag === "StoreError" ? { detail: error.message } : {})
     }
     if (Option.isNone(ban)) {
-      const log = error._tag === "StoreError"
-        ? Effect.logWarning("inbound message dropped")
-        : Effect.logDebug("inbound message dropped")
-      return yield* Effect.annotateLogs(log, annotations)
+      return yield* error._tag === "StoreError"
+        ? Effect.annotateLogs(Effect.logWarning("inbound message dropped"), annotations)
+        : DhtLog.debug("inbound message dropped", annotations)
     }
     const target = targetKey(ban.value, blame)
     yield* Effect.logWarning("inbound message dropped, peer banned").pipe(

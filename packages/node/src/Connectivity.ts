@@ -26,6 +26,7 @@ import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -613,10 +614,10 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     events.publish(DhtEvent.NeighboursChanged({ neighbours: after.neighbours, random: after.random })).pipe(
       Effect.zipRight(Metric.set(DhtMetrics.neighbourPoolSize, after.neighbours.length)),
       Effect.zipRight(Metric.set(DhtMetrics.randomPoolSize, after.random.length)),
-      Effect.zipRight(Effect.logDebug("neighbours changed").pipe(Effect.annotateLogs({
+      Effect.zipRight(DhtLog.debug("neighbours changed", {
         neighbours: after.neighbours.map(hex),
         random: after.random.map(hex)
-      })))
+      }))
     )
 
   // this runs after every command, and most change nothing

@@ -24,6 +24,7 @@ import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMessages from "@comms-dht/core/DhtMessages"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as CoreDiscovery from "@comms-dht/core/Discovery"
@@ -182,14 +183,12 @@ export const make: Effect.Effect<CoreDiscovery.DiscoveryService, never, Requirem
           yield* Deferred.succeed(request.result, outcome.peer)
           yield* events.publish(DhtEvent.DiscoveryCompleted({ publicKey: request.publicKey, elapsedMs }))
           yield* Metric.increment(requestsOk)
-          yield* Effect.logDebug("discovery completed").pipe(Effect.annotateLogs(annotations))
+          yield* DhtLog.debug("discovery completed", annotations)
         } else {
           yield* Deferred.fail(request.result, callerError(outcome.reason))
           yield* events.publish(DhtEvent.DiscoveryFailed({ publicKey: request.publicKey, reason: outcome.reason }))
           yield* Metric.increment(outcome.reason === "Timeout" ? requestsTimeout : requestsFailed)
-          yield* Effect.logDebug("discovery failed").pipe(
-            Effect.annotateLogs({ ...annotations, reason: outcome.reason })
-          )
+          yield* DhtLog.debug("discovery failed", { ...annotations, reason: outcome.reason })
         }
       })
 
@@ -286,9 +285,10 @@ export const make: Effect.Effect<CoreDiscovery.DiscoveryService, never, Requirem
         if (!isCurrent(yield* Ref.get(table), request)) return
         const sent = yield* Effect.either(send(request))
         if (Either.isLeft(sent)) {
-          yield* Effect.logDebug("discovery request not sent").pipe(
-            Effect.annotateLogs({ peer: NodeId.toHex(request.publicKey), reason: sent.left._tag })
-          )
+          yield* DhtLog.debug("discovery request not sent", {
+            peer: NodeId.toHex(request.publicKey),
+            reason: sent.left._tag
+          })
           yield* finish(request, { _tag: "Failed", reason: "SendFailed" })
           return
         }

@@ -20,6 +20,7 @@ import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import type * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
@@ -375,9 +376,11 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
     Effect.gen(function*() {
       const threshold = yield* neighbourhoodThreshold
       yield* Ref.update(memory, (m) => ({ ...attempt(m, params.peers), threshold: Option.some(threshold) }))
-      yield* Effect.logDebug("network discovery round").pipe(
-        Effect.annotateLogs({ peers: params.peers.length, n: params.n, threshold: threshold.toString(16) })
-      )
+      yield* DhtLog.debug("network discovery round", {
+        peers: params.peers.length,
+        n: params.n,
+        threshold: threshold.toString(16)
+      })
       const results = yield* Effect.forEach(
         params.peers,
         (peer) =>
@@ -403,9 +406,7 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
           syncPeers.push(peer)
         } else {
           if (reachedPeer(result.left)) syncPeers.push(peer)
-          yield* Effect.logDebug("peer sync failed").pipe(
-            Effect.annotateLogs({ peer: NodeId.toHex(peer), reason: result.left._tag })
-          )
+          yield* DhtLog.debug("peer sync failed", { peer: NodeId.toHex(peer), reason: result.left._tag })
         }
       }
       const roundInfo: DhtEvent.RoundInfo = { numNewPeers, numDuplicatePeers, numSucceeded, syncPeers }
@@ -430,9 +431,7 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
           : Effect.void
       ),
       Effect.catchAll((error) =>
-        Effect.logDebug("on-connect peer sync failed").pipe(
-          Effect.annotateLogs({ peer: NodeId.toHex(peer), reason: error._tag })
-        )
+        DhtLog.debug("on-connect peer sync failed", { peer: NodeId.toHex(peer), reason: error._tag })
       )
     )
 
@@ -508,7 +507,7 @@ export const make: Effect.Effect<NetworkDiscoveryService, never, Requirements | 
       if (event._tag === "DiscoveryComplete" && state._tag === "Discovering") yield* completeRound(event.roundInfo)
       const next = transition(nd, state, event)
       if (Option.isNone(next)) {
-        yield* Effect.logDebug("no transition").pipe(Effect.annotateLogs({ state: state._tag, event: event._tag }))
+        yield* DhtLog.debug("no transition", { state: state._tag, event: event._tag })
         return state
       }
       // connections made before `OnConnect` are not new to it (Tari subscribes on entry); dropped before the state

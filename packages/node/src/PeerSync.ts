@@ -25,6 +25,7 @@ import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
@@ -316,9 +317,10 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         directParams(source.nodeId, source.publicKey, Envelope.DhtMessageType.PeerSyncResponse),
         bodyOf(PeerSyncMessages.encodePeerSyncResponseOf(infos, request.requestId))
       )
-      yield* Effect.logDebug(queued ? "peer sync request answered" : "peer sync response shed").pipe(
-        Effect.annotateLogs({ peer: NodeId.toHex(source.nodeId), peers: infos.length })
-      )
+      yield* DhtLog.debug(queued ? "peer sync request answered" : "peer sync response shed", {
+        peer: NodeId.toHex(source.nodeId),
+        peers: infos.length
+      })
     })
 
   // --- requester: one relayed peer ---
@@ -326,9 +328,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   const skipRelayed = (info: PeerSyncMessages.PeerInfo, reason: string) =>
     Metric.increment(relayedInvalid).pipe(
       Effect.zipRight(
-        Effect.logDebug("relayed peer skipped").pipe(
-          Effect.annotateLogs({ peer: NodeId.toHex(info.publicKey), reason })
-        )
+        DhtLog.debug("relayed peer skipped", { peer: NodeId.toHex(info.publicKey), reason })
       ),
       Effect.as(skipped)
     )
@@ -457,9 +457,10 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const key = pendingKey(source, response.requestId)
       const waiting = yield* Ref.modify(pending, (map) => [HashMap.get(map, key), HashMap.remove(map, key)] as const)
       if (Option.isNone(waiting)) {
-        return yield* Effect.logDebug("unrequested peer sync response ignored").pipe(
-          Effect.annotateLogs({ peer: NodeId.toHex(source), requestId: response.requestId })
-        )
+        return yield* DhtLog.debug("unrequested peer sync response ignored", {
+          peer: NodeId.toHex(source),
+          requestId: response.requestId
+        })
       }
       const { limits, reply } = waiting.value
       const fault = Rules.structureFault(response, limits)

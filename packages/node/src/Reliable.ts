@@ -21,6 +21,7 @@ import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
 import type * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as InboundMessages from "@comms-dht/core/InboundMessages"
@@ -307,9 +308,7 @@ export const make: Effect.Effect<ReliableService, never, Requirements | Scope.Sc
       Effect.as(true),
       Effect.catchAll((error) =>
         Effect.as(
-          Effect.logDebug("reliable send attempt reached nobody").pipe(
-            Effect.annotateLogs({ strategy, reason: error._tag })
-          ),
+          DhtLog.debug("reliable send attempt reached nobody", { strategy, reason: error._tag }),
           false
         )
       )
@@ -438,7 +437,7 @@ export const make: Effect.Effect<ReliableService, never, Requirements | Scope.Sc
     }).pipe(
       Effect.provide(context),
       Effect.catchAll((error) =>
-        Effect.logDebug("receipt not sent").pipe(Effect.annotateLogs({ reason: error._tag }))
+        DhtLog.debug("receipt not sent", { reason: error._tag })
       )
     )
 

@@ -19,6 +19,7 @@ import * as CoreDedupCache from "@comms-dht/core/DedupCache"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import { ConfigError, type SendFailure, type StoreError } from "@comms-dht/core/DhtError"
 import type * as DhtEvent from "@comms-dht/core/DhtEvent"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as Drbg from "@comms-dht/core/Drbg"
 import * as Envelope from "@comms-dht/core/Envelope"
@@ -288,7 +289,7 @@ const simulate = <E>(
         const now = yield* Clock.currentTimeMillis
         const stats = yield* vc.stats
         if (previous.step !== step) {
-          yield* Effect.logDebug("simulation step").pipe(Effect.annotateLogs({ step, label, ...stats }))
+          yield* DhtLog.debug("simulation step", { step, label, ...stats })
         }
         if (onProgress !== undefined) {
           yield* onProgress({
@@ -564,7 +565,7 @@ const simulate = <E>(
             Effect.zipRight(Ref.update(discovered, (k) => k + 1)),
             Effect.zipRight(Effect.flatMap(Ref.get(discovered), (k) => report(4, "discovery", k / pairs.length))),
             Effect.catchAll((error) =>
-              Effect.logDebug("simulated discovery failed").pipe(Effect.annotateLogs({ a, b, reason: error._tag }))
+              DhtLog.debug("simulated discovery failed", { a, b, reason: error._tag })
             )
           )), { concurrency: "unbounded", discard: true })
     )
@@ -579,7 +580,7 @@ const simulate = <E>(
         effect.pipe(
           Effect.provideService(OutboundRequester.OutboundRequester, r.dht.requester),
           Effect.catchAll((error) =>
-            Effect.logDebug("simulated send failed").pipe(Effect.annotateLogs({ from, reason: error._tag }))
+            DhtLog.debug("simulated send failed", { from, reason: error._tag })
           ),
           Effect.asVoid
         ))
@@ -591,7 +592,7 @@ const simulate = <E>(
         r.dht.sendReliable(request, policy).pipe(
           Effect.tap((delivery) => Effect.sync(() => deliveries.push(delivery))),
           Effect.catchAll((error) =>
-            Effect.logDebug("simulated reliable send failed").pipe(Effect.annotateLogs({ from, reason: error._tag }))
+            DhtLog.debug("simulated reliable send failed", { from, reason: error._tag })
           ),
           Effect.asVoid
         ))
@@ -701,7 +702,7 @@ const simulate = <E>(
     )
 
     // --- measures ---
-    yield* Effect.logDebug("simulation done").pipe(Effect.annotateLogs({ ...(yield* vc.stats) }))
+    yield* DhtLog.debug("simulation done", { ...(yield* vc.stats) })
     const snapshot = recorder.snapshot()
     const wire = yield* hub.stats
     const latencies = [...snapshot.latencies].sort((a, b) => a - b)

@@ -16,6 +16,7 @@
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import { ConfigError } from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as Noise from "@comms-dht/core/Noise"
 import { toHex } from "@comms-dht/core/NodeId"
@@ -216,7 +217,7 @@ export const make = (
       onAccept = (socket) => endpoint.spawn(Internal.supervised(Internal.accept(endpoint, socket)))
       for (const socket of accepted.splice(0)) onAccept(socket)
     })
-    yield* Effect.logDebug("tcp transport listening").pipe(Effect.annotateLogs({ address }))
+    yield* DhtLog.debug("tcp transport listening", { address })
 
     return {
       send: (message) => Internal.send(endpoint, message),

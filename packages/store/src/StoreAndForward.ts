@@ -19,6 +19,7 @@ import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
 import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as InboundMessages from "@comms-dht/core/InboundMessages"
@@ -425,9 +426,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
         ))
       if (last !== undefined && !isContinuation && now - last.at < DhtConfig.millis(saf.minRequestInterval)) {
         yield* Metric.increment(rateLimited)
-        yield* Effect.logDebug("SAF request over the rate limit: answered empty").pipe(
-          Effect.annotateLogs({ peer: NodeId.toHex(source.nodeId) })
-        )
+        yield* DhtLog.debug("SAF request over the rate limit: answered empty", { peer: NodeId.toHex(source.nodeId) })
         yield* reply(StoreForward.encodePackedResponse([], request.requestId, false))
         return SafStage.SafOutcome.Consumed()
       }

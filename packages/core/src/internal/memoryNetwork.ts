@@ -31,6 +31,7 @@ import {
   QueueFull,
   TransportShutdown
 } from "../DhtError.js"
+import * as DhtLog from "../DhtLog.js"
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
@@ -354,7 +355,7 @@ const countHandshakeFailure = (reason: string) =>
 
 const handshakeFailed = (reason: string, detail: string) =>
   countHandshakeFailure(reason).pipe(
-    Effect.zipRight(Effect.logDebug("memory handshake failed").pipe(Effect.annotateLogs({ reason, detail }))),
+    Effect.zipRight(DhtLog.debug("memory handshake failed", { reason, detail })),
     Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: `${reason}: ${detail}` })))
   )
 
@@ -434,9 +435,7 @@ const attempt = (
     }
     const atDialler = yield* validatePayload(local, responder.payload, expected)
     if (yield* isBannedNow(responder.peers, local.nodeId)) {
-      yield* Effect.logDebug("memory connection from a banned peer refused").pipe(
-        Effect.annotateLogs({ peer: local.hex, node: responder.hex })
-      )
+      yield* DhtLog.debug("memory connection from a banned peer refused", { peer: local.hex, node: responder.hex })
       return yield* Effect.fail<AttemptFailure>({ _tag: "Refused" })
     }
     const atResponder = yield* validatePayload(responder, local.payload, undefined)
@@ -461,9 +460,7 @@ const dialAddresses = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect
       const result = yield* Effect.either(attempt(hub, local, peer.publicKey, address))
       if (Either.isRight(result)) return result.right
       yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Failed", address })
-      yield* Effect.logDebug("memory dial attempt failed").pipe(
-        Effect.annotateLogs({ peer: toHex(remote), address, reason: result.left._tag })
-      )
+      yield* DhtLog.debug("memory dial attempt failed", { peer: toHex(remote), address, reason: result.left._tag })
     }
     // every address failed: the peer is offline (maxFailuresMarkOffline = 1)
     const now = yield* Clock.currentTimeMillis

@@ -2,6 +2,7 @@
 import type * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import { HandshakeFailed } from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as HandshakePayload from "@comms-dht/core/HandshakePayload"
 import * as Noise from "@comms-dht/core/Noise"
@@ -116,7 +117,7 @@ export type RemoteIdentity = PeerValidator.HandshakeRemote
 /** @internal counts and logs a handshake failure, then fails with it */
 export const handshakeFailed = (reason: string, detail: string): Effect.Effect<never, HandshakeFailed> =>
   Metric.increment(Metric.tagged(DhtMetrics.handshakeFailures, "reason", reason)).pipe(
-    Effect.zipRight(Effect.logDebug("tcp handshake failed").pipe(Effect.annotateLogs({ reason, detail }))),
+    Effect.zipRight(DhtLog.debug("tcp handshake failed", { reason, detail })),
     Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: `${reason}: ${detail}` })))
   )
 

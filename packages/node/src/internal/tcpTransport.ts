@@ -1,6 +1,7 @@
 /** @internal */
 import type { DialError } from "@comms-dht/core/DhtError"
 import { ConnectionClosed, DialFailed, PeerBanned, QueueFull, TransportShutdown } from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import type * as Noise from "@comms-dht/core/Noise"
@@ -399,9 +400,7 @@ const dialPeer = (endpoint: Endpoint, remote: NodeId): Effect.Effect<Conn, DialE
       )
       if (Either.isRight(result)) return result.right
       yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Failed", address })
-      yield* Effect.logDebug("tcp dial attempt failed").pipe(
-        Effect.annotateLogs({ peer: toHex(remote), address, reason: result.left.reason })
-      )
+      yield* DhtLog.debug("tcp dial attempt failed", { peer: toHex(remote), address, reason: result.left.reason })
     }
     const now = yield* Clock.currentTimeMillis
     yield* PeerValidator.recordDial(local.peers, remote, { _tag: "Offline", now })
@@ -463,9 +462,7 @@ export const accept = (endpoint: Endpoint, socket: TcpSocket): Effect.Effect<voi
     if (Either.isLeft(result.value)) return yield* socket.destroy
     const handshaked = result.value.right
     if (yield* PeerManager.isBannedNow(endpoint.local.peers, handshaked.remote.nodeId)) {
-      yield* Effect.logDebug("tcp connection from a banned peer refused").pipe(
-        Effect.annotateLogs({ peer: handshaked.remote.hex })
-      )
+      yield* DhtLog.debug("tcp connection from a banned peer refused", { peer: handshaked.remote.hex })
       return yield* socket.destroy
     }
     yield* Effect.ignore(register(endpoint, handshaked, socket, reader, false, undefined))
@@ -517,9 +514,7 @@ const register = (
     const { first, kept, loser, slot } = decision.value
     yield* Effect.sync(() => endpoint.spawn(supervised(runConnection(endpoint, slot, conn))))
     if (loser !== undefined) {
-      yield* Effect.logDebug("duplicate tcp connection retired").pipe(
-        Effect.annotateLogs({ peer: remote.hex, kept: kept.id, retired: loser.id })
-      )
+      yield* DhtLog.debug("duplicate tcp connection retired", { peer: remote.hex, kept: kept.id, retired: loser.id })
       yield* retire(loser)
     }
     if (first) {
@@ -600,16 +595,16 @@ const readFrames = (
       const read = yield* Effect.either(conn.reader.readRecord)
       if (Either.isLeft(read)) {
         const error = read.left
-        yield* Effect.logDebug("tcp connection read failed").pipe(
-          Effect.annotateLogs({ reason: error._tag === "Eof" ? "end of stream inside a record" : error.reason })
-        )
+        yield* DhtLog.debug("tcp connection read failed", {
+          reason: error._tag === "Eof" ? "end of stream inside a record" : error.reason
+        })
         return "Error"
       }
       if (Option.isNone(read.right)) return "Eof"
       const plaintext = Framing.openRecord(conn.transport.receive, read.right.value)
       if (Either.isLeft(plaintext)) {
         yield* Metric.increment(Metric.tagged(DhtMetrics.inboundRejected, "reason", plaintext.left._tag))
-        yield* Effect.logDebug("tcp record rejected").pipe(Effect.annotateLogs({ reason: plaintext.left.reason }))
+        yield* DhtLog.debug("tcp record rejected", { reason: plaintext.left.reason })
         return "Error"
       }
       const frames = parser.push(plaintext.right)
