@@ -329,13 +329,13 @@ export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<voi
     (cause) => Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("memory network fiber failed", cause)
   )
 
+const millisOf = (d: Duration.DurationInput): number =>
+  Math.max(0, typeof d === "number" ? d : Duration.toMillis(Duration.decode(d)))
+
 const latencyMillis = (hub: Hub, from: Endpoint, to: { readonly nodeId: NodeId }, size: number, handshake: boolean) =>
   hub.options.latency === undefined
     ? Effect.succeed(0)
-    : Effect.map(
-      hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake }),
-      (d) => Math.max(0, Duration.toMillis(Duration.decode(d)))
-    )
+    : Effect.map(hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake }), millisOf)
 
 /** Waits `ms` of network time: through the simulation's scheduler when there is one, so it stays a heap entry. */
 const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
@@ -828,9 +828,13 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
       }
       return Effect.zipRight(then, Deferred.succeed(message.reply, undefined))
     })
+  // the draw and the write in one continuation: a `map` between them was two operations a frame
   const sent = latency === undefined
     ? written(0)
-    : Effect.flatMap(latencyMillis(hub, side.local, side.remote, size, false), written)
+    : Effect.flatMap(
+      latency({ from: side.local.nodeId, to: side.remote.nodeId, size, handshake: false }),
+      (d) => written(millisOf(d))
+    )
   return onFrame === undefined || info === undefined ? sent : Effect.zipRight(onFrame(info), sent)
 }
 
