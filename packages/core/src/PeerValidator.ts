@@ -271,7 +271,7 @@ const utf8Length = (s: string): number => Wire.encodeUtf8(s).length
 
 const filtered = (reason: PolicyReason) =>
   Metric.increment(Metric.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
-    Effect.zipRight(DhtLog.debug("claim filtered by policy", { reason: reason }))
+    Effect.zipRight(DhtLog.debug("claim filtered by policy", { reason }))
   )
 
 const fail = (reason: string) => Effect.fail(new PeerValidationError({ reason }))

@@ -3,10 +3,10 @@
  * (`DedupCache.makeIndex`) is loaded at open and answers every `insert` and `hitCount`. New entries wait in memory
  * and are written together, in one transaction, once 64 wait, at each `trim` and when the scope closes; hits on
  * entries wait for a trim or the close. A message's first copy costs a map entry, not a statement of its own (the
- * departure of docs/spec-departures.md §10). A write that fails leaves what waits waiting; the insert that completed the batch
- * answers `Failed` and is taken back out of the index, and so does every new entry after it while writes fail (the
- * batch stays full), so a store that cannot write delivers but never forwards (scenario 43). Duplicates never touch
- * sqlite (`unsafeRecordHit` records them without the lock or an Effect).
+ * departure of docs/spec-departures.md §10). A write that fails leaves what waits waiting; the insert that
+ * completed the batch answers `Failed` and is taken back out of the index, and so does every new entry after it
+ * while writes fail (the batch stays full), so a store that cannot write delivers but never forwards (scenario 43).
+ * Duplicates never touch sqlite (`unsafeRecordHit` records them without the lock or an Effect).
  *
  * @since 0.1.0
  */
@@ -41,7 +41,8 @@ const EntryRow = Schema.Struct({
 })
 const decodeEntries = Schema.decodeUnknown(Schema.Array(EntryRow))
 
-// how many new or hit entries wait before they are written: a crash loses at most these (a clean close none)
+// how many new entries wait before they are written: a crash loses at most these (and the hits since the last trim);
+// a clean close loses nothing
 const ENTRIES_PER_WRITE = 64
 
 /**

@@ -252,7 +252,7 @@ describe("SqliteStore", () => {
         expect(again).toEqual(MessageStore.InsertResult.Inserted({ id: 2, storedAt: HOUR }))
       }))
 
-    it.scoped("dedup: entries wait for 64, a trim or the close; trim deletes dead rows, also those dead at reopen", () =>
+    it.scoped("dedup: entries wait for 64, a trim or the close; trim deletes dead rows, those dead at reopen too", () =>
       Effect.gen(function*() {
         const filename = yield* tempFile
         const Hits = Schema.Array(Schema.Struct({ number_of_hits: Schema.Number, keep_until: Schema.Number }))
