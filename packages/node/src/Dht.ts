@@ -33,7 +33,9 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as Queue from "effect/Queue"
 import type * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Connectivity from "./Connectivity.js"
 import * as Discovery from "./Discovery.js"
@@ -58,6 +60,14 @@ export interface DhtService {
   readonly inbound: Stream.Stream<InboundMessages.DomainMessage>
   /** DHT events, from the moment of subscription (sliding: a slow subscriber loses the oldest). */
   readonly events: Stream.Stream<DhtEvent.DhtEvent>
+  /**
+   * `inbound` as a queue of its own for as long as the scope, for a consumer that takes in a loop: a stream's pull
+   * costs about 34 more steps of Effect's run loop a message than a take (the simulation reads its 100,000
+   * deliveries this way).
+   */
+  readonly subscribeInbound: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>, never, Scope.Scope>
+  /** `events` as a queue of its own for as long as the scope, as `subscribeInbound`. */
+  readonly subscribeEvents: Effect.Effect<Queue.Dequeue<DhtEvent.DhtEvent>, never, Scope.Scope>
   readonly discover: (publicKey: NodeId.PublicKey) => Effect.Effect<Peer.Peer, DhtError.DiscoveryError>
   /** Sends a Join now (SPEC §10.1). */
   readonly join: Effect.Effect<void>
@@ -230,6 +240,8 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
           send: (params, body) => Effect.flatMap(requester.send(params, body), OutboundRequester.resolve),
           inbound: inboundService.messages,
           events: events.events,
+          subscribeInbound: inboundService.subscribe,
+          subscribeEvents: events.subscribe,
           discover: discoveryService.discover,
           join: Effect.ignore(actorService.sendJoin),
           dialOrDiscover: actorService.dialDiscoverPeer,

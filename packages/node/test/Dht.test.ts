@@ -16,6 +16,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as NodeCrypto from "../src/Crypto.js"
 import * as Dht from "../src/Dht.js"
@@ -56,6 +57,9 @@ describe("Dht.layer", () => {
       const b = yield* Layer.build(node(bob)).pipe(Effect.provide(shared))
       const bobDht = Effect.provide(Dht.Dht, b)
       const received = yield* (yield* bobDht).inbound.pipe(Stream.take(1), Stream.runCollect, Effect.fork)
+      // the same messages and events as queues of their own, for a consumer that takes in a loop
+      const bobMessages = yield* (yield* bobDht).subscribeInbound
+      const bobEvents = yield* (yield* bobDht).subscribeEvents
       yield* Effect.yieldNow()
 
       // alice knows bob's address and dials him
@@ -82,6 +86,8 @@ describe("Dht.layer", () => {
       expect(message!.messageType).toBe(7)
       expect(message!.wasEncrypted).toBe(true)
       expect(Option.map(message!.origin, NodeId.toHex)).toEqual(Option.some(NodeId.toHex(alice.publicKey)))
+      expect(yield* Queue.take(bobMessages)).toBe(message)
+      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(bobEvents)).map((e) => e._tag)).toContain("ConnectivityOnline")
     }))
 
   it.scoped("connected nodes shut down at the same moment all close cleanly", () =>
