@@ -87,7 +87,8 @@ describe("Dht.layer", () => {
       expect(message!.wasEncrypted).toBe(true)
       expect(Option.map(message!.origin, NodeId.toHex)).toEqual(Option.some(NodeId.toHex(alice.publicKey)))
       expect(yield* Queue.take(bobMessages)).toBe(message)
-      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(bobEvents)).map((e) => e._tag)).toContain("ConnectivityOnline")
+      const events = Chunk.toReadonlyArray(yield* Queue.takeAll(bobEvents))
+      expect(events.map((e) => e._tag)).toContain("ConnectivityOnline")
     }))
 
   it.scoped("connected nodes shut down at the same moment all close cleanly", () =>
