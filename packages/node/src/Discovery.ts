@@ -214,8 +214,9 @@ export const make: Effect.Effect<CoreDiscovery.DiscoveryService, never, Requirem
         })).pipe(
           Effect.flatMap((dropped) =>
             dropped
-              ? Effect.logDebug("discovery dropped: its callers have gone").pipe(
-                Effect.annotateLogs({ peer: NodeId.toHex(request.publicKey) }),
+              ? DhtLog.debug("discovery dropped: its callers have gone", {
+                peer: NodeId.toHex(request.publicKey)
+              }).pipe(
                 // ends the request's timer
                 Effect.zipRight(Deferred.interrupt(request.result)),
                 Effect.zipRight(publishInflight)

@@ -15,6 +15,7 @@ import * as Crypto from "@comms-dht/core/Crypto"
 import * as DedupCache from "@comms-dht/core/DedupCache"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
+import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Discovery from "@comms-dht/core/Discovery"
 import * as Envelope from "@comms-dht/core/Envelope"
@@ -490,8 +491,7 @@ const failuresByReason: { readonly [K in FailureReason]: Metric.Metric.Counter<n
 
 // the request's tag is annotated here, on the failure path, rather than on every request's fiber
 const countFailure = (failure: DhtError.SendFailure, tag: OutboundRequester.MessageTag) =>
-  Effect.logDebug("outbound request failed").pipe(
-    Effect.annotateLogs({ reason: failureReason(failure), messageTag: tag.toString() }),
+  DhtLog.debug("outbound request failed", { reason: failureReason(failure), messageTag: tag.toString() }).pipe(
     Effect.zipRight(Metric.increment(failuresByReason[failureReason(failure)]))
   )
 

@@ -109,13 +109,15 @@ export const make: Effect.Effect<
 
   const deleteRow = (hash: Uint8Array) => db.run(sql`DELETE FROM dedup_cache WHERE body_hash = ${hash}`)
 
+  // (hex key, hash) pairs, so what goes back or is merged is not converted to hex again
+  type Marked = ReadonlyArray<readonly [string, Uint8Array]>
   interface Batch {
-    readonly fresh: ReadonlyArray<Uint8Array>
-    readonly dirty: ReadonlyArray<Uint8Array>
-    readonly gone: ReadonlyArray<Uint8Array>
+    readonly fresh: Marked
+    readonly dirty: Marked
+    readonly gone: Marked
   }
-  const drain = (map: Map<string, Uint8Array>): ReadonlyArray<Uint8Array> => {
-    const taken = Array.from(map.values())
+  const drain = (map: Map<string, Uint8Array>): Marked => {
+    const taken = Array.from(map)
     map.clear()
     return taken
   }
@@ -127,17 +129,15 @@ export const make: Effect.Effect<
   // what a failed write took out goes back, under anything marked since (a row deleted is deleted again first)
   const putBack = (batch: Batch) =>
     Effect.sync(() => {
-      for (const hash of batch.fresh) fresh.set(NodeId.toHex(hash), hash)
-      for (const hash of batch.dirty) dirty.set(NodeId.toHex(hash), hash)
-      for (const hash of batch.gone) gone.set(NodeId.toHex(hash), hash)
+      for (const [key, hash] of batch.fresh) fresh.set(key, hash)
+      for (const [key, hash] of batch.dirty) dirty.set(key, hash)
+      for (const [key, hash] of batch.gone) gone.set(key, hash)
     })
 
   // the entries as the index has them now, each once; one it no longer holds was trimmed or replaced since, and its
   // row goes with the deletes
   const entriesOf = (batch: Batch): Array<DedupCache.DedupEntry> => {
-    const hashes = new Map<string, Uint8Array>()
-    for (const hash of batch.fresh) hashes.set(NodeId.toHex(hash), hash)
-    for (const hash of batch.dirty) hashes.set(NodeId.toHex(hash), hash)
+    const hashes = new Map<string, Uint8Array>([...batch.fresh, ...batch.dirty])
     const entries: Array<DedupCache.DedupEntry> = []
     for (const hash of hashes.values()) {
       const entry = index.get(hash)
@@ -146,7 +146,7 @@ export const make: Effect.Effect<
     return entries
   }
   const writeBatch = (batch: Batch) =>
-    Effect.forEach(batch.gone, deleteRow, { discard: true }).pipe(
+    Effect.forEach(batch.gone, ([, hash]) => deleteRow(hash), { discard: true }).pipe(
       Effect.zipRight(Effect.forEach(chunks(entriesOf(batch)), upsertRows, { discard: true }))
     )
 
