@@ -10,6 +10,7 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
@@ -300,21 +301,19 @@ const structureError = (
   return undefined
 }
 
-// every signature, in order, through the layer's memo: the index of the first that fails, or -1
-const firstInvalid = (
+// every claim's signature in turn, failing at the first that does not verify
+const signaturesFrom = (
   crypto: Crypto.CryptoService,
   publicKey: Uint8Array,
-  claims: ReadonlyArray<PeerClaim>
-): Effect.Effect<number> => {
-  const from = (i: number): Effect.Effect<number> =>
-    i === claims.length
-      ? Effect.succeed(-1)
-      : Effect.flatMap(
-        MessageCrypto.verifyClaimWith(crypto, publicKey, claims[i]!),
-        (ok) => ok ? from(i + 1) : Effect.succeed(i)
-      )
-  return from(0)
-}
+  claims: ReadonlyArray<PeerClaim>,
+  i: number
+): Effect.Effect<void, PeerValidationError> =>
+  i === claims.length
+    ? Effect.void
+    : Effect.flatMap(
+      MessageCrypto.verifyClaimWith(crypto, publicKey, claims[i]!),
+      (ok) => ok ? signaturesFrom(crypto, publicKey, claims, i + 1) : fail(`claim ${i}: invalid signature`)
+    )
 
 // SPEC §2.6's policy for one proven claim: the addresses kept (none: the claim is dropped); the reasons of any drops
 // are pushed onto `drops`
@@ -360,10 +359,7 @@ const proofWith = (
 ): Effect.Effect<void, PeerValidationError> => {
   const problem = structureError(publicKey, claims, config, keyChecked)
   if (problem !== undefined) return fail(problem)
-  return Effect.flatMap(
-    firstInvalid(crypto, publicKey, claims),
-    (i) => i < 0 ? Effect.void : fail(`claim ${i}: invalid signature`)
-  )
+  return signaturesFrom(crypto, publicKey, claims, 0)
 }
 
 const countDrops = (drops: ReadonlyArray<PolicyReason>): Effect.Effect<void> =>
@@ -473,7 +469,9 @@ export const validateClaimsWith = (
   Effect.flatMap(
     proofWith(crypto, config, publicKey, claims, options?.keyChecked === true),
     () =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      // the clock read in the same step as the rules
+      Effect.withFiberRuntime((fiber) => {
+        const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
         const nowSeconds = secondsOf(now)
         const drops: Array<PolicyReason> = []
         const accepted: Array<AcceptedClaim> = []
@@ -481,7 +479,8 @@ export const validateClaimsWith = (
           const result = policyOf(claim, config, nowSeconds, options?.storedUpdatedAt, drops)
           if (Option.isSome(result)) accepted.push(result.value)
         }
-        return Effect.as(countDrops(drops), oldestFirst(accepted))
+        const ordered = oldestFirst(accepted)
+        return drops.length === 0 ? Effect.succeed(ordered) : Effect.as(countDrops(drops), ordered)
       })
   )
 

@@ -76,6 +76,22 @@ describe("VerifyMemo", () => {
       expect(calls()).toBe(4)
     }))
 
+  it.effect("counts under the calling fiber's metric labels, as Metric.increment would", () =>
+    Effect.gen(function*() {
+      const memo = yield* memoOf(16)
+      const { predicate } = counting()
+      const labelled = (result: string) =>
+        Effect.map(
+          Metric.value(Metric.tagged(Metric.tagged(DhtMetrics.cryptoVerify, "result", result), "node", "memo-test")),
+          (s) => s.count
+        )
+      const before = { memo: yield* labelled("memo"), valid: yield* labelled("valid") }
+      const verify = memo.verify(new Uint8Array(32), new Uint8Array(64), Uint8Array.of(4), predicate)
+      yield* Effect.tagMetrics(Effect.zipRight(verify, verify), "node", "memo-test")
+      expect((yield* labelled("valid")) - before.valid).toBe(1)
+      expect((yield* labelled("memo")) - before.memo).toBe(1)
+    }))
+
   it.effect.prop(
     "inputs of any length have entries of their own: raw-byte keys and hashed keys never answer for another input",
     [
