@@ -54,6 +54,15 @@ export const SafOutcome = Data.taggedEnum<SafOutcome>()
  * @category models
  */
 export interface SafStageService {
+  /**
+   * SPEC §9.1's rules that read nothing (features, first occurrence, body, expiry, size, type, an encrypted message
+   * for another key), as a plain function of the message and the time: `false` when they already rule storing out.
+   * Optional. When it answers `false`, the pipeline takes `{ isSafStored: false, isAlreadyForwarded: false }` as
+   * the decision without running `decide`, and a message of a type other than the SAF request and response goes
+   * past `handle` as `Continue` with that decision: a stage that gives `mayStore` promises that `decide` and
+   * `handle` would answer so. Most first occurrences (joins, peer syncs, gossip in cleartext) are such messages.
+   */
+  readonly mayStore?: ((message: DecryptedDhtMessage, nowMs: number) => boolean) | undefined
   /** SPEC §9.1 for a first occurrence: reads only (peer lookups, "a row with this hash exists"). */
   readonly decide: (message: DecryptedDhtMessage) => Effect.Effect<SafDecision, StoreError>
   /**

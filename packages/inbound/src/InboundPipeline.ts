@@ -497,15 +497,22 @@ export const forwardRule = (
 
 const safDecision = (
   message: InboundMessages.DecryptedDhtMessage,
-  stage: Option.Option<SafStage.SafStageService>
+  stage: SafStage.SafStageService
 ): Effect.Effect<Option.Option<SafStage.SafDecision>, never, DhtActor.DhtActor> =>
-  Option.isNone(stage)
-    ? Effect.succeedNone
-    : stage.value.decide(message).pipe(
-      Effect.map(Option.some),
-      Effect.catchTag("StoreError", (error) =>
-        Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<SafStage.SafDecision>()))
-    )
+  stage.decide(message).pipe(
+    Effect.map(Option.some),
+    Effect.catchTag("StoreError", (error) =>
+      Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<SafStage.SafDecision>()))
+  )
+
+// the decision §9.1's plain rules already take (`SafStage.mayStore`): none stored, none forwarded before
+const notStored: Option.Option<SafStage.SafDecision> = Option.some({ isSafStored: false, isAlreadyForwarded: false })
+
+const rulesOutStoring = (
+  message: InboundMessages.DecryptedDhtMessage,
+  stage: SafStage.SafStageService,
+  nowMs: number
+): boolean => stage.mayStore !== undefined && !stage.mayStore(message, nowMs)
 
 /**
  * SPEC §7.5 on a node with `MESSAGE_PROPAGATION`, for a first occurrence that may be forwarded and matches F1–F3:
@@ -569,7 +576,7 @@ const forwardWith = (
   ) return Either.right(message)
   const rule = forwardRule(message, identity.publicKey)
   if (rule === undefined) return Either.right(message)
-  return Effect.flatMap(safDecision(message, services.stage), (decision) => {
+  const then = (decision: Option.Option<SafStage.SafDecision>) => {
     const decided: InboundMessages.DecryptedDhtMessage = Option.isNone(decision) ? message : Object.assign(
       {},
       message,
@@ -588,7 +595,12 @@ const forwardWith = (
       )
     }
     return offerForward(decided, origin, rule, services)
-  })
+  }
+  const stage = services.stage
+  if (Option.isNone(stage)) return then(Option.none())
+  // most forwarded messages are gossip in cleartext: the decision without a step of the fiber
+  if (rulesOutStoring(message, stage.value, nowMs)) return then(notStored)
+  return Effect.flatMap(safDecision(message, stage.value), then)
 }
 
 const rateLimited = new DhtError.RateLimited({ what: "gossip" })
@@ -636,14 +648,20 @@ const offerForward = (
 export const storeAndForward = (
   message: InboundMessages.DecryptedDhtMessage
 ): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> =>
-  Effect.flatMap(Effect.serviceOption(SafStage.SafStage), (stage) => storeAndForwardWith(message, stage))
+  Effect.flatMap(Effect.serviceOption(SafStage.SafStage), (stage) =>
+    Effect.flatMap(Clock.currentTimeMillis, (nowMs) => storeAndForwardWith(message, stage, nowMs)))
 
 const storeAndForwardWith = (
   message: InboundMessages.DecryptedDhtMessage,
-  stage: Option.Option<SafStage.SafStageService>
+  stage: Option.Option<SafStage.SafStageService>,
+  nowMs: number
 ): Effect.Effect<ReadonlyArray<InboundMessages.DecryptedDhtMessage>, Rejections.PipelineError> => {
   if (message.dedupHitCount !== 1 || message.isSafMessage) return Either.right([message])
   const type = message.header.messageType
+  if (Option.isSome(stage) && !Envelope.isSafMessage(type) && rulesOutStoring(message, stage.value, nowMs)) {
+    // what `handle` answers for it (`SafStage.mayStore`'s promise), without a step of the fiber
+    return Either.right([Object.assign({}, message, { isSafStored: Option.some(false), isAlreadyForwarded: false })])
+  }
   if (Option.isNone(stage)) {
     if (!Envelope.isSafMessage(type)) return Either.right([message])
     // SAF messages for another key are dropped (§7.6); a response nobody asked for is counted as such
@@ -881,7 +899,7 @@ const front = (
       blame = blameOfDecrypted(decrypted)
       return Effect.flatMap(
         forwardWith(decrypted, services, nowMs),
-        (forwarded) => storeAndForwardWith(forwarded, services.stage)
+        (forwarded) => storeAndForwardWith(forwarded, services.stage, nowMs)
       )
     })
   const stages = Effect.flatMap(

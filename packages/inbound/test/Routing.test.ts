@@ -375,6 +375,42 @@ describe("forwarding", () => {
       )
     })))
 
+  // SafStage.mayStore: what its plain rules rule out takes no decision and passes the stage; SAF messages still
+  // reach it
+  it.effect("a SAF stage whose mayStore rules a message out is neither asked nor handed it", () =>
+    withNetwork(Effect.gen(function*() {
+      const offers = yield* Ref.make<ReadonlyArray<Offer>>([])
+      const decided = yield* Ref.make(0)
+      const seenBySaf = yield* Ref.make<ReadonlyArray<Envelope.DhtMessageType>>([])
+      const saf: SafStage.SafStageService = {
+        mayStore: () => false,
+        decide: () => Effect.as(Ref.update(decided, (n) => n + 1), { isSafStored: false, isAlreadyForwarded: false }),
+        handle: (message) =>
+          Effect.as(Ref.update(seenBySaf, (all) => [...all, message.header.messageType]), {
+            _tag: "Continue",
+            message
+          } as const)
+      }
+      const victim = yield* startNode(yield* identityOf(910), { recording: offers, saf })
+      const source = yield* startRaw(yield* identityOf(911))
+      const other = yield* identityOf(912)
+      yield* connect(source, victim)
+      // encrypted for another key (F1): forwarded, which asks the stage's decision unless mayStore rules it out
+      const sealed = yield* craft({ signer: source.identity, encryptFor: other.publicKey })
+      yield* sendRaw(source, victim.identity, sealed.bytes)
+      const request = yield* craft({
+        messageType: Envelope.DhtMessageType.SafRequestMessages,
+        destination: Envelope.destinationPublicKey(victim.identity.publicKey),
+        parts: [new Uint8Array(0)]
+      })
+      yield* sendRaw(source, victim.identity, request.bytes)
+      yield* eventually(Effect.map(Ref.get(seenBySaf), (all) => all.length > 0))
+      expect(yield* Ref.get(seenBySaf)).toEqual([Envelope.DhtMessageType.SafRequestMessages])
+      expect(yield* Ref.get(decided)).toBe(0)
+      const [forward] = yield* offersOf(offers)
+      expect(forward?.params.strategy._tag).toBe("Propagate")
+    })))
+
   // unsigned cleartext for anyone is delivered by direct neighbours only; the 101st signed F3 message of one origin
   // within a minute is RateLimited
   it.effect("scenario 41: unsigned gossip and the gossip budget", () =>

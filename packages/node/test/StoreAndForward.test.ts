@@ -23,6 +23,12 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as TestClock from "effect/TestClock"
+import * as DhtEvents from "@comms-dht/core/DhtEvents"
+import * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as SafStage from "@comms-dht/core/SafStage"
+import * as SqliteStore from "@comms-dht/store/SqliteStore"
+import * as StoreAndForward from "@comms-dht/store/StoreAndForward"
+import * as FastCheck from "effect/FastCheck"
 import * as NodeCrypto from "../src/Crypto.js"
 import {
   addressOf,
@@ -479,3 +485,132 @@ const lyingResponders = (shared: Context.Context<Shared>) =>
       ]))
       expect(textOf((yield* Queue.take(inbox)).body)).toBe("before the future row")
     })
+
+describe("SafStage.mayStore: the plain rules of SPEC §9.1", () => {
+  const noRequester = OutboundRequester.OutboundRequester.of({
+    send: () => Effect.dieMessage("the stage sends nothing here"),
+    offerForward: () => Effect.succeed(false)
+  })
+  // the store-and-forward stage of a node that knows nobody: by §9.1 rule 7 it stores every message that gets that far
+  const stageOf = (n: number) =>
+    Effect.gen(function*() {
+      const id = yield* identity(n)
+      const context = yield* Layer.build(StoreAndForward.layer.pipe(
+        Layer.provide(Layer.mergeAll(
+          SqliteStore.layer({ filename: ":memory:" }),
+          NodeIdentity.layer(id),
+          NodeCrypto.layerNode(),
+          DhtEvents.layer,
+          Layer.succeed(OutboundRequester.OutboundRequester, noRequester)
+        )),
+        Layer.orDie
+      ))
+      return Context.get(context, SafStage.SafStage)
+    })
+
+  const NOW_MS = 1_700_000_000_000
+  const big = new Uint8Array(DhtConfig.defaultConfig.saf.maxMessageSize + 1)
+  const messageOf = (m: {
+    readonly hits: number
+    readonly viaSaf: boolean
+    readonly body: "empty" | "small" | "oversized"
+    readonly expired: boolean
+    readonly type: number
+    readonly encrypted: boolean
+    readonly forUs: boolean
+    readonly toKey: boolean
+  }, destination: NodeId.PublicKey, source: Peer.Peer): InboundMessages.DecryptedDhtMessage => {
+    const body = m.body === "empty" ? new Uint8Array(0) : m.body === "small" ? new Uint8Array(40).fill(7) : big
+    return {
+      tag: 1n,
+      sourcePeer: source,
+      header: new Envelope.DhtMessageHeader({
+        version: 0,
+        destination: m.toKey ? Envelope.destinationPublicKey(destination) : new Envelope.DestinationUnknown(),
+        messageSignature: new Uint8Array(64),
+        ephemeralPublicKey: m.encrypted ? Option.some(new Uint8Array(32).fill(9)) : Option.none(),
+        messageType: m.type as Envelope.DhtMessageType,
+        flags: m.encrypted ? Envelope.DhtMessageFlags.ENCRYPTED : Envelope.DhtMessageFlags.NONE,
+        messageTag: 1n,
+        expires: BigInt(Math.floor(NOW_MS / 1000)) + (m.expired ? -10n : 3600n),
+        hopCount: 0
+      }, true),
+      body,
+      isSafMessage: m.viaSaf,
+      dedupHitCount: m.hits,
+      dedupHash: new Uint8Array(32).fill(m.hits),
+      mayForward: true,
+      size: body.length,
+      decryption: m.forUs
+        ? InboundMessages.DecryptionResult.Succeeded({
+          body: new Envelope.EnvelopeBody({ parts: [] }, true),
+          authenticatedOrigin: Option.none()
+        })
+        : InboundMessages.DecryptionResult.NotForUs({ ciphertext: body }),
+      isForThisNode: m.forUs,
+      isSafStored: Option.none(),
+      isAlreadyForwarded: false
+    }
+  }
+  const shapes = FastCheck.record({
+    hits: FastCheck.constantFrom(1, 2),
+    viaSaf: FastCheck.boolean(),
+    body: FastCheck.constantFrom("empty" as const, "small" as const, "oversized" as const),
+    expired: FastCheck.boolean(),
+    type: FastCheck.constantFrom(
+      Envelope.DhtMessageType.None,
+      Envelope.DhtMessageType.Join,
+      Envelope.DhtMessageType.PeerSyncResponse,
+      Envelope.DhtMessageType.Receipt
+    ),
+    encrypted: FastCheck.boolean(),
+    forUs: FastCheck.boolean(),
+    toKey: FastCheck.boolean()
+  })
+
+  it.scoped("what mayStore rules out, decide and handle rule out too; what it lets through may be stored", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(NOW_MS)
+      const stage = yield* stageOf(61)
+      const mayStore = stage.mayStore
+      if (mayStore === undefined) return yield* Effect.dieMessage("the store's stage gives mayStore")
+      const destination = (yield* identity(62)).publicKey
+      const source = Peer.make({
+        publicKey: (yield* identity(63)).publicKey,
+        addresses: [],
+        features: Peer.PeerFeatures.COMMUNICATION_NODE,
+        source: "Config",
+        nowMs: NOW_MS
+      })
+      let ruledOut = 0
+      let stored = 0
+      // an encrypted message for another key, first seen: the one shape §9.1 stores, and 300 drawn at random
+      const storable = {
+        hits: 1,
+        viaSaf: false,
+        body: "small",
+        expired: false,
+        type: Envelope.DhtMessageType.None,
+        encrypted: true,
+        forUs: false,
+        toKey: true
+      } as const
+      for (const shape of [storable, ...FastCheck.sample(shapes, { numRuns: 300, seed: 7 })]) {
+        const message = messageOf(shape, destination, source)
+        const decision = yield* Effect.orDie(stage.decide(message))
+        if (!mayStore(message, NOW_MS)) {
+          ruledOut++
+          expect(decision).toEqual({ isSafStored: false, isAlreadyForwarded: false })
+          const outcome = yield* Effect.orDie(stage.handle(message, undefined))
+          expect(outcome._tag).toBe("Continue")
+          if (outcome._tag === "Continue") {
+            expect(outcome.message.isSafStored).toEqual(Option.some(false))
+            expect(outcome.message.isAlreadyForwarded).toBe(false)
+          }
+        } else if (decision.isSafStored) stored++
+      }
+      // both sides of the rule were exercised: the plain rules ruled most out, and let through what was stored
+      expect(ruledOut).toBeGreaterThan(250)
+      expect(stored).toBeGreaterThan(0)
+    }))
+})

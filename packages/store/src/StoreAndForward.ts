@@ -174,6 +174,8 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   const asked = new Map<string, number>()
 
   const config = DhtConfig.DhtConfig
+  // what `mayStore` reads: the stage runs on the services it was made with (`context`), so the config is this one
+  const safConfig = (yield* config).saf
   const fork = <A, E>(effect: Effect.Effect<A, E>) =>
     Effect.asVoid(Effect.forkIn(
       Effect.catchAllCause(effect, (cause) => Effect.logWarning("store-and-forward task failed", cause)),
@@ -197,18 +199,24 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       Option.filter((peer) => NodeId.equals(peer.publicKey, key))
     )
 
+  // §9.1's rules 1–6 (and a destination key), which read nothing: false when they rule storing out
+  const mayStore = (message: InboundMessages.DecryptedDhtMessage, nowMs: number): boolean => {
+    const { body, header } = message
+    return Peer.hasFeatures(identity.features, Peer.PeerFeatures.DHT_STORE_FORWARD) &&
+      message.dedupHitCount === 1 && !message.isSafMessage &&
+      body.length > 0 && header.expires >= secondsOf(nowMs) && body.length <= safConfig.maxMessageSize &&
+      header.messageType === Envelope.DhtMessageType.None &&
+      message.decryption._tag === "NotForUs" && header.isEncrypted &&
+      header.destination._tag === "PublicKey"
+  }
+
   // the priority when §9.1 says "store", else none
   const storePriority = (message: InboundMessages.DecryptedDhtMessage) =>
     Effect.gen(function*() {
-      const { body, header } = message
-      const { saf } = yield* config
-      if (!Peer.hasFeatures(identity.features, Peer.PeerFeatures.DHT_STORE_FORWARD)) return Option.none()
-      if (message.dedupHitCount !== 1 || message.isSafMessage) return Option.none()
+      const { header } = message
+      const saf = safConfig
       const now = yield* Clock.currentTimeMillis
-      if (body.length === 0 || header.expires < secondsOf(now)) return Option.none()
-      if (body.length > saf.maxMessageSize) return Option.none()
-      if (header.messageType !== Envelope.DhtMessageType.None) return Option.none()
-      if (message.decryption._tag !== "NotForUs" || !header.isEncrypted) return Option.none()
+      if (!mayStore(message, now)) return Option.none()
       const destination = header.destination
       if (destination._tag !== "PublicKey") return Option.none()
       if ((yield* closerCount(destination.nodeId, saf.numNeighbouringNodes)) >= saf.numNeighbouringNodes) {
@@ -676,6 +684,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     requestStoredMessages,
     peerConnected,
     stage: SafStage.SafStage.of({
+      mayStore,
       // run on the services this was made with, in place of the caller's: `provide` would merge the two, copying
       // the node's whole context twice for every forwarded message
       decide: (message) => Effect.mapInputContext(decide(message), () => context),
