@@ -24,6 +24,7 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
@@ -56,6 +57,21 @@ export interface LinkInfo {
   readonly size: number
   readonly handshake: boolean
 }
+
+/**
+ * A delivery as the `schedule` hook receives it: a plain function the scheduler calls synchronously, in a step of its
+ * own fiber, with that fiber's clock time and metric labels. It delivers the frame (or ends a handshake's delay)
+ * there and then, and returns what is left to run in that fiber, if anything: a ban and the connection's closing
+ * after a violation, the start of a connection's reader, a count of a frame shed. Most return nothing, so a
+ * scheduler can run many in one step; in the simulation every frame of the network is one.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Arrival = (
+  nowMs: number,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+) => Effect.Effect<void> | undefined
 
 /**
  * One frame written to the network, as the `onFrame` observer sees it.
@@ -99,7 +115,7 @@ export interface HubOptions {
    * simulation's `VirtualClock` pushes a heap entry. Calls for one link come in FIFO order with non-decreasing `at`,
    * so running entries of equal time in call order keeps links FIFO. Handshake delays go through it too.
    */
-  readonly schedule?: (at: number, deliver: Effect.Effect<void>) => void
+  readonly schedule?: (at: number, deliver: Arrival) => void
   /**
    * The in-flight counter hook: `increment` when a frame is written (a delivery scheduled; also a handshake's round
    * trip), `decrement` when that frame has reached the receiver's inbox (`Transport.inbound`) or was dropped (closed
@@ -219,6 +235,8 @@ export const make = (
       addresses: [address],
       features: identity.features
     }))
+    // the seed of the tags its frames get as they arrive: drawn once, so a frame's arrival draws nothing from `Random`
+    const tagSeed = yield* Random.nextInt
     const fibers = yield* FiberSet.make()
     const spawn = yield* FiberSet.runtime(fibers)()
     const endpoint: Internal.Endpoint = {
@@ -237,7 +255,8 @@ export const make = (
       screens: makeScreens(),
       events: yield* LightQueue.slidingFanout<ConnectionEvent>(Internal.EVENT_BUFFER),
       closing: MutableRef.make(false),
-      open: new Internal.OpenConnections()
+      open: new Internal.OpenConnections(),
+      nextTag: Internal.tagSource(tagSeed)
     }
     const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>
       HashMap.has(endpoints, address)

@@ -278,17 +278,18 @@ const simulate = <E>(
     const recorder = Recorder.make(n)
 
     // --- progress ---
-    const lastReported = yield* Ref.make({ step: 0, percent: -1 })
+    const lastReported = yield* Ref.make({ step: 0, label: "", percent: -1 })
     const onProgress = options.onProgress
     const report = (step: number, label: string, fraction: number): Effect.Effect<void> =>
       Effect.gen(function*() {
         const percent = Math.floor(Math.min(1, Math.max(0, fraction)) * 100)
         const previous = yield* Ref.get(lastReported)
-        if (previous.step === step && previous.percent === percent) return
-        yield* Ref.set(lastReported, { step, percent })
+        // a new label within a step (its closing) is news even at the same percentage
+        if (previous.step === step && previous.label === label && previous.percent === percent) return
+        yield* Ref.set(lastReported, { step, label, percent })
         const now = yield* Clock.currentTimeMillis
         const stats = yield* vc.stats
-        if (previous.step !== step) {
+        if (previous.step !== step || previous.label !== label) {
           yield* DhtLog.debug("simulation step", { step, label, ...stats })
         }
         if (onProgress !== undefined) {

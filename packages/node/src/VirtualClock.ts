@@ -28,7 +28,9 @@ import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Scheduler from "effect/Scheduler"
 
@@ -150,7 +152,15 @@ interface DeliveryEntry {
   readonly deliver: Effect.Effect<void>
 }
 
-type Entry = TimerEntry | DeliveryEntry
+/** a `MemoryNetwork` frame (or handshake delay): run synchronously, in the driver's step */
+interface ArrivalEntry {
+  readonly _tag: "Arrival"
+  readonly at: number
+  readonly seq: number
+  readonly arrival: MemoryNetwork.Arrival
+}
+
+type Entry = TimerEntry | DeliveryEntry | ArrivalEntry
 
 // compaction threshold: cancelled sleeps (timeouts that did not fire) otherwise stay until their time comes
 const COMPACT_AT = 4096
@@ -236,7 +246,7 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
 
     const compact = (): void => {
       if (cancelled < COMPACT_AT || cancelled * 2 < heap.size()) return
-      heap.retain((entry) => entry._tag === "Delivery" || !entry.cancelled)
+      heap.retain((entry) => entry._tag !== "Timer" || !entry.cancelled)
       cancelled = 0
     }
 
@@ -279,8 +289,8 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
 
     // the hub's hooks are plain functions, called in the step that writes or delivers a frame
     const hubHooks = {
-      schedule: (at: number, deliver: Effect.Effect<void>): void => {
-        heap.push({ _tag: "Delivery", at: Math.max(at, now), seq: seq++, deliver })
+      schedule: (at: number, arrival: MemoryNetwork.Arrival): void => {
+        heap.push({ _tag: "Arrival", at: Math.max(at, now), seq: seq++, arrival })
         pendingDeliveries++
       },
       inFlight: {
@@ -293,7 +303,10 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       }
     }
     const schedule = (at: number, deliver: Effect.Effect<void>): Effect.Effect<void> =>
-      Effect.sync(() => hubHooks.schedule(at, deliver))
+      Effect.sync(() => {
+        heap.push({ _tag: "Delivery", at: Math.max(at, now), seq: seq++, deliver })
+        pendingDeliveries++
+      })
     const inFlightHooks = {
       increment: Effect.sync(hubHooks.inFlight.increment),
       decrement: Effect.sync(hubHooks.inFlight.decrement)
@@ -348,25 +361,48 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
       return top
     }
 
-    const run = (entry: Entry): Effect.Effect<void> => {
+    const guarded = (effect: Effect.Effect<void>): Effect.Effect<void> =>
+      Effect.catchAllCause(effect, (cause) =>
+        Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("virtual clock delivery failed", cause))
+
+    // One entry, in the driver's step: what is left to run in its fiber, if anything. A timer wakes its sleeper and
+    // an arrival runs there and then; a delivery given as an Effect is all left to run.
+    const runNow = (entry: Entry, labels: ReadonlyArray<MetricLabel.MetricLabel>): Effect.Effect<void> | undefined => {
       if (entry._tag === "Timer") {
-        return Effect.sync(() => {
-          // an interruption between the pop and now already removed it from the counts
-          if (entry.cancelled) return
-          entry.cancelled = true
-          pendingTimers--
-          timersWoken++
-          entry.wake()
-        })
+        // an interruption between the pop and now already removed it from the counts
+        if (entry.cancelled) return undefined
+        entry.cancelled = true
+        pendingTimers--
+        timersWoken++
+        entry.wake()
+        return undefined
       }
-      return Effect.suspend(() => {
-        pendingDeliveries--
-        deliveriesRun++
-        return entry.deliver
-      }).pipe(Effect.catchAllCause((cause) =>
-        Cause.isInterruptedOnly(cause) ? Effect.void : Effect.logError("virtual clock delivery failed", cause)
-      ))
+      pendingDeliveries--
+      deliveriesRun++
+      if (entry._tag === "Delivery") return entry.deliver
+      try {
+        return entry.arrival(now, labels)
+      } catch (defect) {
+        return Effect.failCause(Cause.die(defect))
+      }
     }
+
+    // A batch of entries due at one time, in order, as few steps of the driver as their effects allow: every frame of
+    // the network is an entry, and a step of Effect's run loop for each (the delivery's wrapper, its error handler,
+    // the arrival) cost more than most arrivals do. An entry's effect runs, guarded, before the next entry.
+    const runBatch = (batch: ReadonlyArray<Entry>, from: number): Effect.Effect<void> =>
+      Effect.withFiberRuntime((fiber) => {
+        const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+        for (let i = from; i < batch.length; i++) {
+          const left = runNow(batch[i]!, labels)
+          if (left !== undefined) {
+            return i + 1 === batch.length
+              ? guarded(left)
+              : Effect.zipRight(guarded(left), runBatch(batch, i + 1))
+          }
+        }
+        return Effect.void
+      })
 
     const wakeNext = (limit: number): Effect.Effect<boolean> =>
       Effect.suspend(() => {
@@ -383,7 +419,7 @@ export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
           batch.push(next)
           next = dropCancelledTop()
         }
-        return Effect.as(Effect.forEach(batch, run, { discard: true }), true)
+        return Effect.as(runBatch(batch, 0), true)
       })
 
     const step = (limit: number = Infinity): Effect.Effect<boolean> => Effect.zipRight(settle, wakeNext(limit))

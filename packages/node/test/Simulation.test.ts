@@ -80,6 +80,8 @@ describe("Simulation", () => {
       ])
       expect(progress.map((p) => p.step)).toEqual([...progress.map((p) => p.step)].sort((a, b) => a - b))
       expect(new Set(progress.map((p) => p.step))).toEqual(new Set([1, 2, 3, 4, 5, 6, 7, 8]))
+      // every message delivered, so step 8's store and forward ended at 100 %: its closing is still reported
+      expect(progress.at(-1)).toMatchObject({ step: 8, label: "closing", fraction: 1 })
     }))
 
   it.effect("the same seed gives the same JSON except durationMs; seeds 42 and 43 differ (SPEC §20.48)", () =>

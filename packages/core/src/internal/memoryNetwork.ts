@@ -13,10 +13,10 @@ import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as Crypto from "../Crypto.js"
 import * as DhtConfig from "../DhtConfig.js"
@@ -98,6 +98,26 @@ export interface Endpoint {
    * opens (`connect`) and where it stops being open (`violation`, `teardown`).
    */
   readonly open: OpenConnections
+  /** the tag of the next frame to arrive (SPEC §5's `InboundMessage.tag`: local, random) */
+  readonly nextTag: () => bigint
+}
+
+/**
+ * @internal
+ * Tags for a node's arriving frames, 53 random bits each (as `Random.nextInt` gives), from a seed drawn once from the
+ * node's `Random` (so a seeded simulation stays reproducible): mulberry32, twice a tag. Plain and synchronous, so
+ * that a frame's arrival is a plain function (`MemoryNetwork.Arrival`).
+ */
+export const tagSource = (seed: number): (() => bigint) => {
+  let state = seed >>> 0
+  const next32 = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return (t ^ (t >>> 14)) >>> 0
+  }
+  return () => BigInt(next32() * 0x200000 + (next32() >>> 11))
 }
 
 /**
@@ -345,7 +365,10 @@ const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
   return Effect.gen(function*() {
     const done = yield* Deferred.make<void>()
     const now = yield* Clock.currentTimeMillis
-    schedule(now + ms, Deferred.succeed(done, undefined))
+    schedule(now + ms, () => {
+      Deferred.unsafeDone(done, Exit.void)
+      return undefined
+    })
     yield* Deferred.await(done)
   })
 }
@@ -858,13 +881,10 @@ const transmit = (
   link.pending++
   const schedule = hub.options.schedule
   if (schedule !== undefined) {
-    schedule(
-      at,
-      Effect.suspend(() => {
-        link.pending--
-        return arrive(hub, connection, receiver, frame)
-      })
-    )
+    schedule(at, (now, labels) => {
+      link.pending--
+      return arriveNow(hub, connection, receiver, frame, now, labels)
+    })
     return undefined
   }
   const queue = side.link.queue
@@ -893,45 +913,59 @@ const runLink = (hub: Hub, connection: Connection, side: Side, queue: Queue.Queu
 }
 
 /**
- * A frame reaching `side`: the frame limit and the flood rule (SPEC §11.5, §11.6), then the connection's queue. One
- * step of the delivering fiber besides the tag's draw.
+ * A frame reaching `side`: the frame limit and the flood rule (SPEC §11.5, §11.6), then the connection's queue. A
+ * plain function of the time and the metric labels (`MemoryNetwork.Arrival`): what is left to run, if anything.
  */
+const arriveNow = (
+  hub: Hub,
+  connection: Connection,
+  side: Side,
+  frame: Frame,
+  now: number,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Effect.Effect<void> | undefined => {
+  if (MutableRef.get(connection.state) !== "Open") {
+    downNow(hub)
+    return undefined
+  }
+  const config = side.local.config
+  const size = frame.bytes.length
+  framesIn.unsafeUpdate(1, labels)
+  bytesIn.unsafeUpdate(size, labels)
+  if (size > config.maxMessageSize) {
+    downNow(hub)
+    return violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize }))
+  }
+  const window = Flood.record(MutableRef.get(side.flood), now, size, side.bucketMs)
+  MutableRef.set(side.flood, window[1])
+  const totals = window[0]
+  if (totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes) {
+    downNow(hub)
+    return violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
+  }
+  const message: InboundMessage = {
+    sourcePeer: side.remote.nodeId,
+    tag: side.local.nextTag(),
+    bytes: frame.bytes,
+    receivedAt: now
+  }
+  if (side.local.screens.passes(message, side.remote.publicKey)) return receive(hub, side, message)
+  downNow(hub)
+  return undefined
+}
+
+/** `arriveNow` in a step of the delivering fiber, on its clock and metric labels. */
 const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Effect.Effect<void> =>
-  Effect.withFiberRuntime((fiber) => {
-    if (MutableRef.get(connection.state) !== "Open") {
-      downNow(hub)
-      return Effect.void
-    }
-    const config = side.local.config
-    const size = frame.bytes.length
-    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
-    framesIn.unsafeUpdate(1, labels)
-    bytesIn.unsafeUpdate(size, labels)
-    if (size > config.maxMessageSize) {
-      downNow(hub)
-      return violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize }))
-    }
-    const services = fiber.currentDefaultServices
-    const now = Context.get(services, Clock.Clock).unsafeCurrentTimeMillis()
-    const window = Flood.record(MutableRef.get(side.flood), now, size, side.bucketMs)
-    MutableRef.set(side.flood, window[1])
-    const totals = window[0]
-    if (totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes) {
-      downNow(hub)
-      return violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))
-    }
-    return Effect.flatMap(Context.get(services, Random.Random).nextInt, (tag) => {
-      const message: InboundMessage = {
-        sourcePeer: side.remote.nodeId,
-        tag: BigInt(tag),
-        bytes: frame.bytes,
-        receivedAt: now
-      }
-      if (side.local.screens.passes(message, side.remote.publicKey)) return receive(hub, side, message)
-      downNow(hub)
-      return Effect.void
-    })
-  })
+  Effect.withFiberRuntime((fiber) =>
+    arriveNow(
+      hub,
+      connection,
+      side,
+      frame,
+      Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+      fiber.getFiberRef(FiberRef.currentMetricLabels)
+    ) ?? Effect.void
+  )
 
 /** Bans the sender short and closes the connection (SPEC §14.1: FrameTooLarge, Flooding). */
 const violation = (
@@ -971,14 +1005,17 @@ const route = (side: Side, message: InboundMessage): Route => {
   return side.inbound.unsafeOffer(message) ? "Queued" : "Shed"
 }
 
-/** Hands a received frame on: to the inbox, or behind those waiting for it (SPEC §13.1: dropping at 1,000). */
-const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<void> => {
+/**
+ * Hands a received frame on: to the inbox, or behind those waiting for it (SPEC §13.1: dropping at 1,000). What is
+ * left to run, if anything.
+ */
+const receive = (hub: Hub, side: Side, message: InboundMessage): Effect.Effect<void> | undefined => {
   switch (route(side, message)) {
     case "Delivered":
       downNow(hub)
-      return Effect.void
+      return undefined
     case "Queued":
-      return Effect.void
+      return undefined
     case "Shed":
       downNow(hub)
       return Metric.increment(shedConnection)
