@@ -33,6 +33,7 @@ import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
 import { ConfigError } from "./DhtError.js"
 import * as Internal from "./internal/memoryNetwork.js"
+import { mulberry32 } from "./internal/prng.js"
 import * as LightLock from "./LightLock.js"
 import * as LightQueue from "./LightQueue.js"
 import type { NodeId } from "./NodeId.js"
@@ -107,9 +108,10 @@ export interface WireStats {
 export interface HubOptions {
   /**
    * The delay of each frame and handshake message, evaluated per frame in the fiber that writes it (so draws from
-   * Effect's `Random` follow its seed). A handshake takes one round trip.
+   * Effect's `Random` follow its seed). A handshake takes one round trip. A plain number of milliseconds is taken in
+   * the step that writes the frame, where an Effect costs that fiber steps of its own (`seededUniformLatency`).
    */
-  readonly latency?: (link: LinkInfo) => Effect.Effect<Duration.DurationInput>
+  readonly latency?: (link: LinkInfo) => Effect.Effect<Duration.DurationInput> | number
   /**
    * Runs `deliver` at `at` (unix ms of the `Clock`). Given, it replaces the per-link delivery fibers: the
    * simulation's `VirtualClock` pushes a heap entry. Calls for one link come in FIFO order with non-decreasing `at`,
@@ -196,6 +198,20 @@ export const layerHub = (options: HubOptions = {}): Layer.Layer<MemoryNetworkHub
  */
 export const uniformLatency = (minMs: number, maxMs: number): (link: LinkInfo) => Effect.Effect<number> => () =>
   Random.nextIntBetween(minMs, maxMs + 1)
+
+/**
+ * `uniformLatency` as a plain draw from its own generator, seeded with `seed`: whole milliseconds uniformly from
+ * `[minMs, maxMs]`, the same sequence for the same seed and order of frames. The simulation's, whose every frame pays
+ * for its draw.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const seededUniformLatency = (minMs: number, maxMs: number, seed: number): (link: LinkInfo) => number => {
+  const next32 = mulberry32(seed)
+  const span = Math.max(0, Math.floor(maxMs) - Math.floor(minMs)) + 1
+  return () => Math.floor(minMs) + (next32() % span)
+}
 
 /**
  * Endpoint options: the address to listen on (default `mem://<NodeId hex>`) and the claim to present (default: one

@@ -755,6 +755,46 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       expect(yield* large.transport.connectedPeers).toEqual([small.nodeId])
     }).pipe(withCrypto))
 
+  it.prop(
+    "seededUniformLatency draws whole milliseconds within its bounds, the same sequence for the same seed",
+    [FastCheck.integer(), FastCheck.nat(60), FastCheck.nat(60)],
+    ([seed, min, extra]) => {
+      const key = NodeId.fromPublicKey(NodeId.PublicKey.make(new Uint8Array(32)))
+      const link = { from: key, to: key, size: 1, handshake: false }
+      const drawsOf = (s: number) => {
+        const latency = MemoryNetwork.seededUniformLatency(min, min + extra, s)
+        return Array.from({ length: 200 }, () => latency(link))
+      }
+      const draws = drawsOf(seed)
+      expect(draws.every((d) => Number.isInteger(d) && d >= min && d <= min + extra)).toBe(true)
+      expect(drawsOf(seed)).toEqual(draws)
+      // 200 draws over at most 61 values: nearly all of the range comes up (about 96 % of 61 on average)
+      expect(new Set(draws).size).toBeGreaterThanOrEqual(Math.ceil(0.8 * (extra + 1)))
+    },
+    { fastCheck: { numRuns: 200 } }
+  )
+
+  it.scoped("a plain-number latency schedules each frame that many milliseconds after its write", () =>
+    Effect.gen(function*() {
+      const scheduled = MutableRef.make<Array<Scheduled>>([])
+      const hub = yield* startHub({
+        latency: (link) => link.handshake ? 5 : 7 + link.size,
+        schedule: (at, arrival) => MutableRef.update(scheduled, (xs) => [...xs, scheduledOf(at, arrival)])
+      })
+      const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
+      yield* knows(a, b)
+      const dial = yield* Effect.fork(a.transport.dial(b.nodeId))
+      yield* Effect.repeatN(Effect.yieldNow(), 5)
+      const [handshake] = MutableRef.getAndSet(scheduled, [])
+      expect(handshake!.at).toBe(10)
+      yield* TestClock.adjust("10 millis")
+      yield* handshake!.run
+      yield* Fiber.join(dial)
+      // written at 10 ms: 8 bytes arrive at 25, 10 bytes at 27
+      yield* Effect.forEach([8, 10], (size, i) => Effect.flatMap(send(a, b, frame(i, size)), Deferred.await))
+      expect(MutableRef.get(scheduled).map((e) => e.at)).toEqual([25, 27])
+    }).pipe(withCrypto))
+
   it.effect("uniformLatency draws whole milliseconds within its bounds from Effect's Random", () =>
     Effect.gen(function*() {
       const latency = MemoryNetwork.uniformLatency(5, 50)

@@ -331,7 +331,9 @@ const simulate = <E>(
 
     const hub = yield* MemoryNetwork.makeHub({
       ...vc.hubHooks,
-      latency: MemoryNetwork.uniformLatency(5, 50),
+      // 5–50 ms a frame, drawn in the step that writes it from a generator of the run's seed (the golden ratio's
+      // bits mixed in, so that it is not the stream of Effect's `Random` seeded alike)
+      latency: MemoryNetwork.seededUniformLatency(5, 50, options.seed ^ 0x9e3779b9),
       tapFrame: (frame) => {
         if (propagationTags.has(frame.tag)) propagationFrames++
       }

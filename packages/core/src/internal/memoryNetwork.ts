@@ -46,6 +46,7 @@ import { isBannedNow, type PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "../Transport.js"
 import * as Flood from "./memoryFlood.js"
+import { mulberry32 } from "./prng.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
 
@@ -109,14 +110,7 @@ export interface Endpoint {
  * that a frame's arrival is a plain function (`MemoryNetwork.Arrival`).
  */
 export const tagSource = (seed: number): (() => bigint) => {
-  let state = seed >>> 0
-  const next32 = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0
-    let t = state
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
+  const next32 = mulberry32(seed)
   return () => BigInt(next32() * 0x200000 + (next32() >>> 11))
 }
 
@@ -352,10 +346,17 @@ export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<voi
 const millisOf = (d: Duration.DurationInput): number =>
   Math.max(0, typeof d === "number" ? d : Duration.toMillis(Duration.decode(d)))
 
-const latencyMillis = (hub: Hub, from: Endpoint, to: { readonly nodeId: NodeId }, size: number, handshake: boolean) =>
-  hub.options.latency === undefined
-    ? Effect.succeed(0)
-    : Effect.map(hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake }), millisOf)
+const latencyMillis = (
+  hub: Hub,
+  from: Endpoint,
+  to: { readonly nodeId: NodeId },
+  size: number,
+  handshake: boolean
+): Effect.Effect<number> => {
+  if (hub.options.latency === undefined) return Effect.succeed(0)
+  const drawn = hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake })
+  return typeof drawn === "number" ? Effect.succeed(millisOf(drawn)) : Effect.map(drawn, millisOf)
+}
 
 /** Waits `ms` of network time: through the simulation's scheduler when there is one, so it stays a heap entry. */
 const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
@@ -836,28 +837,30 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
     ? undefined
     : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
   if (info !== undefined && tapFrame !== undefined) tapFrame(info)
-  const written = (ms: number) =>
-    Effect.withFiberRuntime<void>((fiber) => {
-      const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
-      framesOut.unsafeUpdate(1, labels)
-      bytesOut.unsafeUpdate(size, labels)
-      hub.stats.frames++
-      hub.stats.bytes += size
-      const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
-      const then = transmit(hub, connection, side, frame, ms, nowMs)
-      if (then === undefined) {
-        Deferred.unsafeDone(message.reply, Exit.void)
-        return Effect.void
-      }
-      return Effect.zipRight(then, Deferred.succeed(message.reply, undefined))
-    })
-  // the draw and the write in one continuation: a `map` between them was two operations a frame
+  const written = (fiber: Fiber.RuntimeFiber<void>, ms: number): Effect.Effect<void> => {
+    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+    framesOut.unsafeUpdate(1, labels)
+    bytesOut.unsafeUpdate(size, labels)
+    hub.stats.frames++
+    hub.stats.bytes += size
+    const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const then = transmit(hub, connection, side, frame, ms, nowMs)
+    if (then === undefined) {
+      Deferred.unsafeDone(message.reply, Exit.void)
+      return Effect.void
+    }
+    return Effect.zipRight(then, Deferred.succeed(message.reply, undefined))
+  }
+  // the draw and the write in one step when the latency is a plain draw (the simulation's), in one continuation
+  // when it is an Effect
   const sent = latency === undefined
-    ? written(0)
-    : Effect.flatMap(
-      latency({ from: side.local.nodeId, to: side.remote.nodeId, size, handshake: false }),
-      (d) => written(millisOf(d))
-    )
+    ? Effect.withFiberRuntime<void>((fiber) => written(fiber, 0))
+    : Effect.withFiberRuntime<void>((fiber) => {
+      const drawn = latency({ from: side.local.nodeId, to: side.remote.nodeId, size, handshake: false })
+      return typeof drawn === "number"
+        ? written(fiber, millisOf(drawn))
+        : Effect.flatMap(drawn, (d) => Effect.withFiberRuntime<void>((later) => written(later, millisOf(d))))
+    })
   return onFrame === undefined || info === undefined ? sent : Effect.zipRight(onFrame(info), sent)
 }
 
