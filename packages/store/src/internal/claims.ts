@@ -97,14 +97,31 @@ const signatureBytes = (s: Peer.IdentitySignature): Either.Either<Uint8Array, st
   return Either.right(Uint8Array.from(out))
 }
 
-/** @internal */
-export const encodeSignature = signatureBytes
+// Encodings by the (immutable) value encoded: a peer's signature and claims are the same objects from one version of
+// its record to the next, and every write of the record (a touch written with its batch) encoded them again.
+const signatureCache = new WeakMap<Peer.IdentitySignature, Either.Either<Uint8Array, string>>()
+const claimCache = new WeakMap<Peer.PeerClaim, Either.Either<Uint8Array, string>>()
+
+const memoised = <K extends object>(
+  cache: WeakMap<K, Either.Either<Uint8Array, string>>,
+  encode: (value: K) => Either.Either<Uint8Array, string>
+) =>
+(value: K): Either.Either<Uint8Array, string> => {
+  const known = cache.get(value)
+  if (known !== undefined) return known
+  const encoded = encode(value)
+  cache.set(value, encoded)
+  return encoded
+}
 
 /** @internal */
-export const encodeClaim = (c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
+export const encodeSignature = memoised(signatureCache, signatureBytes)
+
+/** @internal */
+export const encodeClaim = memoised(claimCache, (c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
   const problem = featuresProblem(c)
   if (problem !== undefined) return Either.left(problem)
-  return Either.map(signatureBytes(c.identitySignature), (signature) => {
+  return Either.map(encodeSignature(c.identitySignature), (signature) => {
     const out: Array<number> = []
     for (const address of c.addresses) bytesField(out, 1, utf8.encode(address))
     if (c.features !== 0) {
@@ -114,7 +131,7 @@ export const encodeClaim = (c: Peer.PeerClaim): Either.Either<Uint8Array, string
     bytesField(out, 3, signature)
     return Uint8Array.from(out)
   })
-}
+})
 
 // --- reading ---
 
