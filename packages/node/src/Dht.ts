@@ -193,7 +193,7 @@ export const layer = (config: DhtConfig.Config): Layer.Layer<Dht, never, Require
 
 // The node's services, each made on the context of the ones before it (the order of the Layer graph this replaces),
 // their finalizers in one scope, released in the reverse order. As a graph of one `Layer.scoped` per service the
-// same build cost a node about 7,400 steps of Effect's run loop (16 layers chained with `provideMerge`, ~8,700 in a
+// same build cost a node about 8,000 steps of Effect's run loop (16 layers chained with `provideMerge`, ~8,700 in a
 // microbenchmark; the same services made in one effect, ~140), and a simulated node is built again each time it
 // comes back online.
 const make = (config: DhtConfig.Config) =>
