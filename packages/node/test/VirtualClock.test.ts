@@ -126,6 +126,38 @@ describe("VirtualClock", () => {
       expect(stats.inFlight).toBe(0)
     }))
 
+  it.effect("arrivals due together: in order, each one's effect before the next, a defect contained", () =>
+    Effect.gen(function*() {
+      const vc = yield* VirtualClock.make()
+      const trace: Array<string> = []
+      const schedule = vc.hubHooks.schedule
+      if (schedule === undefined) return yield* Effect.dieMessage("the clock gives a schedule hook")
+      yield* vc.use(Effect.gen(function*() {
+        schedule(T0 + 20, (now) => {
+          trace.push(`a@${now - T0}`)
+          return Effect.sync(() => trace.push("a's effect"))
+        })
+        schedule(T0 + 20, () => {
+          trace.push("b")
+          // an effect that dies: logged as the clock's, the batch goes on
+          return Effect.dieMessage("an arrival's effect that dies")
+        })
+        schedule(T0 + 20, () => {
+          trace.push("c")
+          // a bug in an arrival: caught, logged, the batch goes on
+          throw new Error("an arrival that throws")
+        })
+        schedule(T0 + 20, (now) => {
+          trace.push(`d@${now - T0}`)
+          return undefined
+        })
+        yield* vc.runToQuiescence()
+      }))
+      expect(trace).toEqual(["a@20", "a's effect", "b", "c", "d@20"])
+      const stats = yield* vc.stats
+      expect([stats.deliveriesRun, stats.pendingDeliveries, stats.steps]).toEqual([4, 0, 1])
+    }))
+
   it.effect("work handed from fiber to fiber finishes before time moves, however many hops it takes", () =>
     Effect.gen(function*() {
       const vc = yield* VirtualClock.make()
