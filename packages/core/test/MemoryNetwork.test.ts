@@ -111,6 +111,29 @@ const startNode = (
 
 const startHub = (options: MemoryNetwork.HubOptions = {}) => Layer.build(MemoryNetwork.layerHub(options))
 
+/**
+ * Two nodes on a hub whose deliveries go to the test's `schedule` hook, `a` connected to `b`: the handshake's entry
+ * (one round trip of 5 ms each way, due at 10 ms) already run.
+ */
+const connectedOnSchedule = (latency: NonNullable<MemoryNetwork.HubOptions["latency"]>) =>
+  Effect.gen(function*() {
+    const scheduled = MutableRef.make<Array<Scheduled>>([])
+    const hub = yield* startHub({
+      latency,
+      schedule: (at, arrival) => MutableRef.update(scheduled, (xs) => [...xs, scheduledOf(at, arrival)])
+    })
+    const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
+    yield* knows(a, b)
+    const dial = yield* Effect.fork(a.transport.dial(b.nodeId))
+    yield* Effect.repeatN(Effect.yieldNow(), 5)
+    const [handshake] = MutableRef.getAndSet(scheduled, [])
+    expect(handshake!.at).toBe(10)
+    yield* TestClock.adjust("10 millis")
+    yield* handshake!.run
+    yield* Fiber.join(dial)
+    return { a, b, scheduled }
+  })
+
 /** `a` learns `b`'s key and address, as a config seed. */
 const knows = (a: Node, b: Node, addresses: ReadonlyArray<string> = [b.address]) =>
   a.peers.add(Peer.make({
@@ -659,22 +682,9 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
 
   it.scoped("a schedule hook receives every pending delivery instead of a fiber, in FIFO order per link", () =>
     Effect.gen(function*() {
-      const scheduled = MutableRef.make<Array<Scheduled>>([])
-      const hub = yield* startHub({
-        latency: (link) => Effect.succeed(link.handshake ? 5 : 40 - 10 * Number(link.size % 4)),
-        schedule: (at, arrival) => MutableRef.update(scheduled, (xs) => [...xs, scheduledOf(at, arrival)])
-      })
-      const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
-      yield* knows(a, b)
-      const dial = yield* Effect.fork(a.transport.dial(b.nodeId))
-      yield* Effect.repeatN(Effect.yieldNow(), 5)
-      // the handshake's round trip is one entry: 5 ms there, 5 ms back
-      const [handshake] = MutableRef.getAndSet(scheduled, [])
-      expect(handshake!.at).toBe(10)
-      yield* TestClock.adjust("10 millis")
-      yield* handshake!.run
-      yield* Fiber.join(dial)
-
+      const { a, b, scheduled } = yield* connectedOnSchedule((link) =>
+        Effect.succeed(link.handshake ? 5 : 40 - 10 * Number(link.size % 4))
+      )
       // sizes 8, 9, 10 draw 40, 30, 20 ms
       yield* Effect.forEach([8, 9, 10], (size, i) => Effect.flatMap(send(a, b, frame(i, size)), Deferred.await))
       const entries = MutableRef.get(scheduled)
@@ -776,20 +786,7 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
 
   it.scoped("a plain-number latency schedules each frame that many milliseconds after its write", () =>
     Effect.gen(function*() {
-      const scheduled = MutableRef.make<Array<Scheduled>>([])
-      const hub = yield* startHub({
-        latency: (link) => link.handshake ? 5 : 7 + link.size,
-        schedule: (at, arrival) => MutableRef.update(scheduled, (xs) => [...xs, scheduledOf(at, arrival)])
-      })
-      const [a, b] = [yield* startNode(hub), yield* startNode(hub)]
-      yield* knows(a, b)
-      const dial = yield* Effect.fork(a.transport.dial(b.nodeId))
-      yield* Effect.repeatN(Effect.yieldNow(), 5)
-      const [handshake] = MutableRef.getAndSet(scheduled, [])
-      expect(handshake!.at).toBe(10)
-      yield* TestClock.adjust("10 millis")
-      yield* handshake!.run
-      yield* Fiber.join(dial)
+      const { a, b, scheduled } = yield* connectedOnSchedule((link) => link.handshake ? 5 : 7 + link.size)
       // written at 10 ms: 8 bytes arrive at 25, 10 bytes at 27
       yield* Effect.forEach([8, 10], (size, i) => Effect.flatMap(send(a, b, frame(i, size)), Deferred.await))
       expect(MutableRef.get(scheduled).map((e) => e.at)).toEqual([25, 27])
