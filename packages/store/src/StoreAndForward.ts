@@ -214,12 +214,12 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   const storePriority = (message: InboundMessages.DecryptedDhtMessage) =>
     Effect.gen(function*() {
       const { header } = message
-      const saf = safConfig
       const now = yield* Clock.currentTimeMillis
       if (!mayStore(message, now)) return Option.none()
       const destination = header.destination
       if (destination._tag !== "PublicKey") return Option.none()
-      if ((yield* closerCount(destination.nodeId, saf.numNeighbouringNodes)) >= saf.numNeighbouringNodes) {
+      const n = safConfig.numNeighbouringNodes
+      if ((yield* closerCount(destination.nodeId, n)) >= n) {
         return Option.none()
       }
       const known = yield* knownDestination(destination.publicKey)

@@ -346,6 +346,21 @@ export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<voi
 const millisOf = (d: Duration.DurationInput): number =>
   Math.max(0, typeof d === "number" ? d : Duration.toMillis(Duration.decode(d)))
 
+// A link's delay in milliseconds: a plain number when there is no latency function or it draws plainly (the
+// simulation's), else the function's Effect
+const drawLatency = (
+  hub: Hub,
+  from: NodeId,
+  to: NodeId,
+  size: number,
+  handshake: boolean
+): number | Effect.Effect<number> => {
+  const latency = hub.options.latency
+  if (latency === undefined) return 0
+  const drawn = latency({ from, to, size, handshake })
+  return typeof drawn === "number" ? millisOf(drawn) : Effect.map(drawn, millisOf)
+}
+
 const latencyMillis = (
   hub: Hub,
   from: Endpoint,
@@ -353,9 +368,8 @@ const latencyMillis = (
   size: number,
   handshake: boolean
 ): Effect.Effect<number> => {
-  if (hub.options.latency === undefined) return Effect.succeed(0)
-  const drawn = hub.options.latency({ from: from.nodeId, to: to.nodeId, size, handshake })
-  return typeof drawn === "number" ? Effect.succeed(millisOf(drawn)) : Effect.map(drawn, millisOf)
+  const ms = drawLatency(hub, from.nodeId, to.nodeId, size, handshake)
+  return typeof ms === "number" ? Effect.succeed(ms) : ms
 }
 
 /** Waits `ms` of network time: through the simulation's scheduler when there is one, so it stays a heap entry. */
@@ -832,7 +846,7 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
   if (MutableRef.get(connection.state) !== "Open") return failClosed(side.local, message)
   const size = message.bytes.length
   const frame: Frame = { tag: message.tag, bytes: message.bytes }
-  const { latency, onFrame, tapFrame } = hub.options
+  const { onFrame, tapFrame } = hub.options
   const info = onFrame === undefined && tapFrame === undefined
     ? undefined
     : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
@@ -853,14 +867,12 @@ const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMe
   }
   // the draw and the write in one step when the latency is a plain draw (the simulation's), in one continuation
   // when it is an Effect
-  const sent = latency === undefined
-    ? Effect.withFiberRuntime<void>((fiber) => written(fiber, 0))
-    : Effect.withFiberRuntime<void>((fiber) => {
-      const drawn = latency({ from: side.local.nodeId, to: side.remote.nodeId, size, handshake: false })
-      return typeof drawn === "number"
-        ? written(fiber, millisOf(drawn))
-        : Effect.flatMap(drawn, (d) => Effect.withFiberRuntime<void>((later) => written(later, millisOf(d))))
-    })
+  const sent = Effect.withFiberRuntime<void>((fiber) => {
+    const ms = drawLatency(hub, side.local.nodeId, side.remote.nodeId, size, false)
+    return typeof ms === "number"
+      ? written(fiber, ms)
+      : Effect.flatMap(ms, (drawn) => Effect.withFiberRuntime<void>((later) => written(later, drawn)))
+  })
   return onFrame === undefined || info === undefined ? sent : Effect.zipRight(onFrame(info), sent)
 }
 

@@ -99,26 +99,24 @@ const signatureBytes = (s: Peer.IdentitySignature): Either.Either<Uint8Array, st
 
 // Encodings by the (immutable) value encoded: a peer's signature and claims are the same objects from one version of
 // its record to the next, and every write of the record (a touch written with its batch) encoded them again.
-const signatureCache = new WeakMap<Peer.IdentitySignature, Either.Either<Uint8Array, string>>()
-const claimCache = new WeakMap<Peer.PeerClaim, Either.Either<Uint8Array, string>>()
-
 const memoised = <K extends object>(
-  cache: WeakMap<K, Either.Either<Uint8Array, string>>,
   encode: (value: K) => Either.Either<Uint8Array, string>
-) =>
-(value: K): Either.Either<Uint8Array, string> => {
-  const known = cache.get(value)
-  if (known !== undefined) return known
-  const encoded = encode(value)
-  cache.set(value, encoded)
-  return encoded
+): (value: K) => Either.Either<Uint8Array, string> => {
+  const cache = new WeakMap<K, Either.Either<Uint8Array, string>>()
+  return (value) => {
+    const known = cache.get(value)
+    if (known !== undefined) return known
+    const encoded = encode(value)
+    cache.set(value, encoded)
+    return encoded
+  }
 }
 
 /** @internal */
-export const encodeSignature = memoised(signatureCache, signatureBytes)
+export const encodeSignature = memoised(signatureBytes)
 
 /** @internal */
-export const encodeClaim = memoised(claimCache, (c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
+export const encodeClaim = memoised((c: Peer.PeerClaim): Either.Either<Uint8Array, string> => {
   const problem = featuresProblem(c)
   if (problem !== undefined) return Either.left(problem)
   return Either.map(encodeSignature(c.identitySignature), (signature) => {
