@@ -126,7 +126,12 @@ export class SafConfig extends Schema.Class<SafConfig>("@comms-dht/core/SafConfi
   maxInflightRequestAge: duration("120 seconds"),
   numNeighbouringNodes: withDefault(Count, () => 8),
   cleanupInterval: duration("10 minutes"),
-  minRequestInterval: duration("30 seconds")
+  minRequestInterval: duration("30 seconds"),
+  /**
+   * ours: how long §9.3's new-connection trigger waits before asking the peers connected meanwhile, those of them
+   * still among the closest; 0 asks at once (docs/spec-departures.md)
+   */
+  connectionRequestDelay: duration("2 seconds")
 }) {}
 
 /**

@@ -108,7 +108,8 @@ describe("DhtConfig", () => {
       maxInflightRequestAge: ms(s.maxInflightRequestAge),
       numNeighbouringNodes: s.numNeighbouringNodes,
       cleanupInterval: ms(s.cleanupInterval),
-      minRequestInterval: ms(s.minRequestInterval)
+      minRequestInterval: ms(s.minRequestInterval),
+      connectionRequestDelay: ms(s.connectionRequestDelay)
     }).toStrictEqual({
       msgValidity: 3 * HOUR,
       msgStorageCapacity: 100_000,
@@ -124,7 +125,8 @@ describe("DhtConfig", () => {
       maxInflightRequestAge: 120_000,
       numNeighbouringNodes: 8,
       cleanupInterval: 10 * MIN,
-      minRequestInterval: 30_000
+      minRequestInterval: 30_000,
+      connectionRequestDelay: 2_000
     })
 
     const k = c.connectivity

@@ -17,6 +17,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -150,8 +151,11 @@ describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
       const before = yield* sent
       yield* connect(b, s1)
       yield* eventually(Effect.map(sent, (k) => k - before === 1))
-      // a new connection to another SAF node among b's closest: asked on connecting
+      // a new connection to another SAF node among b's closest: asked once saf.connectionRequestDelay has passed
       yield* connect(b, s2)
+      yield* settle
+      expect((yield* sent) - before).toBe(1)
+      yield* TestClock.adjust(auto.saf.connectionRequestDelay)
       yield* eventually(Effect.map(sent, (k) => k - before === 2))
       // the same neighbour again after it restarted, b online all along: nothing new to ask it for
       yield* s2.stop
@@ -162,6 +166,49 @@ describe("store-and-forward between full nodes (SPEC §9, §20)", () => {
       expect((yield* sent) - before).toBe(2)
       // coming online again (an explicit request is the online trigger) asks every neighbour
       expect(yield* Effect.flatMap(b.dht, (dht) => dht.requestStoredMessages)).toBe(2)
+    }))
+
+  it.scoped("peers connected in quick succession are asked after the delay, those still among the closest", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(START)
+      // the SAF requests written, by sender and receiver
+      const requests = new Map<string, number>()
+      const tapped = MemoryNetwork.layerHub({
+        tapFrame: (frame) => {
+          const envelope = Envelope.decodeEnvelopeEither(frame.bytes)
+          if (
+            Either.isRight(envelope) &&
+            envelope.right.header.messageType === Envelope.DhtMessageType.SafRequestMessages
+          ) {
+            const key = `${NodeId.toHex(frame.from)}>${NodeId.toHex(frame.to)}`
+            requests.set(key, (requests.get(key) ?? 0) + 1)
+          }
+        }
+      })
+      const shared = yield* Layer.build(Layer.mergeAll(tapped, NodeCrypto.layerNode()))
+      // b asks its one closest SAF peer
+      const auto = DhtConfig.unsafeMake({ saf: { autoRequest: true, numNeighbouringNodes: 1 } }, config)
+      const b = yield* makeNode(3, shared, auto)
+      const others = yield* Effect.all([2, 4, 5, 6].map((n) => makeNode(n, shared)))
+      // farthest from b first: the one b comes online through, then a nearer one, then the nearest
+      const [first, nearer, nearest] = others
+        .sort((x, y) => NodeId.compareDistance(b.id.nodeId, y.id.nodeId, x.id.nodeId))
+        .slice(1) as [TestNode, TestNode, TestNode]
+      const asked = (node: TestNode) =>
+        requests.get(`${NodeId.toHex(b.id.nodeId)}>${NodeId.toHex(node.id.nodeId)}`) ?? 0
+      yield* Effect.forEach([b, first, nearer, nearest], (n) => n.start, { discard: true })
+      yield* connect(b, first)
+      yield* eventually(Effect.sync(() => asked(first) === 1))
+      // each of the two is b's closest for a moment: asked on connecting, both would be
+      yield* connect(b, nearer)
+      yield* connect(b, nearest)
+      yield* TestClock.adjust(Duration.subtract(auto.saf.connectionRequestDelay, Duration.millis(1)))
+      yield* settle
+      expect([asked(nearer), asked(nearest)]).toEqual([0, 0])
+      yield* TestClock.adjust(Duration.millis(1))
+      yield* eventually(Effect.sync(() => asked(nearest) === 1))
+      yield* settle
+      expect([asked(first), asked(nearer), asked(nearest)]).toEqual([1, 0, 1])
     }))
 
   it.scoped("Low priority rows leave at their TTL, High ones stay; the returning node gets what is left", () =>
