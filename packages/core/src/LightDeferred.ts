@@ -80,3 +80,28 @@ export const unsafeMake: <A, E = never>(fiberId: FiberId.FiberId) => Deferred.De
  */
 export const make = <A, E = never>(): Effect.Effect<Deferred.Deferred<A, E>> =>
   Effect.withFiberRuntime((fiber) => Effect.succeed(unsafeMake<A, E>(fiber.id())))
+
+interface DoneState {
+  readonly _tag: "Done"
+  readonly effect: unknown
+}
+
+const isDoneState = (value: unknown): value is DoneState =>
+  typeof value === "object" && value !== null && Reflect.get(value, "_tag") === "Done" && "effect" in value
+
+/**
+ * What `Deferred.poll` would find, read now rather than in a step of its own: the effect a done Deferred was
+ * completed with, `undefined` while it is pending. Where this module does not know Effect's Deferreds (`isLight`
+ * false) every Deferred reads as pending, so a caller must treat `undefined` as "not known yet", never as "failed".
+ *
+ * @since 0.1.0
+ * @category unsafe
+ */
+export const unsafePoll = <A, E>(self: Deferred.Deferred<A, E>): Effect.Effect<A, E> | undefined => {
+  if (!light) return undefined
+  const ref: unknown = Reflect.get(self, "state")
+  if (typeof ref !== "object" || ref === null || !(Symbol.for("effect/MutableRef") in ref)) return undefined
+  const state: unknown = Reflect.get(ref, "current")
+  // a Deferred is completed only with an effect of its own types
+  return isDoneState(state) ? state.effect as Effect.Effect<A, E> : undefined
+}

@@ -24,6 +24,7 @@ import * as Ref from "effect/Ref"
 import * as BroadcastStrategy from "./BroadcastStrategy.js"
 import { NoMessagesQueued, type SendFailReason, type SendFailure, TransportShutdown } from "./DhtError.js"
 import * as Envelope from "./Envelope.js"
+import * as LightDeferred from "./LightDeferred.js"
 import * as LightQueue from "./LightQueue.js"
 import { fromPublicKey, type NodeId, type PublicKey } from "./NodeId.js"
 
@@ -341,10 +342,12 @@ export class MessageSendStates {
     if (first === undefined) return Effect.succeed(false)
     // a copy the transport has answered already (a memory network answers before its send returns) is read at once:
     // awaiting a completed Deferred still costs the suspension machinery, about fifteen steps
-    return Effect.flatMap(Deferred.poll(first.result), (polled) =>
-      Option.isSome(polled) && Exit.isExit(polled.value)
-        ? Effect.succeed(Exit.isSuccess(polled.value))
-        : Effect.map(Effect.exit(Deferred.await(first.result)), Exit.isSuccess))
+    return Effect.suspend(() => {
+      const outcome = LightDeferred.unsafePoll(first.result)
+      return outcome !== undefined && Exit.isExit(outcome)
+        ? Effect.succeed(Exit.isSuccess(outcome))
+        : Effect.map(Effect.exit(Deferred.await(first.result)), Exit.isSuccess)
+    })
   }
 }
 

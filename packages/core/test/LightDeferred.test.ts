@@ -80,4 +80,30 @@ describe("LightDeferred", () => {
     expect(Equal.equals(a, b)).toBe(false)
     expect(Hash.hash(a)).toBe(Hash.hash(a))
   })
+
+  it.effect("unsafePoll reads what Deferred.poll reads, of its own Deferreds and of Effect's", () =>
+    Effect.gen(function*() {
+      const made = [
+        LightDeferred.unsafeMake<number, string>(FiberId.none),
+        yield* Deferred.make<number, string>()
+      ]
+      for (const deferred of made) {
+        expect(LightDeferred.unsafePoll(deferred)).toBeUndefined()
+        expect(yield* Deferred.poll(deferred)).toEqual(Option.none())
+      }
+      const [light, effects] = made as [Deferred.Deferred<number, string>, Deferred.Deferred<number, string>]
+      yield* Deferred.succeed(light, 1)
+      yield* Deferred.fail(effects, "no")
+      for (const deferred of made) {
+        const polled = Option.getOrThrow(yield* Deferred.poll(deferred))
+        expect(LightDeferred.unsafePoll(deferred)).toBe(polled)
+      }
+      expect(LightDeferred.unsafePoll(light)).toEqual(Exit.succeed(1))
+      expect(LightDeferred.unsafePoll(effects)).toEqual(Exit.fail("no"))
+      // completed with an effect (not an outcome): that effect, not yet run
+      const later = LightDeferred.unsafeMake<number>(FiberId.none)
+      const effect = Effect.sync(() => 2)
+      yield* Deferred.completeWith(later, effect)
+      expect(LightDeferred.unsafePoll(later)).toBe(effect)
+    }))
 })
