@@ -283,6 +283,7 @@ export const make = (
     yield* Effect.addFinalizer(() => Internal.shutdown(hub, endpoint))
     return Transport.of({
       send: (message) => Internal.send(hub, endpoint, message),
+      sendAll: (messages) => Internal.sendAll(hub, endpoint, messages),
       inbound: endpoint.inbox,
       dial: (peer) => Internal.dial(hub, endpoint, peer),
       disconnect: (peer) => Internal.disconnect(hub, endpoint, peer),

@@ -72,6 +72,11 @@ export type Screen = (message: InboundMessage, sender: PublicKey) => boolean
 export interface TransportService {
   /** Queues one message; dials when not connected. Never fails: the outcome goes to `message.reply`. */
   readonly send: (message: OutboundMessage) => Effect.Effect<void>
+  /**
+   * `send` of each message in turn, as one effect: what a broadcast hands over. Optional: a transport that can
+   * write several frames in fewer steps than a `send` each offers it.
+   */
+  readonly sendAll?: (messages: ReadonlyArray<OutboundMessage>) => Effect.Effect<void>
   /** Frames from every connection, in arrival order per connection (bounded; readers suspend when full). */
   readonly inbound: Queue.Dequeue<InboundMessage>
   /** Connects (or reuses the connection) to a known peer. */

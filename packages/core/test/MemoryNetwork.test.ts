@@ -131,7 +131,7 @@ const connectedOnSchedule = (latency: NonNullable<MemoryNetwork.HubOptions["late
     yield* TestClock.adjust("10 millis")
     yield* handshake!.run
     yield* Fiber.join(dial)
-    return { a, b, scheduled }
+    return { a, b, hub, scheduled }
   })
 
 /** `a` learns `b`'s key and address, as a config seed. */
@@ -783,6 +783,34 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
     },
     { fastCheck: { numRuns: 200 } }
   )
+
+  it.scoped("sendAll writes what the sender can in its own step and hands the rest to send, in order", () =>
+    Effect.gen(function*() {
+      const { a, b, hub, scheduled } = yield* connectedOnSchedule((link) => link.handshake ? 5 : 7)
+      const c = yield* startNode(hub)
+      yield* knows(a, c)
+      const sendAll = a.transport.sendAll
+      if (sendAll === undefined) return yield* Effect.dieMessage("a memory transport offers sendAll")
+      const to = [b, b, c, b]
+      const replies = yield* Effect.forEach(to, () => Deferred.make<void, SendFailReason>())
+      yield* sendAll(to.map((node, i) => ({ peer: node.nodeId, tag: 0n, bytes: frame(i), reply: replies[i]! })))
+      // written at 10 ms, due at 17: b's three frames; c's waits for its dial
+      expect(yield* Effect.forEach(replies, outcome)).toEqual(["sent", "sent", "pending", "sent"])
+      const written = MutableRef.getAndSet(scheduled, [])
+      expect(written.map((e) => e.at)).toEqual([17, 17, 17])
+      yield* TestClock.adjust("7 millis")
+      yield* Effect.forEach(written, (e) => e.run)
+      expect((yield* takeN(b, 3)).map(frameNumber)).toEqual([0, 1, 3])
+      // the dial's handshake, then c's frame
+      yield* Effect.repeatN(Effect.yieldNow(), 5)
+      const [handshake] = MutableRef.getAndSet(scheduled, [])
+      yield* TestClock.adjust("10 millis")
+      yield* handshake!.run
+      yield* Deferred.await(replies[2]!)
+      yield* TestClock.adjust("10 millis")
+      yield* Effect.forEach(MutableRef.getAndSet(scheduled, []), (e) => e.run)
+      expect((yield* takeN(c, 1)).map(frameNumber)).toEqual([2])
+    }).pipe(withCrypto))
 
   it.scoped("a plain-number latency schedules each frame that many milliseconds after its write", () =>
     Effect.gen(function*() {

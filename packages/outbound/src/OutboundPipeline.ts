@@ -457,9 +457,17 @@ const hand = (
   if (bytes.length > config.maxMessageSize) {
     return Effect.fail(new DhtError.FailedToGenerateMessages({ reason: "TooLarge" }))
   }
+  const outbound = (message: OutboundRequester.DhtOutboundMessage): Transport.OutboundMessage => ({
+    peer: message.peer,
+    tag: message.tag,
+    bytes,
+    reply: message.reply
+  })
+  const sendAll = transport.sendAll
   return Effect.as(
-    inTurn(messages, (message) =>
-      transport.send({ peer: message.peer, tag: message.tag, bytes, reply: message.reply })),
+    sendAll === undefined || messages.length === 1
+      ? inTurn(messages, (message) => transport.send(outbound(message)))
+      : sendAll(messages.map(outbound)),
     new OutboundRequester.MessageSendStates(
       messages.map((message) => ({ peer: message.peer, tag: message.tag, result: message.reply }))
     )

@@ -37,7 +37,7 @@ import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
 import * as LightLock from "../LightLock.js"
 import * as LightQueue from "../LightQueue.js"
-import type { HubOptions } from "../MemoryNetwork.js"
+import type { FrameInfo, HubOptions } from "../MemoryNetwork.js"
 import type { NodeId, PublicKey } from "../NodeId.js"
 import { equals, toHex } from "../NodeId.js"
 import type { PeerClaim } from "../Peer.js"
@@ -844,36 +844,51 @@ const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connectio
  */
 const write = (hub: Hub, connection: Connection, side: Side, message: OutboundMessage): Effect.Effect<void> => {
   if (MutableRef.get(connection.state) !== "Open") return failClosed(side.local, message)
+  const onFrame = hub.options.onFrame
+  const sent = Effect.withFiberRuntime<void>((fiber) => writeNow(hub, connection, side, message, fiber) ?? Effect.void)
+  return onFrame === undefined ? sent : Effect.zipRight(onFrame(frameInfo(side, message)), sent)
+}
+
+const frameInfo = (side: Side, message: OutboundMessage): FrameInfo => ({
+  from: side.local.nodeId,
+  to: side.remote.nodeId,
+  tag: message.tag,
+  bytes: message.bytes
+})
+
+// The write of a frame on an open connection, in a step of `fiber`: the latency draw, the frame counted and on its
+// way, the reply answered. Returns what is left to run: nothing, when the latency is a plain draw (the simulation's)
+// and the frame is scheduled; the delivery, when it arrives at once; the rest of the write, when the latency is an
+// Effect.
+const writeNow = (
+  hub: Hub,
+  connection: Connection,
+  side: Side,
+  message: OutboundMessage,
+  fiber: Fiber.RuntimeFiber<void>
+): Effect.Effect<void> | undefined => {
   const size = message.bytes.length
   const frame: Frame = { tag: message.tag, bytes: message.bytes }
-  const { onFrame, tapFrame } = hub.options
-  const info = onFrame === undefined && tapFrame === undefined
-    ? undefined
-    : { from: side.local.nodeId, to: side.remote.nodeId, tag: message.tag, bytes: message.bytes }
-  if (info !== undefined && tapFrame !== undefined) tapFrame(info)
-  const written = (fiber: Fiber.RuntimeFiber<void>, ms: number): Effect.Effect<void> => {
-    const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+  const tapFrame = hub.options.tapFrame
+  if (tapFrame !== undefined) tapFrame(frameInfo(side, message))
+  const written = (runtime: Fiber.RuntimeFiber<void>, ms: number): Effect.Effect<void> | undefined => {
+    const labels = runtime.getFiberRef(FiberRef.currentMetricLabels)
     framesOut.unsafeUpdate(1, labels)
     bytesOut.unsafeUpdate(size, labels)
     hub.stats.frames++
     hub.stats.bytes += size
-    const nowMs = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const nowMs = Context.get(runtime.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
     const then = transmit(hub, connection, side, frame, ms, nowMs)
     if (then === undefined) {
       Deferred.unsafeDone(message.reply, Exit.void)
-      return Effect.void
+      return undefined
     }
     return Effect.zipRight(then, Deferred.succeed(message.reply, undefined))
   }
-  // the draw and the write in one step when the latency is a plain draw (the simulation's), in one continuation
-  // when it is an Effect
-  const sent = Effect.withFiberRuntime<void>((fiber) => {
-    const ms = drawLatency(hub, side.local.nodeId, side.remote.nodeId, size, false)
-    return typeof ms === "number"
-      ? written(fiber, ms)
-      : Effect.flatMap(ms, (drawn) => Effect.withFiberRuntime<void>((later) => written(later, drawn)))
-  })
-  return onFrame === undefined || info === undefined ? sent : Effect.zipRight(onFrame(info), sent)
+  const ms = drawLatency(hub, side.local.nodeId, side.remote.nodeId, size, false)
+  return typeof ms === "number"
+    ? written(fiber, ms)
+    : Effect.flatMap(ms, (drawn) => Effect.withFiberRuntime<void>((later) => written(later, drawn) ?? Effect.void))
 }
 
 // the frame counted in flight and on its way: delivered at once (its effect returned), scheduled (undefined), or
@@ -1151,6 +1166,42 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
 }
 
 type SendOutcome = "Queued" | "Shutdown" | "Full"
+
+// the slot's connection and side when `send` would write `message` in the sender's fiber, else undefined
+const directRoute = (hub: Hub, endpoint: Endpoint, message: OutboundMessage) => {
+  if (!hub.writesInSender || MutableRef.get(endpoint.closing) || equals(message.peer, endpoint.nodeId)) return undefined
+  const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
+  if (Option.isNone(found) || MutableRef.get(found.value.dead)) return undefined
+  const { connection, side } = found.value.direct
+  if (found.value.direct.queued !== 0 || connection === undefined || side === undefined) return undefined
+  return MutableRef.get(connection.state) === "Open" ? { connection, side } : undefined
+}
+
+/**
+ * `send` of each message in turn. Those a sender writes itself are written in this one step (a broadcast's copies
+ * were each a chain of steps of their own); from the first that is not, the rest go through `send`, in order.
+ *
+ * @internal
+ */
+export const sendAll = (hub: Hub, endpoint: Endpoint, messages: ReadonlyArray<OutboundMessage>): Effect.Effect<void> =>
+  Effect.withFiberRuntime<void>((fiber) => {
+    const rest: Array<Effect.Effect<void>> = []
+    for (const message of messages) {
+      const route = rest.length === 0 ? directRoute(hub, endpoint, message) : undefined
+      if (route === undefined) {
+        rest.push(send(hub, endpoint, message))
+        continue
+      }
+      // as `send` writes it: whole, uninterruptibly
+      const then = writeNow(hub, route.connection, route.side, message, fiber)
+      if (then !== undefined) rest.push(Effect.uninterruptible(then))
+    }
+    return rest.length === 0
+      ? Effect.void
+      : rest.length === 1
+      ? rest[0]!
+      : Effect.forEach(rest, (effect) => effect, { discard: true })
+  })
 
 /** @internal */
 export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void, DialError> =>
