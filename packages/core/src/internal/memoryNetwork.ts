@@ -1146,36 +1146,38 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
   // the sender's fiber: the hop to the writer's fiber cost more than the write. Whatever was queued before goes first
   // either way.
   return Effect.suspend(() => {
-    if (!MutableRef.get(endpoint.closing)) {
-      const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
-      if (Option.isSome(found) && !MutableRef.get(found.value.dead)) {
-        const slot = found.value
-        const { connection, side } = slot.direct
-        if (hub.writesInSender && slot.direct.queued === 0 && connection !== undefined && side !== undefined) {
-          // With deliveries scheduled a write never waits, so it runs whole rather than answering the reply if
-          // interrupted midway: 3 operations a frame, where `onInterrupt` cost 10.
-          return Effect.uninterruptible(write(hub, connection, side, message))
-        }
-        const queued = slot.queue.unsafeOffer(message)
-        if (queued) queuedOne(hub, endpoint, slot)
-        return answer(queued ? "Queued" : "Full")
+    const slot = liveSlot(endpoint, message.peer)
+    if (slot !== undefined) {
+      const route = directRoute(hub, slot)
+      if (route !== undefined) {
+        // With deliveries scheduled a write never waits, so it runs whole rather than answering the reply if
+        // interrupted midway: 3 operations a frame, where `onInterrupt` cost 10.
+        return Effect.uninterruptible(write(hub, route.connection, route.side, message))
       }
+      const queued = slot.queue.unsafeOffer(message)
+      if (queued) queuedOne(hub, endpoint, slot)
+      return answer(queued ? "Queued" : "Full")
     }
     return Effect.flatMap(endpoint.lock.withLock(enqueue), answer)
   })
 }
 
-type SendOutcome = "Queued" | "Shutdown" | "Full"
-
-// the slot's connection and side when `send` would write `message` in the sender's fiber, else undefined
-const directRoute = (hub: Hub, endpoint: Endpoint, message: OutboundMessage) => {
-  if (!hub.writesInSender || MutableRef.get(endpoint.closing) || equals(message.peer, endpoint.nodeId)) return undefined
-  const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(message.peer))
-  if (Option.isNone(found) || MutableRef.get(found.value.dead)) return undefined
-  const { connection, side } = found.value.direct
-  if (found.value.direct.queued !== 0 || connection === undefined || side === undefined) return undefined
-  return MutableRef.get(connection.state) === "Open" ? { connection, side } : undefined
+// `send`'s lookup without the lock: the slot for `peer` unless it is dead or the endpoint is closing
+const liveSlot = (endpoint: Endpoint, peer: NodeId): Slot | undefined => {
+  if (MutableRef.get(endpoint.closing)) return undefined
+  const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(peer))
+  return Option.isSome(found) && !MutableRef.get(found.value.dead) ? found.value : undefined
 }
+
+// the connection and side a sender writes to itself: deliveries scheduled, nothing queued before, connected
+const directRoute = (hub: Hub, slot: Slot) => {
+  const { connection, side } = slot.direct
+  return hub.writesInSender && slot.direct.queued === 0 && connection !== undefined && side !== undefined
+    ? { connection, side }
+    : undefined
+}
+
+type SendOutcome = "Queued" | "Shutdown" | "Full"
 
 /**
  * `send` of each message in turn. Those a sender writes itself are written in this one step (a broadcast's copies
@@ -1187,8 +1189,10 @@ export const sendAll = (hub: Hub, endpoint: Endpoint, messages: ReadonlyArray<Ou
   Effect.withFiberRuntime<void>((fiber) => {
     const rest: Array<Effect.Effect<void>> = []
     for (const message of messages) {
-      const route = rest.length === 0 ? directRoute(hub, endpoint, message) : undefined
-      if (route === undefined) {
+      const slot = rest.length === 0 ? liveSlot(endpoint, message.peer) : undefined
+      const route = slot === undefined ? undefined : directRoute(hub, slot)
+      // a closed connection's copy goes through `send`, which answers it
+      if (route === undefined || MutableRef.get(route.connection.state) !== "Open") {
         rest.push(send(hub, endpoint, message))
         continue
       }
