@@ -25,6 +25,7 @@ import type { Peer } from "./Peer.js"
 export interface OutboundMessage {
   readonly peer: NodeId
   readonly tag: bigint
+  /** never changed once handed over: a transport may deliver this very array to its receivers */
   readonly bytes: Uint8Array
   readonly reply: Deferred.Deferred<void, SendFailReason>
 }
@@ -39,6 +40,7 @@ export interface InboundMessage {
   readonly sourcePeer: NodeId
   /** local, random: for tracing only */
   readonly tag: bigint
+  /** never changed: the same array may reach several receivers, which may remember what they read of it */
   readonly bytes: Uint8Array
   /** unix ms */
   readonly receivedAt: number

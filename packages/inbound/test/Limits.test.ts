@@ -287,6 +287,54 @@ describe("limits", () => {
       expect(yield* deliveredSoFar(victim)).toEqual([])
     })))
 
+  it.effect("the bytes of one frame reaching several nodes are decoded and hashed once; each node judges its copy", () => {
+    // a broadcast's copies are one array handed to every peer: the screen's two hashes (the challenge and the dedup
+    // hash) run for the first receiver only
+    const base = Effect.runSync(Crypto.makeNoble())
+    let hashes = 0
+    const counting = Layer.succeed(Crypto.Crypto, {
+      ...base,
+      dsh: (label, outLen, fields) => {
+        hashes++
+        return base.dsh(label, outLen, fields)
+      }
+    })
+    return withNetwork(
+      Effect.gen(function*() {
+        const victims = yield* Effect.forEach([3530, 3531, 3532], (i) => Effect.flatMap(identityOf(i), startNode))
+        const sender = yield* startRaw(yield* identityOf(3533))
+        for (const victim of victims) yield* connect(sender, victim)
+        const origin = yield* identityOf(3534)
+        const received = Effect.forEach(victims, (victim) => Effect.map(nextDelivered(victim), body))
+        const hashesOf = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+          Effect.suspend(() => {
+            const before = hashes
+            return Effect.map(effect, () => hashes - before)
+          })
+
+        const one = yield* craft({ signer: origin, parts: applicationParts(1, text("one array")) })
+        const shared = yield* hashesOf(Effect.gen(function*() {
+          for (const victim of victims) yield* sendRaw(sender, victim.identity, one.bytes)
+          expect(yield* received).toEqual(["one array", "one array", "one array"])
+        }))
+        const copied = yield* craft({ signer: origin, parts: applicationParts(1, text("three arrays")) })
+        const apart = yield* hashesOf(Effect.gen(function*() {
+          for (const victim of victims) yield* sendRaw(sender, victim.identity, copied.bytes.slice())
+          expect(yield* received).toEqual(["three arrays", "three arrays", "three arrays"])
+        }))
+        expect(apart - shared).toBe(2 * 2)
+
+        // what was read of the array is shared, the judgement is not: each node counts its own copy a duplicate
+        const duplicates = yield* count(DhtMetrics.inboundDuplicates)
+        for (const victim of victims) yield* sendRaw(sender, victim.identity, one.bytes)
+        yield* eventually(Effect.map(count(DhtMetrics.inboundDuplicates), (n) => n === duplicates + 3))
+        yield* settle
+        for (const victim of victims) expect(yield* deliveredSoFar(victim)).toEqual([])
+      }),
+      counting
+    )
+  })
+
   it.effect("a node with a rejection observer installs no screen: its workers see every copy", () =>
     withNetwork(Effect.gen(function*() {
       const screens = countingScreens()
