@@ -27,7 +27,6 @@ import * as Layer from "effect/Layer"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
 import * as Random from "effect/Random"
-import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
 import * as Crypto from "./Crypto.js"
 import * as DhtConfig from "./DhtConfig.js"
@@ -177,7 +176,7 @@ export const makeHub = (options: HubOptions = {}): Effect.Effect<MemoryNetworkHu
     const hub = yield* Internal.makeHub(options, (effect) => spawn(effect, { immediate: false }))
     return MemoryNetworkHub.of({
       stats: Effect.sync(() => ({ frames: hub.stats.frames, bytes: hub.stats.bytes })),
-      addresses: Effect.map(Ref.get(hub.endpoints), (endpoints) => Array.from(HashMap.keys(endpoints)).sort()),
+      addresses: Effect.sync(() => Array.from(hub.endpoints.keys()).sort()),
       hub
     })
   })
@@ -274,11 +273,10 @@ export const make = (
       open: new Internal.OpenConnections(),
       nextTag: Internal.tagSource(tagSeed)
     }
-    const registered = yield* Ref.modify(hub.endpoints, (endpoints) =>
-      HashMap.has(endpoints, address)
-        ? [false, endpoints] as const
-        : [true, HashMap.set(endpoints, address, endpoint)] as const)
-    if (!registered) return yield* new ConfigError({ reason: `${address} is already in use on this memory network` })
+    if (hub.endpoints.has(address)) {
+      return yield* new ConfigError({ reason: `${address} is already in use on this memory network` })
+    }
+    hub.endpoints.set(address, endpoint)
     // added after the FiberSet's own finalizer, so it runs first: connections close before their fibers are cut
     yield* Effect.addFinalizer(() => Internal.shutdown(hub, endpoint))
     return Transport.of({

@@ -17,7 +17,6 @@ import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
-import * as Ref from "effect/Ref"
 import * as Crypto from "../Crypto.js"
 import * as DhtConfig from "../DhtConfig.js"
 import type { DialError } from "../DhtError.js"
@@ -254,17 +253,21 @@ export interface Connection {
   readonly state: MutableRef.MutableRef<ConnectionState>
 }
 
+// A pair's state, changed in place in single steps: plain maps rather than `Ref`s of `HashMap`s, which cost a
+// connection a dozen steps of Effect's run loop and a persistent map's copying for what one step does
 interface Pair {
-  readonly connection: Option.Option<Connection>
+  connection: Connection | undefined
   /** dials in progress, by the dialling endpoint's NodeId hex */
-  readonly dialling: HashMap.HashMap<string, Deferred.Deferred<Connection, DialError>>
+  readonly dialling: Map<string, Deferred.Deferred<Connection, DialError>>
 }
 
 /** @internal */
 export interface Hub {
   readonly options: HubOptions
-  readonly endpoints: Ref.Ref<HashMap.HashMap<string, Endpoint>>
-  readonly pairs: Ref.Ref<HashMap.HashMap<string, Pair>>
+  /** by address */
+  readonly endpoints: Map<string, Endpoint>
+  /** by `pairKey`; a pair with neither a connection nor a dial is removed */
+  readonly pairs: Map<string, Pair>
   /** serialises the choice of a pair's connection */
   readonly lock: LightLock.LightLock
   /**
@@ -277,7 +280,7 @@ export interface Hub {
   readonly writesInSender: boolean
   /** frames and bytes written, counted in the step that writes them */
   readonly stats: { frames: number; bytes: number }
-  readonly nextId: Ref.Ref<number>
+  readonly ids: { next: number }
   readonly spawn: Spawn
   /**
    * Key-check results by key (SPEC §4.3): the check decompresses a point, and every node's key is checked by each
@@ -290,12 +293,12 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
   Effect.gen(function*() {
     return {
       options,
-      endpoints: yield* Ref.make(HashMap.empty<string, Endpoint>()),
-      pairs: yield* Ref.make(HashMap.empty<string, Pair>()),
+      endpoints: new Map<string, Endpoint>(),
+      pairs: new Map<string, Pair>(),
       lock: yield* LightLock.make,
       writesInSender: options.schedule !== undefined && options.onFrame === undefined,
       stats: { frames: 0, bytes: 0 },
-      nextId: yield* Ref.make(0),
+      ids: { next: 0 },
       spawn,
     }
   })
@@ -304,7 +307,18 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
 
 const pairKey = (a: string, b: string): string => a < b ? `${a}/${b}` : `${b}/${a}`
 
-const emptyPair: Pair = { connection: Option.none(), dialling: HashMap.empty() }
+const pairOf = (hub: Hub, key: string): Pair => {
+  const known = hub.pairs.get(key)
+  if (known !== undefined) return known
+  const pair: Pair = { connection: undefined, dialling: new Map() }
+  hub.pairs.set(key, pair)
+  return pair
+}
+
+// the pair is forgotten once it has neither a connection nor a dial
+const prunePair = (hub: Hub, key: string, pair: Pair): void => {
+  if (pair.connection === undefined && pair.dialling.size === 0 && hub.pairs.get(key) === pair) hub.pairs.delete(key)
+}
 
 const other = (connection: Connection, side: Side): Side =>
   connection.sides[0] === side ? connection.sides[1] : connection.sides[0]
@@ -372,19 +386,27 @@ const latencyMillis = (
   return typeof ms === "number" ? Effect.succeed(ms) : ms
 }
 
-/** Waits `ms` of network time: through the simulation's scheduler when there is one, so it stays a heap entry. */
+/**
+ * Waits `ms` of network time, counted in flight until it has passed: through the simulation's scheduler when there
+ * is one, so it stays a heap entry that ends the wait (and the count) when it is reached, even for a fiber
+ * interrupted meanwhile.
+ */
 const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
   if (ms <= 0) return Effect.void
   const schedule = hub.options.schedule
-  if (schedule === undefined) return Effect.sleep(Duration.millis(ms))
-  return Effect.gen(function*() {
-    const done = yield* Deferred.make<void>()
-    const now = yield* Clock.currentTimeMillis
-    schedule(now + ms, () => {
-      Deferred.unsafeDone(done, Exit.void)
-      return undefined
+  if (schedule === undefined) {
+    return Effect.zipRight(inFlightUp(hub), Effect.ensuring(Effect.sleep(Duration.millis(ms)), inFlightDown(hub)))
+  }
+  return Effect.withFiberRuntime<void>((fiber) => {
+    const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    upNow(hub)
+    return Effect.async<void>((resume) => {
+      schedule(now + ms, () => {
+        downNow(hub)
+        resume(Effect.void)
+        return undefined
+      })
     })
-    yield* Deferred.await(done)
   })
 }
 
@@ -448,7 +470,7 @@ type AttemptFailure = { readonly _tag: "Unreachable" } | { readonly _tag: "Refus
 
 const unreachable: AttemptFailure = { _tag: "Unreachable" }
 
-const lookup = (hub: Hub, address: string) => Effect.map(Ref.get(hub.endpoints), HashMap.get(address))
+const lookup = (hub: Hub, address: string): Endpoint | undefined => hub.endpoints.get(address)
 
 /** One connection attempt to one address: a round trip of handshake messages, each side validating the other. */
 const attempt = (
@@ -458,19 +480,12 @@ const attempt = (
   address: string
 ): Effect.Effect<Handshaked, AttemptFailure> =>
   Effect.gen(function*() {
-    const found = yield* lookup(hub, address)
-    if (Option.isNone(found) || found.value === local) return yield* Effect.fail(unreachable)
-    const responder = found.value
+    const responder = lookup(hub, address)
+    if (responder === undefined || responder === local) return yield* Effect.fail(unreachable)
     const there = yield* latencyMillis(hub, local, responder, 0, true)
     const back = yield* latencyMillis(hub, responder, local, 0, true)
-    if (there + back > 0) {
-      yield* inFlightUp(hub)
-      yield* networkDelay(hub, there + back).pipe(Effect.ensuring(inFlightDown(hub)))
-    }
-    const still = yield* lookup(hub, address)
-    if (Option.isNone(still) || still.value !== responder || MutableRef.get(responder.closing)) {
-      return yield* Effect.fail(unreachable)
-    }
+    yield* networkDelay(hub, there + back)
+    if (lookup(hub, address) !== responder || MutableRef.get(responder.closing)) return yield* Effect.fail(unreachable)
     const atDialler = yield* validatePayload(local, responder.payload, expected)
     if (yield* isBannedNow(responder.peers, local.nodeId)) {
       yield* DhtLog.debug("memory connection from a banned peer refused", { peer: local.hex, node: responder.hex })
@@ -622,22 +637,12 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
     return yield* drain
   })
 
-const removeDialling = (
-  pairs: HashMap.HashMap<string, Pair>,
-  key: string,
-  by: string,
-  done: Deferred.Deferred<Connection, DialError>
-): HashMap.HashMap<string, Pair> =>
-  Option.match(HashMap.get(pairs, key), {
-    onNone: () => pairs,
-    onSome: (pair) => {
-      if (!Option.exists(HashMap.get(pair.dialling, by), (d) => d === done)) return pairs
-      const next: Pair = { ...pair, dialling: HashMap.remove(pair.dialling, by) }
-      return Option.isNone(next.connection) && HashMap.isEmpty(next.dialling)
-        ? HashMap.remove(pairs, key)
-        : HashMap.set(pairs, key, next)
-    }
-  })
+const removeDialling = (hub: Hub, key: string, by: string, done: Deferred.Deferred<Connection, DialError>): void => {
+  const pair = hub.pairs.get(key)
+  if (pair === undefined || pair.dialling.get(by) !== done) return
+  pair.dialling.delete(by)
+  prunePair(hub, key, pair)
+}
 
 /**
  * The connection between `local` and `remote`: the existing one, or a new dial. When both sides dial at once, both
@@ -652,24 +657,23 @@ const connect = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Conne
       | { readonly _tag: "Reuse"; readonly connection: Connection }
       | { readonly _tag: "Join"; readonly done: Deferred.Deferred<Connection, DialError> }
       | { readonly _tag: "Dial" }
-    const start = yield* Ref.modify(hub.pairs, (pairs): readonly [Start, HashMap.HashMap<string, Pair>] => {
-      const pair = Option.getOrElse(HashMap.get(pairs, key), () => emptyPair)
-      if (Option.isSome(pair.connection)) return [{ _tag: "Reuse", connection: pair.connection.value }, pairs]
-      const ours = HashMap.get(pair.dialling, local.hex)
-      if (Option.isSome(ours)) return [{ _tag: "Join", done: ours.value }, pairs]
-      const dialling = HashMap.set(pair.dialling, local.hex, mine)
-      return [{ _tag: "Dial" }, HashMap.set(pairs, key, { ...pair, dialling })]
+    const start = yield* Effect.sync((): Start => {
+      const pair = pairOf(hub, key)
+      if (pair.connection !== undefined) return { _tag: "Reuse", connection: pair.connection }
+      const ours = pair.dialling.get(local.hex)
+      if (ours !== undefined) return { _tag: "Join", done: ours }
+      pair.dialling.set(local.hex, mine)
+      return { _tag: "Dial" }
     })
     if (start._tag === "Reuse") return start.connection
     if (start._tag === "Join") return yield* Deferred.await(start.done)
     return yield* Effect.flatMap(dialAddresses(hub, local, remote), (handshaked) => commit(hub, local, handshaked, key))
       .pipe(
         Effect.onExit((exit) =>
-          Ref.update(hub.pairs, (pairs) => removeDialling(pairs, key, local.hex, mine)).pipe(
-            Effect.zipRight(
-              Exit.isInterrupted(exit) ? Deferred.fail(mine, new TransportShutdown()) : Deferred.done(mine, exit)
-            )
-          )
+          Effect.suspend(() => {
+            removeDialling(hub, key, local.hex, mine)
+            return Exit.isInterrupted(exit) ? Deferred.fail(mine, new TransportShutdown()) : Deferred.done(mine, exit)
+          })
         )
       )
   })
@@ -682,12 +686,10 @@ const commit = (hub: Hub, local: Endpoint, handshaked: Handshaked, key: string):
       | { readonly _tag: "Established"; readonly connection: Connection }
       | { readonly _tag: "Gone" }
     const decision: Decision = yield* hub.lock.withLock(Effect.gen(function*() {
-      const pair = Option.getOrElse(HashMap.get(yield* Ref.get(hub.pairs), key), () => emptyPair)
-      if (Option.isSome(pair.connection)) return { _tag: "Adopt", connection: pair.connection.value } as const
-      const theirs = HashMap.get(pair.dialling, handshaked.responder.hex)
-      if (Option.isSome(theirs) && local.hex > handshaked.responder.hex) {
-        return { _tag: "Wait", done: theirs.value } as const
-      }
+      const pair = hub.pairs.get(key)
+      if (pair?.connection !== undefined) return { _tag: "Adopt", connection: pair.connection } as const
+      const theirs = pair?.dialling.get(handshaked.responder.hex)
+      if (theirs !== undefined && local.hex > handshaked.responder.hex) return { _tag: "Wait", done: theirs } as const
       const established = yield* establish(hub, local, handshaked, key)
       return Option.isSome(established)
         ? { _tag: "Established", connection: established.value } as const
@@ -773,7 +775,7 @@ const establish = (
       return Option.none()
     }
     const connection: Connection = {
-      id: yield* Ref.getAndUpdate(hub.nextId, (n) => n + 1),
+      id: hub.ids.next++,
       key,
       sides: [
         yield* makeSide(hub, dialler, handshaked.atDialler, diallerSlot.value.slot, true),
@@ -781,11 +783,7 @@ const establish = (
       ],
       state: MutableRef.make<ConnectionState>("Open")
     }
-    yield* Ref.update(hub.pairs, (pairs) =>
-      HashMap.set(pairs, key, {
-        ...Option.getOrElse(HashMap.get(pairs, key), () => emptyPair),
-        connection: Option.some(connection)
-      }))
+    pairOf(hub, key).connection = connection
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
     for (const side of connection.sides) {
       side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
@@ -1088,16 +1086,11 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     if (previous === "Closed") return
     forgetOpen(connection)
     for (const side of connection.sides) MutableRef.set(side.slot.dead, true)
-    yield* Ref.update(hub.pairs, (pairs) =>
-      Option.match(HashMap.get(pairs, connection.key), {
-        onNone: () => pairs,
-        onSome: (pair) => {
-          if (!Option.exists(pair.connection, (c) => c === connection)) return pairs
-          return HashMap.isEmpty(pair.dialling)
-            ? HashMap.remove(pairs, connection.key)
-            : HashMap.set(pairs, connection.key, { ...pair, connection: Option.none() })
-        }
-      }))
+    const pair = hub.pairs.get(connection.key)
+    if (pair !== undefined && pair.connection === connection) {
+      pair.connection = undefined
+      prunePair(hub, connection.key, pair)
+    }
     yield* Metric.incrementBy(DhtMetrics.connectedPeers, -2)
     for (const side of connection.sides) {
       const local = side.local
@@ -1260,10 +1253,7 @@ export const isConnected = (endpoint: Endpoint, peer: NodeId): Effect.Effect<boo
 export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
   Effect.gen(function*() {
     MutableRef.set(endpoint.closing, true)
-    yield* Ref.update(hub.endpoints, (endpoints) =>
-      Option.exists(HashMap.get(endpoints, endpoint.address), (e) => e === endpoint)
-        ? HashMap.remove(endpoints, endpoint.address)
-        : endpoints)
+    if (hub.endpoints.get(endpoint.address) === endpoint) hub.endpoints.delete(endpoint.address)
     const slots = Array.from(HashMap.values(MutableRef.get(endpoint.slots)))
     for (const slot of slots) {
       // a connection closing after a violation too: its teardown runs in a fiber this scope is about to stop
