@@ -52,6 +52,11 @@ export class NoiseHandshakePayload extends Schema.Class<NoiseHandshakePayload>(
 
 const fail = (reason: string) => Either.left(new DecodeError({ reason: `handshake payload: ${reason}` }))
 
+// What a payload's bytes decoded to, by the bytes: a node presents the same payload to every peer it meets, and a
+// transport within one process (`MemoryNetwork`) hands each the same array, which is never changed. A decoded
+// payload is immutable.
+const decodedPayloads = new WeakMap<Uint8Array, Either.Either<NoiseHandshakePayload, DecodeError>>()
+
 /**
  * `decode` as a plain function, for a caller checking a handshake without Effect's run loop.
  *
@@ -59,6 +64,14 @@ const fail = (reason: string) => Either.left(new DecodeError({ reason: `handshak
  * @category decoding
  */
 export const decodeEither = (bytes: Uint8Array): Either.Either<NoiseHandshakePayload, DecodeError> => {
+  const known = decodedPayloads.get(bytes)
+  if (known !== undefined) return known
+  const decoded = decodeFresh(bytes)
+  decodedPayloads.set(bytes, decoded)
+  return decoded
+}
+
+const decodeFresh = (bytes: Uint8Array): Either.Either<NoiseHandshakePayload, DecodeError> => {
   const parsed = Wire.parse(Pb.NoiseHandshakePayloadSchema, bytes)
   if (Either.isLeft(parsed)) return fail(parsed.left)
   const m = parsed.right

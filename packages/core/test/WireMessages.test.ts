@@ -86,6 +86,18 @@ describe("round trips (model → bytes → model)", () => {
     expect(Effect.runSync(HandshakePayload.decode(HandshakePayload.encode(m)))).toEqual(m)
     expect(Schema.decodeSync(HandshakePayload.NoiseHandshakePayloadFromBytes)(HandshakePayload.encode(m))).toEqual(m)
   }, runs)
+
+  // a node presents one payload array to every peer: it is decoded once, and a copy of it decodes alike
+  it.prop("NoiseHandshakePayload bytes decoded again give the first decoding", [
+    HandshakePayload.NoiseHandshakePayload
+  ], ([m]) => {
+    const bytes = HandshakePayload.encode(m)
+    const first = HandshakePayload.decodeEither(bytes)
+    expect(HandshakePayload.decodeEither(bytes)).toBe(first)
+    const copy = HandshakePayload.decodeEither(bytes.slice())
+    expect(copy).not.toBe(first)
+    expect(copy).toEqual(first)
+  }, runs)
 })
 
 describe("field numbers (SPEC §3.2–§3.5, §4.8)", () => {
