@@ -862,22 +862,22 @@ const screenOf = (
 ): Transport.Screen => {
   const { cache, config, crypto, identity } = services
   const reads = framesReadWith(crypto)
+  // hashed only once valid here: an invalid frame goes on to a worker, which reports it
+  const hashed = (bytes: Uint8Array, header: Envelope.DhtMessageHeader, body: Uint8Array): Screened => {
+    const challenge = MessageCrypto.challengeWith(crypto, header, body)
+    const hash = MessageCrypto.dedupHashWith(crypto, challenge, header.messageSignature)
+    const frame = { header, body, challenge, hash }
+    reads.set(bytes, frame)
+    return frame
+  }
   return (raw, sender) => {
     const nowMs = clock.unsafeCurrentTimeMillis()
-    let frame = reads.get(raw.bytes)
-    if (frame === undefined) {
-      const decoded = Envelope.decodeEnvelopeEither(raw.bytes)
-      if (Either.isLeft(decoded)) return true
-      const { body, header } = decoded.right
-      if (validationError({ header, body, size: raw.bytes.length }, config, identity, nowMs) !== undefined) return true
-      const challenge = MessageCrypto.challengeWith(crypto, header, body)
-      frame = { header, body, challenge, hash: MessageCrypto.dedupHashWith(crypto, challenge, header.messageSignature) }
-      reads.set(raw.bytes, frame)
-    } else if (
-      validationError({ header: frame.header, body: frame.body, size: raw.bytes.length }, config, identity, nowMs) !==
-        undefined
-    ) return true
-    const { header } = frame
+    const known = reads.get(raw.bytes)
+    const envelope = known ?? Either.getOrUndefined(Envelope.decodeEnvelopeEither(raw.bytes))
+    if (envelope === undefined) return true
+    const { body, header } = envelope
+    if (validationError({ header, body, size: raw.bytes.length }, config, identity, nowMs) !== undefined) return true
+    const frame = known ?? hashed(raw.bytes, header, body)
     // with k = 1 every copy the cache holds is one too many; a new hash is not recorded here
     if (cache.unsafeRecordHit(frame.hash, sender, nowMs, keepUntilOf({ header }, config)) === undefined) {
       screened.keep(raw, frame)
