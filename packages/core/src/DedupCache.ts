@@ -21,6 +21,19 @@ import { hexKey } from "./internal/hexKey.js"
 import * as MinHeap from "./MinHeap.js"
 import type { PublicKey } from "./NodeId.js"
 
+// A message's hash is one array for every node that reads its frame in one process (the inbound screen remembers
+// what a frame hashed to), and in a simulation a broadcast's copies look it up in a thousand caches: its key is
+// built once. Hashes are taken as immutable, as the entries that keep them already do.
+const keys = new WeakMap<Uint8Array, string>()
+const keyOf = (hash: Uint8Array): string => {
+  let key = keys.get(hash)
+  if (key === undefined) {
+    key = hexKey(hash)
+    keys.set(hash, key)
+  }
+  return key
+}
+
 /**
  * The outcome of `insert`: `Inserted(hits)` with the hit count after this insert (1 for a new hash), `Full` when the
  * cache holds only live entries, `Failed` when the storage behind it failed. `Full` and `Failed` make the pipeline
@@ -244,7 +257,7 @@ export const makeIndex = (options: {
   return {
     capacity,
     hit: (hash, sender, now, keepUntil) => {
-      const key = hexKey(hash)
+      const key = keyOf(hash)
       const present = live.get(key)
       if (present === undefined) return undefined
       recordHit(key, hash, present, sender, now, lifetime(now, keepUntil))
@@ -252,7 +265,7 @@ export const makeIndex = (options: {
     },
     insert: (hash, sender, now, keepUntil) => {
       const until = lifetime(now, keepUntil)
-      const key = hexKey(hash)
+      const key = keyOf(hash)
       const present = live.get(key)
       if (present !== undefined) {
         recordHit(key, hash, present, sender, now, until)
@@ -290,10 +303,11 @@ export const makeIndex = (options: {
         updated: Option.none()
       }
     },
-    hitCount: (hash) => live.get(hexKey(hash))?.hits ?? 0,
+    hitCount: (hash) => live.get(keyOf(hash))?.hits ?? 0,
     get: (hash) => {
-      const entry = live.get(hexKey(hash))
-      return entry === undefined ? undefined : snapshot(hexKey(hash), entry)
+      const key = keyOf(hash)
+      const entry = live.get(key)
+      return entry === undefined ? undefined : snapshot(key, entry)
     },
     restore: (entry) => put(hexKey(entry.hash), entry),
     remove: (hash) => live.delete(hexKey(hash)),

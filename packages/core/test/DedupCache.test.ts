@@ -105,6 +105,21 @@ describe("DedupCache.makeIndex", () => {
     expect(index.hitCount(hash(2))).toBe(1)
   })
 
+  it("one hash array shared by several caches, and copies of it, count alike in each", () => {
+    // a simulation's nodes look one broadcast's hash array up in every cache
+    const shared = hash(7)
+    const first = DedupCache.makeIndex({ capacity: 4, defaultLifetimeMs: 10 })
+    const second = DedupCache.makeIndex({ capacity: 4, defaultLifetimeMs: 10 })
+    expect(first.insert(shared, alice, 0).result).toEqual(inserted(1))
+    expect(second.hit(shared, alice, 0)).toBeUndefined()
+    expect(first.hit(hash(7), alice, 1)).toBe(2)
+    expect(second.insert(hash(7), alice, 1).result).toEqual(inserted(1))
+    expect(second.hit(shared, alice, 2)).toBe(2)
+    expect(first.hit(shared, alice, 2)).toBe(3)
+    expect([first.hitCount(hash(7)), second.hitCount(shared)]).toEqual([3, 2])
+    expect(first.hit(hash(8), alice, 2)).toBeUndefined()
+  })
+
   it("restore puts an entry back as it was", () => {
     const index = DedupCache.makeIndex({ capacity: 1, defaultLifetimeMs: 10 })
     const outcome = index.insert(hash(1), alice, 0)
