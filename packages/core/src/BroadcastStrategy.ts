@@ -25,7 +25,7 @@ import {
   toHex
 } from "./NodeId.js"
 import { hasFeatures, type Peer, PeerFeatures } from "./Peer.js"
-import { sample } from "./PeerManager.js"
+import { sample, sampleWhere } from "./PeerManager.js"
 
 /**
  * Where a propagated message is going: structurally `Envelope.NodeDestination` (`Unknown | PublicKey(pk)`), which
@@ -508,3 +508,77 @@ export const select = (
           )
     )
   })
+
+const inNodeIdOrder = new WeakMap<ReadonlyArray<NodeId>, ReadonlyArray<NodeId>>()
+
+// A transport that hands out the same array until its connections change (`MemoryNetwork`) has it sorted once.
+const sortedConnections = (connected: ReadonlyArray<NodeId>): ReadonlyArray<NodeId> => {
+  let sorted = inNodeIdOrder.get(connected)
+  if (sorted === undefined) {
+    sorted = connected.slice().sort(compareBytes)
+    inNodeIdOrder.set(connected, sorted)
+  }
+  return sorted
+}
+
+/**
+ * The strategies that draw at random among the connections: `Broadcast` (`broadcastFactor` of them) and `Propagate`
+ * to an unknown destination (gossip, `gossipFactor`). How many they draw, or `undefined` for any other strategy.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const drawsFromConnections = (strategy: BroadcastStrategy, config: Config): number | undefined => {
+  switch (strategy._tag) {
+    case "Broadcast":
+      return config.broadcastFactor
+    case "Propagate":
+      return strategy.destination._tag === "Unknown" ? config.gossipFactor : undefined
+    default:
+      return undefined
+  }
+}
+
+/**
+ * `select` for a strategy that `drawsFromConnections`, reading only the records of the connections it draws (`read`
+ * returns the records of the NodeIds it is given that the table holds, in their order): a node with a hundred
+ * connections that forwards a gossiped message reads about `gossipFactor` records, not a hundred, for every copy it
+ * receives first. The rules are `select`'s — connected communication nodes with a record, not banned, not this
+ * node, not excluded, not refused by `excludedDialAddresses` (`PeerSelectionFailed` when that alone leaves nothing)
+ * — and so is the distribution (uniform among the eligible, the connections in NodeId order before drawing), though
+ * not the draw itself. `undefined` for a strategy that does not draw from connections.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const drawFromConnections = <E>(
+  strategy: BroadcastStrategy,
+  config: Config,
+  snapshot: { readonly self: NodeId; readonly connected: ReadonlyArray<NodeId>; readonly nowMs: number },
+  read: (ids: ReadonlyArray<NodeId>) => Effect.Effect<ReadonlyArray<Peer>, E>
+): Effect.Effect<ReadonlyArray<NodeId>, E | PeerSelectionFailed> | undefined => {
+  const n = drawsFromConnections(strategy, config)
+  if (n === undefined || (strategy._tag !== "Broadcast" && strategy._tag !== "Propagate")) return undefined
+  const skip = new Set(strategy.excluded.map(toHex))
+  skip.add(toHex(snapshot.self))
+  const patterns = config.excludedDialAddresses
+  let refusedByAddress = 0
+  const accept = (batch: ReadonlyArray<NodeId>) =>
+    Effect.map(read(batch.filter((id) => !skip.has(toHex(id)))), (records) => {
+      const kept: Array<NodeId> = []
+      for (const peer of records) {
+        if (!peer.isCommunicationNode || peer.isBanned(snapshot.nowMs)) continue
+        if (allAddressesExcluded(peer, patterns)) refusedByAddress++
+        else kept.push(peer.nodeId)
+      }
+      return kept
+    })
+  return Effect.flatMap(sampleWhere(sortedConnections(snapshot.connected), n, accept), (chosen) =>
+    chosen.length > 0 || refusedByAddress === 0
+      ? Effect.succeed(chosen)
+      : Effect.fail(
+        new PeerSelectionFailed({
+          reason: `all ${Math.min(n, refusedByAddress)} selected peers have only excluded dial addresses`
+        })
+      ))
+}

@@ -490,6 +490,46 @@ export const sample = <A>(candidates: ReadonlyArray<A>, n: number): Effect.Effec
 }
 
 /**
+ * `n` of `candidates` that `accept` keeps, uniformly at random among those it would keep, in the order drawn, for a
+ * test that needs a read: the same shuffle as `sample` (one seed from Effect's `Random`), drawn in batches of as many
+ * as are still wanted, each batch handed to `accept`, until `n` are kept or every candidate has been drawn. Only the
+ * candidates drawn are tested, so a few kept among many cost a few reads. Not draw for draw the result of `sample`
+ * over the kept candidates (that shuffles a different array), but the same distribution.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const sampleWhere = <A, B, E, R>(
+  candidates: ReadonlyArray<A>,
+  n: number,
+  accept: (batch: ReadonlyArray<A>) => Effect.Effect<ReadonlyArray<B>, E, R>
+): Effect.Effect<Array<B>, E, R> => {
+  const k = Math.max(0, n)
+  if (k === 0 || candidates.length === 0) return Effect.succeed([])
+  return Effect.flatMap(Random.nextIntBetween(0, 0x1_0000_0000), (seed) => {
+    const next = shuffler(seed)
+    const pool = candidates.slice()
+    const kept: Array<B> = []
+    let drawn = 0
+    const more: Effect.Effect<Array<B>, E, R> = Effect.suspend(() => {
+      const batch: Array<A> = []
+      while (batch.length < k - kept.length && drawn < pool.length) {
+        const j = drawn + Math.floor(next() * (pool.length - drawn))
+        const picked = pool[j]!
+        pool[j] = pool[drawn]!
+        pool[drawn++] = picked
+        batch.push(picked)
+      }
+      return Effect.flatMap(accept(batch), (accepted) => {
+        for (const b of accepted) kept.push(b)
+        return kept.length >= k || drawn >= pool.length ? Effect.succeed(kept.slice(0, k)) : more
+      })
+    })
+    return more
+  })
+}
+
+/**
  * The peer stored under `nodeId`, if any: a lookup that expects absence (a join or a connection from a stranger)
  * without building a `PeerNotFound` error, whose stack trace costs more than the lookup.
  *

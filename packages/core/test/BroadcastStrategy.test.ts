@@ -430,6 +430,119 @@ describe("BroadcastStrategy.peersToRead", () => {
   })
 })
 
+describe("BroadcastStrategy.drawFromConnections", () => {
+  const byHex = new Map(table.map((p) => [NodeId.toHex(p.nodeId), p]))
+  const reader = (reads: Array<NodeId.NodeId>) => (ids: ReadonlyArray<NodeId.NodeId>) =>
+    Effect.sync(() => {
+      reads.push(...ids)
+      return ids.flatMap((x) => byHex.get(NodeId.toHex(x)) ?? [])
+    })
+  const self = idAt(12, 1)
+  const draw = (
+    strategy: BroadcastStrategy.BroadcastStrategy,
+    connected: ReadonlyArray<NodeId.NodeId>,
+    config: DhtConfig.Config = DhtConfig.defaultConfig,
+    reads: Array<NodeId.NodeId> = []
+  ) => {
+    const drawn = BroadcastStrategy.drawFromConnections(strategy, config, { self, connected, nowMs: NOW }, reader(reads))
+    if (drawn === undefined) return Effect.dieMessage("the strategy draws from its connections")
+    return drawn
+  }
+  const gossip = (excluded: ReadonlyArray<NodeId.NodeId>) =>
+    BroadcastStrategy.Propagate({ destination: { _tag: "Unknown" }, excluded })
+
+  it("draws for Broadcast and gossip only", () => {
+    const config = DhtConfig.defaultConfig
+    const none = (strategy: BroadcastStrategy.BroadcastStrategy) =>
+      BroadcastStrategy.drawFromConnections(strategy, config, { self, connected: [], nowMs: NOW }, reader([]))
+    expect(none(BroadcastStrategy.Flood({ excluded: [] }))).toBeUndefined()
+    expect(none(BroadcastStrategy.Random({ n: 3, excluded: [] }))).toBeUndefined()
+    expect(none(BroadcastStrategy.Propagate({ destination: { _tag: "PublicKey", publicKey: keyOf(1) }, excluded: [] })))
+      .toBeUndefined()
+    expect(BroadcastStrategy.drawsFromConnections(BroadcastStrategy.Broadcast({ excluded: [] }), config))
+      .toBe(config.broadcastFactor)
+    expect(BroadcastStrategy.drawsFromConnections(gossip([]), config)).toBe(config.gossipFactor)
+  })
+
+  it.effect.prop(
+    "chooses as many as select would, among the peers select may choose, and fails where it fails",
+    [
+      fc.subarray(table.map((_, k) => k + 1)),
+      fc.subarray(table.map((_, k) => k + 1), { maxLength: 4 }),
+      fc.integer({ min: 1, max: 12 }),
+      fc.constantFrom<ReadonlyArray<string>>([], ["tcp://10.0.0.1*:*"], ["tcp://10.0.0.*:*"]),
+      fc.boolean(),
+      fc.integer()
+    ],
+    ([connectedIndices, excludedIndices, factor, patterns, broadcast, seed]) =>
+      Effect.gen(function*() {
+        const connected = connectedIndices.map(id)
+        const excluded = excludedIndices.map(id)
+        const config = { ...DhtConfig.defaultConfig, gossipFactor: factor, broadcastFactor: factor }
+        const strategy = broadcast ? BroadcastStrategy.Broadcast({ excluded }) : gossip(excluded)
+        const ctx = {
+          ...BroadcastStrategy.makeContext(config, {
+            self,
+            peers: table,
+            connected: new Set(connected.map(NodeId.toHex)),
+            nowMs: NOW,
+            isOrigin: false
+          }),
+          excludedDialAddresses: patterns
+        }
+        const expected = yield* Effect.either(BroadcastStrategy.select(strategy, ctx))
+        const eligible = yield* Effect.either(BroadcastStrategy.select(BroadcastStrategy.Flood({ excluded }), ctx))
+        const drawn = yield* Effect.either(draw(strategy, connected, { ...config, excludedDialAddresses: patterns }))
+          .pipe(Effect.withRandom(Random.make(seed)))
+        expect(drawn._tag).toBe(expected._tag)
+        if (drawn._tag === "Left" || expected._tag === "Left" || eligible._tag === "Left") return
+        expect(drawn.right.length).toBe(expected.right.length)
+        expect(new Set(hexOf(drawn.right)).size).toBe(drawn.right.length)
+        for (const x of hexOf(drawn.right)) expect(hexOf(eligible.right)).toContain(x)
+      }),
+    { fastCheck: { numRuns: 500 } }
+  )
+
+  it.effect("reads the records of the connections it draws, not of every connection", () =>
+    Effect.gen(function*() {
+      const reads: Array<NodeId.NodeId> = []
+      const config = { ...DhtConfig.defaultConfig, gossipFactor: 2 }
+      // nine eligible among eleven connections (3 is a client, 5 is banned)
+      const connected = [1, 2, 3, 5, 8, 10, 12, 14, 16, 18, 20].map(id)
+      const chosen = yield* draw(gossip([]), connected, config, reads).pipe(Effect.withRandom(Random.make(7)))
+      expect(chosen.length).toBe(2)
+      // the two chosen, and at most the two ineligible ones drawn before them
+      expect(reads.length).toBeLessThanOrEqual(4)
+      for (const x of hexOf(chosen)) expect(hexOf(reads)).toContain(x)
+    }))
+
+  it.effect("every eligible connection is as likely to be drawn, whatever the order it is listed in", () =>
+    Effect.gen(function*() {
+      const counts = new Map<number, number>()
+      const config = { ...DhtConfig.defaultConfig, gossipFactor: 3 }
+      const eligible = CONNECTED_NODES.filter((i) => i !== 1)
+      for (let seed = 0; seed < 2_000; seed++) {
+        // 1 excluded, 3 a client, 5 banned: drawn maybe, never chosen
+        const listed = [20, 5, 3, 1, ...eligible.slice(0, 7)].map(id)
+        const connected = seed % 2 === 0 ? listed : listed.slice().reverse()
+        const chosen = yield* draw(gossip([id(1)]), connected, config).pipe(Effect.withRandom(Random.make(seed)))
+        expect(chosen.length).toBe(3)
+        for (const i of indexOf(chosen)) counts.set(i, (counts.get(i) ?? 0) + 1)
+      }
+      expect(sorted([...counts.keys()])).toEqual(eligible)
+      // 6,000 draws among 8: 750 each expected
+      for (const count of counts.values()) expect(Math.abs(count - 750)).toBeLessThan(120)
+    }))
+
+  it.effect("the same seed and connections draw the same peers, in whatever order they are listed", () =>
+    Effect.gen(function*() {
+      const connected = CONNECTED_NODES.map(id)
+      const once = (ids: ReadonlyArray<NodeId.NodeId>) =>
+        draw(gossip([]), ids, { ...DhtConfig.defaultConfig, gossipFactor: 4 }).pipe(Effect.withRandom(Random.make(3)))
+      expect(yield* once(connected)).toEqual(yield* once(connected.slice().reverse()))
+    }))
+})
+
 describe("matchesAddressPattern", () => {
   const cases: ReadonlyArray<readonly [string, string, boolean]> = [
     ["tcp://127.*:*", "tcp://127.0.0.1:18189", true],

@@ -197,8 +197,15 @@ const selectPeers = (
   if (strategy._tag === "DirectPublicKey" && NodeId.equals(strategy.publicKey, identity.publicKey)) {
     return Either.left(new DhtError.SendToOurselves())
   }
-  return Effect.flatMap(transport.connectedPeers, (connected) =>
-    Effect.flatMap(knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag), (known) => {
+  return Effect.flatMap(transport.connectedPeers, (connected) => {
+    const drawn = BroadcastStrategy.drawFromConnections(
+      strategy,
+      config,
+      { self: identity.nodeId, connected, nowMs },
+      (ids) => knownPeers(peers, ids, request.tag)
+    )
+    if (drawn !== undefined) return Effect.flatMap(drawn, (chosen) => selectionOf(request, chosen, nowMs, config))
+    return Effect.flatMap(knownPeers(peers, BroadcastStrategy.peersToRead(strategy, connected), request.tag), (known) => {
       const ctx = BroadcastStrategy.makeContext(config, {
         self: identity.nodeId,
         peers: known,
@@ -210,7 +217,8 @@ const selectPeers = (
         BroadcastStrategy.select(strategy, ctx),
         (chosen) => selectionOf(request, chosen, nowMs, config)
       )
-    }))
+    })
+  })
 }
 
 const selectionOf = (
