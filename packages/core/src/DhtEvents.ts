@@ -9,7 +9,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as Queue from "effect/Queue"
+import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import { DhtConfig } from "./DhtConfig.js"
@@ -30,6 +30,12 @@ export interface DhtEventsService {
   readonly subscribe: Effect.Effect<Queue.Dequeue<DhtEvent>, never, Scope.Scope>
   /** The events published while the stream runs; it ends when the service shuts down. */
   readonly events: Stream.Stream<DhtEvent>
+  /**
+   * Calls `f` with every event published from now until the scope closes, within `publish`: a follower with no fiber
+   * to wake, for a reaction that is one synchronous step. `f` must not throw or wait. Optional (`onEvent` falls back
+   * to `subscribe` and a fiber).
+   */
+  readonly listen?: (f: (event: DhtEvent) => void) => Effect.Effect<void, never, Scope.Scope>
 }
 
 /**
@@ -37,6 +43,23 @@ export interface DhtEventsService {
  * @category tags
  */
 export class DhtEvents extends Context.Tag("@comms-dht/core/DhtEvents")<DhtEvents, DhtEventsService>() {}
+
+/**
+ * Calls `f` on every event published from now until the scope closes, in order: within `publish` when the service
+ * can (`listen`), else in a fiber of the scope. `f` must not throw or wait.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const onEvent = (
+  events: DhtEventsService,
+  f: (event: DhtEvent) => void
+): Effect.Effect<void, never, Scope.Scope> =>
+  events.listen !== undefined
+    ? events.listen(f)
+    : Effect.flatMap(events.subscribe, (queue) =>
+      Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(queue), (event) =>
+        Effect.sync(() => f(event)))))))
 
 /**
  * A sliding hub of `capacity` events per subscriber (default: `eventBufferSize` of the `DhtConfig` reference), shut
@@ -64,7 +87,8 @@ export const make = (options: { readonly capacity?: number } = {}): Effect.Effec
           fanout.unsafePublish(event)
         }),
       subscribe: fanout.subscribe,
-      events: fanout.stream
+      events: fanout.stream,
+      listen: fanout.listen
     })
   })
 

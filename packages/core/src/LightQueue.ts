@@ -323,6 +323,12 @@ export interface SlidingFanout<A> {
   readonly subscribe: Effect.Effect<Queue.Dequeue<A>, never, Scope.Scope>
   /** The values published while the stream runs; it ends at `shutdown`. */
   readonly stream: Stream.Stream<A>
+  /**
+   * Calls `f` with every value published from when this returns until the scope closes (or `shutdown`), within
+   * `unsafePublish`, in the publisher's step: a subscriber with no queue and no fiber to wake, for a reaction that
+   * is one synchronous step (handing a command to a queue, forgetting an entry). `f` must not throw or wait.
+   */
+  readonly listen: (f: (value: A) => void) => Effect.Effect<void, never, Scope.Scope>
   /** Shuts every subscriber's queue down (their streams end) and refuses new subscribers. */
   readonly shutdown: Effect.Effect<void>
   readonly isShutdown: () => boolean
@@ -338,6 +344,8 @@ export const slidingFanout = <A>(capacity: number): Effect.Effect<SlidingFanout<
   Effect.sync(() => {
     const size = Math.max(1, capacity)
     const subscribers = new Set<LightQueue<A>>()
+    // a cell per call, so that one function listening twice is called twice and released once per scope
+    const listeners = new Set<{ readonly f: (value: A) => void }>()
     let closed = false
     const subscribe: Effect.Effect<Queue.Dequeue<A>, never, Scope.Scope> = Effect.acquireRelease(
       Effect.suspend(() => {
@@ -354,14 +362,25 @@ export const slidingFanout = <A>(capacity: number): Effect.Effect<SlidingFanout<
         for (const queue of subscribers) {
           if (!queue.unsafeOffer(value) && queue.slide(value)) behind++
         }
+        for (const listener of listeners) listener.f(value)
         return behind
       },
       subscribe,
+      listen: (f) =>
+        Effect.asVoid(Effect.acquireRelease(
+          Effect.sync(() => {
+            const listener = { f }
+            if (!closed) listeners.add(listener)
+            return listener
+          }),
+          (listener) => Effect.sync(() => listeners.delete(listener))
+        )),
       stream: Stream.unwrapScoped(Effect.map(subscribe, (queue) => Stream.fromQueue(queue))),
       shutdown: Effect.suspend(() => {
         closed = true
         const all = Array.from(subscribers)
         subscribers.clear()
+        listeners.clear()
         return Effect.forEach(all, (queue) => queue.shutdown, { discard: true })
       }),
       isShutdown: () => closed

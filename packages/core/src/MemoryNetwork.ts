@@ -289,6 +289,7 @@ export const make = (
       connectedPeers: Internal.connectedPeers(endpoint),
       events: endpoint.events.stream,
       subscribe: endpoint.events.subscribe,
+      listen: endpoint.events.listen,
       listenAddresses: [address],
       screen: endpoint.screens.install
     })

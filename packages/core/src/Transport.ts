@@ -95,6 +95,12 @@ export interface TransportService {
    * pull, and every service of a node follows every connection.
    */
   readonly subscribe: Effect.Effect<Queue.Dequeue<ConnectionEvent>, never, Scope.Scope>
+  /**
+   * Calls `f` with every connection change from now until the scope closes, in the step that makes the change: a
+   * follower with no fiber to wake (`onEvent`). `f` must not throw or wait. Optional: `onEvent` falls back to
+   * `subscribe` and a fiber.
+   */
+  readonly listen?: (f: (event: ConnectionEvent) => void) => Effect.Effect<void, never, Scope.Scope>
   /** The addresses this node listens on (`mem://…`, `tcp://…`). */
   readonly listenAddresses: ReadonlyArray<string>
   /**
@@ -125,6 +131,23 @@ export const forEachEvent = (
     transport.subscribe,
     (events) => Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(events), f))))
   )
+
+/**
+ * Calls `f` on every connection change from now until the scope closes, in order: in the step that makes the change
+ * when the transport can (`listen`), else in a fiber of the scope. For a reaction that is one synchronous step — a
+ * node has half a dozen followers of every connection, and a fiber woken for each change cost more than most of
+ * their reactions. `f` must not throw or wait.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const onEvent = (
+  transport: TransportService,
+  f: (event: ConnectionEvent) => void
+): Effect.Effect<void, never, Scope.Scope> =>
+  transport.listen !== undefined
+    ? transport.listen(f)
+    : forEachEvent(transport, (event) => Effect.sync(() => f(event)))
 
 /**
  * What `TransportService.screen` keeps: the screens installed, and whether a frame passes them all. Transports keep

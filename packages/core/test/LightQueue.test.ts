@@ -213,4 +213,32 @@ describe("LightQueue.slidingFanout", () => {
       expect(Exit.isInterrupted(yield* Effect.exit(Effect.scoped(fanout.subscribe)))).toBe(true)
       expect(fanout.unsafePublish("c")).toBe(0)
     }))
+
+  it.effect("calls a listener with every value from when it listens, within the publish, until its scope closes", () =>
+    Effect.gen(function*() {
+      const fanout = yield* LightQueue.slidingFanout<number>(1)
+      const heard: Array<string> = []
+      fanout.unsafePublish(0)
+      const scope = yield* Scope.make()
+      yield* Scope.extend(fanout.listen((n) => heard.push(`a${n}`)), scope)
+      const f = (n: number) => heard.push(`b${n}`)
+      // one function listening twice is called twice
+      yield* Scope.extend(fanout.listen(f), scope)
+      yield* fanout.listen(f)
+      const subscriber = yield* fanout.subscribe
+      // listeners are not subscribers: the one-value window of the subscriber slides, a listener misses nothing
+      expect(fanout.unsafePublish(1)).toBe(0)
+      expect(heard).toEqual(["a1", "b1", "b1"])
+      expect(fanout.unsafePublish(2)).toBe(1)
+      expect(heard).toEqual(["a1", "b1", "b1", "a2", "b2", "b2"])
+      yield* Scope.close(scope, Exit.void)
+      fanout.unsafePublish(3)
+      expect(heard.slice(6)).toEqual(["b3"])
+      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(subscriber))).toEqual([3])
+      yield* fanout.shutdown
+      fanout.unsafePublish(4)
+      yield* fanout.listen(f)
+      fanout.unsafePublish(5)
+      expect(heard.slice(6)).toEqual(["b3"])
+    }).pipe(Effect.scoped))
 })

@@ -27,7 +27,13 @@ import * as NodeIdentity from "../src/NodeIdentity.js"
 import * as Peer from "../src/Peer.js"
 import * as PeerManager from "../src/PeerManager.js"
 import * as PeerValidator from "../src/PeerValidator.js"
-import { type ConnectionEvent, type InboundMessage, Transport, type TransportService } from "../src/Transport.js"
+import {
+  type ConnectionEvent,
+  type InboundMessage,
+  onEvent,
+  Transport,
+  type TransportService
+} from "../src/Transport.js"
 
 // --- a small harness: one hub, nodes built in their own scopes so a test can take one offline ---
 
@@ -285,6 +291,34 @@ describe("MemoryNetwork: connecting", () => {
       yield* send(c, a, frame(4))
       expect(frameNumber((yield* takeN(a, 1))[0]!)).toBe(4)
       expect((yield* a.transport.connectedPeers).length).toBe(2)
+    }).pipe(withCrypto))
+
+  it.scoped("onEvent follows every connection change in order, in the changing step or through a subscription", () =>
+    Effect.gen(function*() {
+      const hub = yield* startHub()
+      const [a, b, c] = [yield* startNode(hub), yield* startNode(hub), yield* startNode(hub)]
+      const heard: Array<string> = []
+      const followed: Array<string> = []
+      const name = (e: ConnectionEvent) => {
+        const peer = e._tag === "PeerConnected" ? e.peer.nodeId : e.nodeId
+        return `${e._tag}:${[b, c].findIndex((n) => NodeId.equals(n.nodeId, peer))}`
+      }
+      yield* onEvent(a.transport, (e) => heard.push(name(e)))
+      // a transport without `listen`: the same changes, through `subscribe` and a fiber
+      const { listen: _, ...plain } = a.transport
+      yield* onEvent(plain, (e) => followed.push(name(e)))
+      yield* knows(a, b)
+      yield* knows(a, c)
+      yield* a.transport.dial(b.nodeId)
+      // with `listen`, heard by the time the dial returns
+      expect(heard).toEqual(["PeerConnected:0"])
+      yield* a.transport.dial(c.nodeId)
+      yield* a.transport.disconnect(b.nodeId)
+      yield* c.offline
+      const expected = ["PeerConnected:0", "PeerConnected:1", "PeerDisconnected:0", "PeerDisconnected:1"]
+      expect(heard).toEqual(expected)
+      yield* Effect.repeatN(Effect.yieldNow(), 10)
+      expect(followed).toEqual(expected)
     }).pipe(withCrypto))
 
   it.scoped("dials every address once, most recently seen first; all failing marks the peer offline", () =>

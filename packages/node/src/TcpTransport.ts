@@ -228,6 +228,7 @@ export const make = (
       connectedPeers: Internal.connectedPeers(endpoint),
       events: endpoint.events.stream,
       subscribe: endpoint.events.subscribe,
+      listen: endpoint.events.listen,
       listenAddresses: [address],
       screen: endpoint.screens.install,
       address: { host: listener.host, port: listener.port },

@@ -692,10 +692,9 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   const transport = yield* Effect.serviceOption(Transport.Transport)
   if (Option.isSome(transport)) {
     yield* Scope.extend(
-      Transport.forEachEvent(transport.value, (event) =>
-        Effect.sync(() => {
-          if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
-        })),
+      Transport.onEvent(transport.value, (event) => {
+        if (event._tag === "PeerDisconnected") served.delete(NodeId.toHex(event.nodeId))
+      }),
       scope
     )
   }
