@@ -70,6 +70,12 @@ export interface DhtService {
   readonly subscribeInbound: Effect.Effect<Queue.Dequeue<InboundMessages.DomainMessage>, never, Scope.Scope>
   /** `events` as a queue of its own for as long as the scope, as `subscribeInbound`. */
   readonly subscribeEvents: Effect.Effect<Queue.Dequeue<DhtEvent.DhtEvent>, never, Scope.Scope>
+  /**
+   * Calls `f` with every DHT event from now until the scope closes, in the step that publishes it: no queue, and no
+   * fiber woken for each event, for a reaction that is one synchronous step (counting, setting a flag). `f` must not
+   * throw or wait; for anything more, `events` or `subscribeEvents`.
+   */
+  readonly listenEvents: (f: (event: DhtEvent.DhtEvent) => void) => Effect.Effect<void, never, Scope.Scope>
   readonly discover: (publicKey: NodeId.PublicKey) => Effect.Effect<Peer.Peer, DhtError.DiscoveryError>
   /** Sends a Join now (SPEC §10.1). */
   readonly join: Effect.Effect<void>
@@ -244,6 +250,7 @@ const make = (config: DhtConfig.Config) =>
       events: events.events,
       subscribeInbound: inbound.subscribe,
       subscribeEvents: events.subscribe,
+      listenEvents: (f) => DhtEvents.onEvent(events, f),
       discover: discoveryService.discover,
       join: Effect.ignore(actor.sendJoin),
       dialOrDiscover: actor.dialDiscoverPeer,

@@ -40,7 +40,6 @@ import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as HashMap from "effect/HashMap"
-import * as HashSet from "effect/HashSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
@@ -440,7 +439,8 @@ const simulate = <E>(
 
     // --- nodes: endpoints first (so every address answers), then each node's Dht ---
     const running = yield* Ref.make(HashMap.empty<number, Running>())
-    const ready = yield* Ref.make(HashSet.empty<number>())
+    // the nodes whose network discovery has been ready, by index
+    const ready = new Set<number>()
 
     const baseContext = (node: SimNode) =>
       node.storage.pipe(
@@ -471,11 +471,14 @@ const simulate = <E>(
       })
 
     // any state after Initializing means Ready was entered (SPEC §12.2)
-    const onEvent = (i: number) => (event: DhtEvent.DhtEvent): Effect.Effect<void> =>
-      event._tag === "NetworkDiscoveryStateChanged" &&
+    // listened to in the publishing step: a node publishes an event for every peer it learns, and a fiber woken for
+    // each one to look at its tag cost a few percent of the join
+    const onEvent = (i: number) => (event: DhtEvent.DhtEvent): void => {
+      if (
+        event._tag === "NetworkDiscoveryStateChanged" &&
         (event.to === "Ready" || (event.from !== "Initializing" && event.from !== "Shutdown"))
-        ? Ref.update(ready, HashSet.add(i))
-        : Effect.void
+      ) ready.add(i)
+    }
 
     const takeEach = <A>(queue: Queue.Dequeue<A>, f: (a: A) => Effect.Effect<void>): Effect.Effect<never> => {
       const loop: Effect.Effect<never> = Effect.flatMap(Queue.take(queue), (a) => Effect.flatMap(f(a), () => loop))
@@ -499,9 +502,8 @@ const simulate = <E>(
         // subscribed before the driver next runs, so before any frame of this node can arrive (latency ≥ 5 ms); read
         // by a loop of takes rather than a stream's pulls, a third of the operations per message
         const messages = yield* Scope.extend(dht.subscribeInbound, started.scope)
-        const events = yield* Scope.extend(dht.subscribeEvents, started.scope)
+        yield* Scope.extend(dht.listenEvents(onEvent(node.index)), started.scope)
         yield* Effect.forkIn(takeEach(messages, onMessage(node.index)), started.scope)
-        yield* Effect.forkIn(takeEach(events, onEvent(node.index)), started.scope)
         yield* Ref.update(
           running,
           HashMap.set(node.index, { scope: started.scope, dht, transport: Context.get(started.endpoint, Transport) })
@@ -546,7 +548,7 @@ const simulate = <E>(
     const refreshDue = t0 + Duration.toMillis(config.connectivity.updateInterval)
     const joined = yield* vc.runUntil(
       Effect.gen(function*() {
-        const readyCount = HashSet.size(yield* Ref.get(ready))
+        const readyCount = ready.size
         const now = yield* Clock.currentTimeMillis
         const interval = refreshDue - t0
         yield* report(3, "joining", (readyCount / n + Math.min(1, interval <= 0 ? 1 : (now - t0) / interval)) / 2)

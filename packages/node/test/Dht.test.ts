@@ -60,6 +60,9 @@ describe("Dht.layer", () => {
       // the same messages and events as queues of their own, for a consumer that takes in a loop
       const bobMessages = yield* (yield* bobDht).subscribeInbound
       const bobEvents = yield* (yield* bobDht).subscribeEvents
+      // and as a callback in the publishing step
+      const heard: Array<string> = []
+      yield* (yield* bobDht).listenEvents((event) => heard.push(event._tag))
       yield* Effect.yieldNow()
 
       // alice knows bob's address and dials him
@@ -89,6 +92,8 @@ describe("Dht.layer", () => {
       expect(yield* Queue.take(bobMessages)).toBe(message)
       const events = Chunk.toReadonlyArray(yield* Queue.takeAll(bobEvents))
       expect(events.map((e) => e._tag)).toContain("ConnectivityOnline")
+      // the queue holds what was published since it subscribed, up to now; the listener heard the same, in order
+      expect(heard.slice(0, events.length)).toEqual(events.map((e) => e._tag))
     }))
 
   it.scoped("connected nodes shut down at the same moment all close cleanly", () =>
