@@ -302,6 +302,16 @@ export const dropping = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> => 
  */
 export const sliding = <A>(capacity: number): Effect.Effect<Queue.Queue<A>> => make(capacity, "sliding")
 
+/**
+ * `bounded` or `dropping` made in the caller's step, for a structure built whole in one synchronous step (a
+ * connection's queues, made with the connection so that nothing can come between the two).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const unsafeMake = <A>(capacity: number, kind: "bounded" | "dropping"): Queue.Queue<A> =>
+  new LightQueue<A>(Math.max(1, capacity), kind === "bounded" ? "suspend" : "dropping")
+
 const make = <A>(capacity: number, strategy: Strategy): Effect.Effect<Queue.Queue<A>> =>
   Effect.sync(() => new LightQueue<A>(Math.max(1, capacity), strategy))
 

@@ -10,6 +10,7 @@ import * as Either from "effect/Either"
 import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import type * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
@@ -34,6 +35,7 @@ import * as DhtLog from "../DhtLog.js"
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
 import * as HandshakePayload from "../HandshakePayload.js"
+import * as LightDeferred from "../LightDeferred.js"
 import * as LightLock from "../LightLock.js"
 import * as LightQueue from "../LightQueue.js"
 import type { FrameInfo, HubOptions } from "../MemoryNetwork.js"
@@ -268,8 +270,6 @@ export interface Hub {
   readonly endpoints: Map<string, Endpoint>
   /** by `pairKey`; a pair with neither a connection nor a dial is removed */
   readonly pairs: Map<string, Pair>
-  /** serialises the choice of a pair's connection */
-  readonly lock: LightLock.LightLock
   /**
    * A frame with nothing queued before it may be written in its sender's fiber: only where deliveries are scheduled
    * (the simulation's clock), so it never reaches the receiver inside the write and a sender cannot outrun the
@@ -282,10 +282,6 @@ export interface Hub {
   readonly stats: { frames: number; bytes: number }
   readonly ids: { next: number }
   readonly spawn: Spawn
-  /**
-   * Key-check results by key (SPEC §4.3): the check decompresses a point, and every node's key is checked by each
-   * of its peers; like the verification memo, it caches a pure function.
-   */
 }
 
 /** @internal */
@@ -295,7 +291,6 @@ export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =
       options,
       endpoints: new Map<string, Endpoint>(),
       pairs: new Map<string, Pair>(),
-      lock: yield* LightLock.make,
       writesInSender: options.schedule !== undefined && options.onFrame === undefined,
       stats: { frames: 0, bytes: 0 },
       ids: { next: 0 },
@@ -537,42 +532,40 @@ const closedReason = (endpoint: Endpoint): Effect.Effect<ConnectionClosed | Tran
 const failClosed = (endpoint: Endpoint, message: OutboundMessage): Effect.Effect<void> =>
   Effect.flatMap(closedReason(endpoint), (reason) => Deferred.fail(message.reply, reason))
 
-/** The slot for `remote`, made (with its writer) if there is none; run under `endpoint.lock`. */
-const slotFor = (
+/**
+ * The slot of `endpoint` for `remote`, made (with its writer when it dials, or wherever senders do not write) if
+ * there is none or it is dead: one synchronous step, so two callers never both make one, lock or no lock.
+ */
+const slotNow = (
   hub: Hub,
   endpoint: Endpoint,
   remote: NodeId,
-  dial: boolean
-): Effect.Effect<{ readonly slot: Slot; readonly created: boolean }> => {
+  dial: boolean,
+  fiberId: FiberId.FiberId
+): { readonly slot: Slot; readonly created: boolean } => {
   const remoteHex = toHex(remote)
-  return Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.slots)), (slots) => {
-    const existing = HashMap.get(slots, remoteHex)
-    if (Option.isNone(existing)) return newSlot(hub, endpoint, remote, remoteHex, dial)
-    const slot = existing.value
-    return Effect.flatMap(
-      Effect.sync(() => MutableRef.get(slot.dead)),
-      (dead) => dead ? newSlot(hub, endpoint, remote, remoteHex, dial) : Effect.succeed({ slot, created: false })
-    )
-  })
+  const existing = HashMap.get(MutableRef.get(endpoint.slots), remoteHex)
+  if (Option.isSome(existing) && !MutableRef.get(existing.value.dead)) return { slot: existing.value, created: false }
+  const slot: Slot = {
+    remote,
+    remoteHex,
+    queue: LightQueue.unsafeMake<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY, "dropping"),
+    connected: LightDeferred.unsafeMake<Connection, DialError>(fiberId),
+    writer: { current: undefined },
+    dead: MutableRef.make(false),
+    direct: { side: undefined, connection: undefined, queued: 0 }
+  }
+  MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
+  if (dial || !hub.writesInSender) {
+    slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
+  }
+  return { slot, created: true }
 }
 
-const newSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId, remoteHex: string, dial: boolean) =>
-  Effect.gen(function*() {
-    const slot: Slot = {
-      remote,
-      remoteHex,
-      queue: yield* LightQueue.dropping<OutboundMessage>(OUTBOUND_QUEUE_CAPACITY),
-      connected: yield* Deferred.make<Connection, DialError>(),
-      writer: { current: undefined },
-      dead: MutableRef.make(false),
-      direct: { side: undefined, connection: undefined, queued: 0 }
-    }
-    MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
-    if (dial || !hub.writesInSender) {
-      slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
-    }
-    return { slot, created: true }
-  })
+const slotFor = (hub: Hub, endpoint: Endpoint, remote: NodeId, dial: boolean) =>
+  Effect.withFiberRuntime<{ readonly slot: Slot; readonly created: boolean }>((fiber) =>
+    Effect.succeed(slotNow(hub, endpoint, remote, dial, fiber.id()))
+  )
 
 /**
  * Counts a message just offered to the slot's queue, and starts a writer if none is running. Where senders write
@@ -678,123 +671,104 @@ const connect = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Conne
       )
   })
 
+/**
+ * The pair's connection once both handshakes are done: the one already made (adopted), theirs when both sides dialled
+ * and theirs is the smaller NodeId's (awaited; ours stands if it fails), or ours, built and recorded in the same
+ * synchronous step as the choice, so no other dial of the pair can come between the two.
+ */
 const commit = (hub: Hub, local: Endpoint, handshaked: Handshaked, key: string): Effect.Effect<Connection, DialError> =>
-  Effect.gen(function*() {
-    type Decision =
-      | { readonly _tag: "Adopt"; readonly connection: Connection }
-      | { readonly _tag: "Wait"; readonly done: Deferred.Deferred<Connection, DialError> }
-      | { readonly _tag: "Established"; readonly connection: Connection }
-      | { readonly _tag: "Gone" }
-    const decision: Decision = yield* hub.lock.withLock(Effect.gen(function*() {
-      const pair = hub.pairs.get(key)
-      if (pair?.connection !== undefined) return { _tag: "Adopt", connection: pair.connection } as const
-      const theirs = pair?.dialling.get(handshaked.responder.hex)
-      if (theirs !== undefined && local.hex > handshaked.responder.hex) return { _tag: "Wait", done: theirs } as const
-      const established = yield* establish(hub, local, handshaked, key)
-      return Option.isSome(established)
-        ? { _tag: "Established", connection: established.value } as const
-        : { _tag: "Gone" } as const
-    }))
-    switch (decision._tag) {
-      case "Adopt":
-        return decision.connection
-      case "Gone":
-        return yield* new DialFailed({ attempts: 1 })
-      case "Wait": {
-        const theirs = yield* Effect.exit(Deferred.await(decision.done))
-        // theirs failed: ours stands after all
-        return Exit.isSuccess(theirs) ? theirs.value : yield* commit(hub, local, handshaked, key)
-      }
-      case "Established":
-        yield* activate(hub, decision.connection, handshaked.address)
-        return decision.connection
+  Effect.withFiberRuntime<Connection, DialError>((fiber) => {
+    const pair = hub.pairs.get(key)
+    if (pair?.connection !== undefined) return Effect.succeed(pair.connection)
+    const theirs = pair?.dialling.get(handshaked.responder.hex)
+    if (theirs !== undefined && local.hex > handshaked.responder.hex) {
+      return Effect.flatMap(
+        Effect.exit(Deferred.await(theirs)),
+        (exit) => Exit.isSuccess(exit) ? Effect.succeed(exit.value) : commit(hub, local, handshaked, key)
+      )
     }
+    const built = establish(hub, local, handshaked, key, fiber.id())
+    if (built._tag === "Gone") {
+      const failed = new DialFailed({ attempts: 1 })
+      return built.dropped === undefined ? Effect.fail(failed) : Effect.zipRight(built.dropped, Effect.fail(failed))
+    }
+    return Effect.zipRight(
+      Metric.incrementBy(DhtMetrics.connectedPeers, 2),
+      Effect.as(activate(hub, built.connection, handshaked.address), built.connection)
+    )
   })
 
-const makeLink = (hub: Hub): Effect.Effect<Link> =>
-  Effect.gen(function*() {
-    const queued = hub.options.latency !== undefined && hub.options.schedule === undefined
-    return {
-      schedule: { last: 0, pending: 0 },
-      queue: queued ? yield* LightQueue.bounded<LinkItem>(LINK_WINDOW) : undefined,
-      fiber: { current: undefined }
-    }
-  })
+const makeLink = (hub: Hub): Link => ({
+  schedule: { last: 0, pending: 0 },
+  queue: hub.options.latency !== undefined && hub.options.schedule === undefined
+    ? LightQueue.unsafeMake<LinkItem>(LINK_WINDOW, "bounded")
+    : undefined,
+  fiber: { current: undefined }
+})
 
-const makeSide = (
-  hub: Hub,
-  local: Endpoint,
-  remote: RemoteIdentity,
-  slot: Slot,
-  outbound: boolean
-): Effect.Effect<Side> =>
-  Effect.gen(function*() {
-    return {
-      local,
-      remote,
-      slot,
-      inbound: yield* LightQueue.dropping<InboundMessage>(INBOUND_CONNECTION_CAPACITY),
-      delivery: MutableRef.make<Delivery>("Held"),
-      flood: MutableRef.make(Flood.empty),
-      bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
-      link: yield* makeLink(hub),
-      reader: { current: undefined },
-      outbound
-    }
-  })
+const makeSide = (hub: Hub, local: Endpoint, remote: RemoteIdentity, slot: Slot, outbound: boolean): Side => ({
+  local,
+  remote,
+  slot,
+  inbound: LightQueue.unsafeMake<InboundMessage>(INBOUND_CONNECTION_CAPACITY, "dropping"),
+  delivery: MutableRef.make<Delivery>("Held"),
+  flood: MutableRef.make(Flood.empty),
+  bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
+  link: makeLink(hub),
+  reader: { current: undefined },
+  outbound
+})
 
-/** The slot of `endpoint` for `remote`, unless the endpoint is shutting down. */
-const attachSlot = (hub: Hub, endpoint: Endpoint, remote: NodeId) =>
-  endpoint.lock.withLock(
-    Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
-      closing ? Effect.succeed(Option.none()) : Effect.map(slotFor(hub, endpoint, remote, false), Option.some))
-  )
+type Built =
+  | { readonly _tag: "Established"; readonly connection: Connection }
+  /** an end is shutting down; `dropped` stops the writer of a slot made for nothing, if it had one */
+  | { readonly _tag: "Gone"; readonly dropped: Effect.Effect<void> | undefined }
 
-const dropSlot = (endpoint: Endpoint, slot: Slot) =>
-  endpoint.lock.withLock(
-    Effect.sync(() => MutableRef.update(endpoint.slots, (slots) =>
-      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
-        ? HashMap.remove(slots, slot.remoteHex)
-        : slots))
-  ).pipe(Effect.zipRight(interruptUnlessSelf(slot.writer)))
-
-/** Builds the connection and records it as the pair's; under `hub.lock`. `None` when an end is shutting down. */
+/**
+ * Builds the connection and records it as the pair's, in one synchronous step: both ends' slots, both sides, the
+ * pair, the open maps and the slots' `connected`. `Gone` when an end is shutting down.
+ */
 const establish = (
   hub: Hub,
   dialler: Endpoint,
   handshaked: Handshaked,
-  key: string
-): Effect.Effect<Option.Option<Connection>> =>
-  Effect.gen(function*() {
-    const responder = handshaked.responder
-    const responderSlot = yield* attachSlot(hub, responder, dialler.nodeId)
-    if (Option.isNone(responderSlot)) return Option.none()
-    const diallerSlot = yield* attachSlot(hub, dialler, responder.nodeId)
-    if (Option.isNone(diallerSlot)) {
-      if (responderSlot.value.created) yield* dropSlot(responder, responderSlot.value.slot)
-      return Option.none()
+  key: string,
+  fiberId: FiberId.FiberId
+): Built => {
+  const responder = handshaked.responder
+  if (MutableRef.get(responder.closing)) return { _tag: "Gone", dropped: undefined }
+  const responderSlot = slotNow(hub, responder, dialler.nodeId, false, fiberId)
+  if (MutableRef.get(dialler.closing)) {
+    if (!responderSlot.created) return { _tag: "Gone", dropped: undefined }
+    const slot = responderSlot.slot
+    MutableRef.update(responder.slots, (slots) =>
+      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
+        ? HashMap.remove(slots, slot.remoteHex)
+        : slots)
+    return { _tag: "Gone", dropped: interruptUnlessSelf(slot.writer) }
+  }
+  const diallerSlot = slotNow(hub, dialler, responder.nodeId, false, fiberId)
+  const connection: Connection = {
+    id: hub.ids.next++,
+    key,
+    sides: [
+      makeSide(hub, dialler, handshaked.atDialler, diallerSlot.slot, true),
+      makeSide(hub, responder, handshaked.atResponder, responderSlot.slot, false)
+    ],
+    state: MutableRef.make<ConnectionState>("Open")
+  }
+  pairOf(hub, key).connection = connection
+  for (const side of connection.sides) {
+    side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
+    // the slot's first connection stands; a slot with no writer (`queuedOne`) learns it here
+    if (LightDeferred.unsafePoll(side.slot.connected) === undefined) {
+      Deferred.unsafeDone(side.slot.connected, Effect.succeed(connection))
+      side.slot.direct.side = side
+      side.slot.direct.connection = connection
     }
-    const connection: Connection = {
-      id: hub.ids.next++,
-      key,
-      sides: [
-        yield* makeSide(hub, dialler, handshaked.atDialler, diallerSlot.value.slot, true),
-        yield* makeSide(hub, responder, handshaked.atResponder, responderSlot.value.slot, false)
-      ],
-      state: MutableRef.make<ConnectionState>("Open")
-    }
-    pairOf(hub, key).connection = connection
-    yield* Metric.incrementBy(DhtMetrics.connectedPeers, 2)
-    for (const side of connection.sides) {
-      side.local.open.set(side.remote.hex, { connection, remote: side.remote.nodeId })
-      // the slot's first connection stands; a slot with no writer (`queuedOne`) learns it here
-      if (yield* Deferred.succeed(side.slot.connected, connection)) {
-        side.slot.direct.side = side
-        side.slot.direct.connection = connection
-      }
-    }
-    return Option.some(connection)
-  })
+  }
+  return { _tag: "Established", connection }
+}
 
 /** After the pair has its connection: peer records, readers, delivery fibers, `PeerConnected` on both sides. */
 const activate = (hub: Hub, connection: Connection, dialledAddress: string): Effect.Effect<void> =>
@@ -1202,15 +1176,10 @@ export const sendAll = (hub: Hub, endpoint: Endpoint, messages: ReadonlyArray<Ou
 
 /** @internal */
 export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void, DialError> =>
-  Effect.gen(function*() {
-    if (equals(peer, endpoint.nodeId)) return yield* new DialFailed({ attempts: 0 })
-    const slot = yield* endpoint.lock.withLock(
-      Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.closing)), (closing) =>
-        closing
-          ? Effect.fail(new TransportShutdown())
-          : Effect.map(slotFor(hub, endpoint, peer, true), ({ slot }) => slot))
-    )
-    yield* Deferred.await(slot.connected)
+  Effect.withFiberRuntime<void, DialError>((fiber) => {
+    if (equals(peer, endpoint.nodeId)) return Effect.fail(new DialFailed({ attempts: 0 }))
+    if (MutableRef.get(endpoint.closing)) return Effect.fail(new TransportShutdown())
+    return Effect.asVoid(Deferred.await(slotNow(hub, endpoint, peer, true, fiber.id()).slot.connected))
   })
 
 /** The slot's connection, whatever its state; none while dialling or after a failed dial. */
