@@ -28,7 +28,7 @@ import * as MessageCrypto from "./MessageCrypto.js"
 import type { NodeId, PublicKey, SecretKey } from "./NodeId.js"
 import { equals, fromPublicKey, toHex } from "./NodeId.js"
 import type { AddressSource } from "./Peer.js"
-import { Peer, PeerAddress, PeerClaim } from "./Peer.js"
+import { Peer, PeerAddress, PeerClaim, sameClaim } from "./Peer.js"
 import { getOption, type PeerManagerService } from "./PeerManager.js"
 
 // --- claim signatures (§4.7): the construction is MessageCrypto's; these build and check whole claims ---
@@ -549,6 +549,19 @@ export const applyClaims = (
     claimUpdatedAt: newest.claim.identitySignature.updatedAt
   }, true)
 }
+
+/**
+ * `claim` is, field for field, the newest claim `peer` holds: accepting it again (SPEC §2.6) would find the same
+ * proof and the same policy answer, and applying it would leave the record as it is. An older claim is not "held",
+ * so its `OlderThanStored` filtering still happens. Once a network has settled, nearly every claim a node is told
+ * of (in a peer-sync answer, a join) is one it holds.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const holdsClaim = (peer: Peer, claim: PeerClaim): boolean =>
+  peer.claimUpdatedAt !== undefined && claim.identitySignature.updatedAt === peer.claimUpdatedAt &&
+  peer.addresses.some((address) => address.claim !== undefined && sameClaim(address.claim, claim))
 
 // --- a completed handshake (SPEC §2.5, §4.8) ---
 

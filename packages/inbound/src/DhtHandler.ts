@@ -125,6 +125,11 @@ export const learnPeer = (
     if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
       return yield* new DhtError.NewAndExistingMismatch()
     }
+    // a join travels to the joiner's neighbours, who mostly know its claim already (from peer sync, from another
+    // copy): neither proven again nor written again
+    if (Option.isSome(existing) && PeerValidator.holdsClaim(existing.value, claim)) {
+      return Option.some({ peer: existing.value, added: false })
+    }
     const accepted = yield* PeerValidator.validateClaims(publicKey, [claim], {
       storedUpdatedAt: Option.isSome(existing) ? existing.value.claimUpdatedAt : undefined
     })

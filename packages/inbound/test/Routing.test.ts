@@ -490,6 +490,45 @@ describe("join and discovery end to end (SPEC §10)", () => {
       expect((yield* forwarded("join")) - joins).toBe(2)
     })))
 
+  it.effect("a join with a claim the node holds leaves its record as it is and is still re-propagated", () =>
+    withNetwork(Effect.gen(function*() {
+      const joiner = yield* identityOf(1110)
+      const relay = yield* startRaw(yield* identityOf(1111))
+      const [v, w] = yield* Effect.forEach([1112, 1113], (n) => Effect.flatMap(identityOf(n), (id) => startNode(id)))
+      const [near, far] = NodeId.isCloser(joiner.nodeId, v!.identity.nodeId, w!.identity.nodeId) ? [v!, w!] : [w!, v!]
+      yield* connect(relay, far)
+      yield* connect(far, near)
+      const joinOf = (options: { readonly nonce: bigint; readonly addresses?: ReadonlyArray<string> }) =>
+        Effect.flatMap(joinParts(joiner, options), (parts) =>
+          craft({
+            signer: joiner,
+            messageType: Envelope.DhtMessageType.Join,
+            destination: Envelope.destinationPublicKey(joiner.publicKey),
+            parts
+          }))
+      const known = (node: FullNode) =>
+        node.run(Effect.flatMap(PeerManager.PeerManager, (p) => Effect.option(p.get(joiner.nodeId))))
+      yield* sendRaw(relay, far.identity, (yield* joinOf({ nonce: 1n })).bytes)
+      yield* eventually(Effect.map(known(near), Option.isSome))
+      yield* settle
+      const before = [Option.getOrThrow(yield* known(far)), Option.getOrThrow(yield* known(near))]
+      const joins = yield* forwarded("join")
+      // another join (a new message) with the same claim: the records are not rewritten, the join still travels
+      yield* sendRaw(relay, far.identity, (yield* joinOf({ nonce: 2n })).bytes)
+      yield* settle
+      expect((yield* forwarded("join")) - joins).toBe(2)
+      expect(Option.getOrThrow(yield* known(far))).toBe(before[0])
+      expect(Option.getOrThrow(yield* known(near))).toBe(before[1])
+      // a newer claim is applied
+      yield* TestClock.adjust(2_000)
+      const moved = `mem://moved-${NodeId.toHex(joiner.nodeId)}`
+      yield* sendRaw(relay, far.identity, (yield* joinOf({ nonce: 3n, addresses: [moved] })).bytes)
+      yield* settle
+      for (const node of [far, near]) {
+        expect(Option.getOrThrow(yield* known(node)).addresses.map((a) => a.address)).toEqual([moved])
+      }
+    })))
+
   // the discovery crosses a forwarder encrypted; the target learns the requester and answers it directly, signed,
   // addressed to it
   it.effect("scenario 24, target side: a discovery request answered", () =>

@@ -430,7 +430,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
           // itself), and applying them changes nothing. Once a network has settled nearly every relayed peer is
           // such a duplicate: it is counted without re-validating or rewriting the record.
           const held = Option.isSome(existing) && NodeId.equals(existing.value.publicKey, r.publicKey) &&
-            r.claims.length > 0 && r.claims.every((claim) => Rules.holdsClaim(existing.value, claim))
+            r.claims.length > 0 && r.claims.every((claim) => PeerValidator.holdsClaim(existing.value, claim))
           learnt = held ? duplicate : yield* learn(info, r, existing, source)
         }
         if (learnt._tag === "ToAdd") {

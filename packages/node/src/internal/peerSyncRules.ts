@@ -49,15 +49,6 @@ export const relayableClaims = (
     .map(PeerSyncMessages.fromPeerClaim)
 }
 
-/**
- * @internal `claim` is, field for field, the newest claim `peer` holds: accepting it again (SPEC §2.6) would find the
- * same proof and the same policy answer, and applying it would leave the record as it is. An older claim is not
- * "held", so its `OlderThanStored` filtering is still counted.
- */
-export const holdsClaim = (peer: Peer.Peer, claim: Peer.PeerClaim): boolean =>
-  peer.claimUpdatedAt !== undefined && claim.identitySignature.updatedAt === peer.claimUpdatedAt &&
-  peer.addresses.some((address) => address.claim !== undefined && Peer.sameClaim(address.claim, claim))
-
 /** @internal what a response may hold, from the request it answers */
 export interface Limits {
   readonly n: number
