@@ -22,7 +22,6 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
-import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
@@ -264,7 +263,7 @@ export const make = (
       crypto,
       peers,
       spawn: (effect) => spawn(effect, { immediate: false }),
-      slots: MutableRef.make(HashMap.empty<string, Internal.Slot>()),
+      slots: new Map<string, Internal.Slot>(),
       lock: yield* LightLock.make,
       inbox: yield* LightQueue.bounded<InboundMessage>(config.inboundQueueCapacity),
       screens: makeScreens(),

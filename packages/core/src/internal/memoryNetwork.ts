@@ -12,7 +12,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as FiberId from "effect/FiberId"
 import * as FiberRef from "effect/FiberRef"
-import * as HashMap from "effect/HashMap"
 import * as Metric from "effect/Metric"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as MutableRef from "effect/MutableRef"
@@ -85,9 +84,15 @@ export interface Endpoint {
   readonly crypto: Crypto.CryptoService
   readonly peers: PeerManagerService
   readonly spawn: Spawn
-  /** one per remote peer being dialled or connected, by NodeId hex */
-  readonly slots: MutableRef.MutableRef<HashMap.HashMap<string, Slot>>
-  /** guards `slots` together with offers to a slot's queue, so that no message lands in a slot being removed */
+  /**
+   * One per remote peer being dialled or connected, by NodeId hex (a plain map: every frame sent looks its slot up).
+   * A slot is made in one synchronous step (`slotNow`), so two fibers never both make one.
+   */
+  readonly slots: Map<string, Slot>
+  /**
+   * Serialises what removes a slot and drains its queue (abandoning it, a teardown, the endpoint's close) with the
+   * offers of `send`'s slow path, so that no message lands in a slot being removed.
+   */
   readonly lock: LightLock.LightLock
   readonly inbox: Queue.Queue<InboundMessage>
   /** run on each frame as it arrives, before it is queued (`Transport.Screen`) */
@@ -544,8 +549,8 @@ const slotNow = (
   fiberId: FiberId.FiberId
 ): { readonly slot: Slot; readonly created: boolean } => {
   const remoteHex = toHex(remote)
-  const existing = HashMap.get(MutableRef.get(endpoint.slots), remoteHex)
-  if (Option.isSome(existing) && !MutableRef.get(existing.value.dead)) return { slot: existing.value, created: false }
+  const existing = endpoint.slots.get(remoteHex)
+  if (existing !== undefined && !MutableRef.get(existing.dead)) return { slot: existing, created: false }
   const slot: Slot = {
     remote,
     remoteHex,
@@ -555,11 +560,16 @@ const slotNow = (
     dead: MutableRef.make(false),
     direct: { side: undefined, connection: undefined, queued: 0 }
   }
-  MutableRef.update(endpoint.slots, HashMap.set(remoteHex, slot))
+  endpoint.slots.set(remoteHex, slot)
   if (dial || !hub.writesInSender) {
     slot.writer.current = endpoint.spawn(supervised(runWriter(hub, endpoint, slot, dial)))
   }
   return { slot, created: true }
+}
+
+// a slot that is still `endpoint`'s for its remote is removed; one that has been replaced meanwhile stays
+const removeSlot = (endpoint: Endpoint, slot: Slot): void => {
+  if (endpoint.slots.get(slot.remoteHex) === slot) endpoint.slots.delete(slot.remoteHex)
 }
 
 const slotFor = (hub: Hub, endpoint: Endpoint, remote: NodeId, dial: boolean) =>
@@ -586,10 +596,7 @@ const abandonSlot = (endpoint: Endpoint, slot: Slot, error: DialError) =>
     Effect.zipRight(
       Effect.sync(() => {
         MutableRef.set(slot.dead, true)
-        MutableRef.update(endpoint.slots, (slots) =>
-          Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
-            ? HashMap.remove(slots, slot.remoteHex)
-            : slots)
+        removeSlot(endpoint, slot)
       }),
       failSlotMessages(slot, error)
     )
@@ -741,10 +748,7 @@ const establish = (
   if (MutableRef.get(dialler.closing)) {
     if (!responderSlot.created) return { _tag: "Gone", dropped: undefined }
     const slot = responderSlot.slot
-    MutableRef.update(responder.slots, (slots) =>
-      Option.exists(HashMap.get(slots, slot.remoteHex), (s) => s === slot)
-        ? HashMap.remove(slots, slot.remoteHex)
-        : slots)
+    removeSlot(responder, slot)
     return { _tag: "Gone", dropped: interruptUnlessSelf(slot.writer) }
   }
   const diallerSlot = slotNow(hub, dialler, responder.nodeId, false, fiberId)
@@ -1069,10 +1073,7 @@ export const teardown = (hub: Hub, connection: Connection): Effect.Effect<void> 
     for (const side of connection.sides) {
       const local = side.local
       yield* local.lock.withLock(
-        Effect.sync(() => MutableRef.update(local.slots, (slots) =>
-          Option.exists(HashMap.get(slots, side.slot.remoteHex), (s) => s === side.slot)
-            ? HashMap.remove(slots, side.slot.remoteHex)
-            : slots))
+        Effect.sync(() => removeSlot(local, side.slot))
       )
       yield* interruptUnlessSelf(side.slot.writer)
       yield* interruptUnlessSelf(side.reader)
@@ -1132,8 +1133,8 @@ export const send = (hub: Hub, endpoint: Endpoint, message: OutboundMessage): Ef
 // `send`'s lookup without the lock: the slot for `peer` unless it is dead or the endpoint is closing
 const liveSlot = (endpoint: Endpoint, peer: NodeId): Slot | undefined => {
   if (MutableRef.get(endpoint.closing)) return undefined
-  const found = HashMap.get(MutableRef.get(endpoint.slots), toHex(peer))
-  return Option.isSome(found) && !MutableRef.get(found.value.dead) ? found.value : undefined
+  const found = endpoint.slots.get(toHex(peer))
+  return found !== undefined && !MutableRef.get(found.dead) ? found : undefined
 }
 
 // the connection and side a sender writes to itself: deliveries scheduled, nothing queued before, connected
@@ -1197,13 +1198,13 @@ const liveConnection = (slot: Slot): Effect.Effect<Option.Option<Connection>> =>
 
 /** @internal */
 export const disconnect = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<void> =>
-  Effect.flatMap(Effect.sync(() => MutableRef.get(endpoint.slots)), (slots) =>
-    Option.match(HashMap.get(slots, toHex(peer)), {
-      onNone: () => Effect.void,
-      onSome: (slot) =>
-        Effect.flatMap(liveConnection(slot), (connection) =>
-          Option.isSome(connection) ? teardown(hub, connection.value) : Effect.void)
-    }))
+  Effect.suspend(() => {
+    const slot = endpoint.slots.get(toHex(peer))
+    return slot === undefined
+      ? Effect.void
+      : Effect.flatMap(liveConnection(slot), (connection) =>
+        Option.isSome(connection) ? teardown(hub, connection.value) : Effect.void)
+  })
 
 /** @internal */
 export const connectedPeers = (endpoint: Endpoint): Effect.Effect<ReadonlyArray<NodeId>> =>
@@ -1223,7 +1224,7 @@ export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
   Effect.gen(function*() {
     MutableRef.set(endpoint.closing, true)
     if (hub.endpoints.get(endpoint.address) === endpoint) hub.endpoints.delete(endpoint.address)
-    const slots = Array.from(HashMap.values(MutableRef.get(endpoint.slots)))
+    const slots = Array.from(endpoint.slots.values())
     for (const slot of slots) {
       // a connection closing after a violation too: its teardown runs in a fiber this scope is about to stop
       const connection = yield* connectionOf(slot)
@@ -1234,7 +1235,7 @@ export const shutdown = (hub: Hub, endpoint: Endpoint): Effect.Effect<void> =>
         yield* interruptUnlessSelf(slot.writer)
         yield* Deferred.fail(slot.connected, new TransportShutdown())
         yield* endpoint.lock.withLock(
-          Effect.sync(() => MutableRef.update(endpoint.slots, HashMap.remove(slot.remoteHex))).pipe(
+          Effect.sync(() => endpoint.slots.delete(slot.remoteHex)).pipe(
             Effect.zipRight(failSlotMessages(slot, new TransportShutdown()))
           )
         )
