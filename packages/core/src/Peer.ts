@@ -165,6 +165,27 @@ export class Peer extends Schema.Class<Peer>("@comms-dht/core/Peer")({
 const ACTIVE_WINDOW_MS = 7 * 24 * 60 * 60 * 1000
 
 /**
+ * `new PeerAddress(fields, true)` for fields known valid (a stored address changed, a proven claim's address): the
+ * same record — its prototype and own fields, equal by `Equal` and encoded alike — without the Schema class
+ * constructor's copy of the fields and its scan for defaults (this class has none). The peer table changes its
+ * records on every connection, dial and claim: hundreds of thousands of times in a large simulation.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const unsafePeerAddress = (fields: ConstructorParameters<typeof PeerAddress>[0]): PeerAddress =>
+  Object.assign(Object.create(PeerAddress.prototype) as PeerAddress, fields)
+
+/**
+ * `new Peer(fields, true)` for fields known valid, as `unsafePeerAddress`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const unsafePeer = (fields: ConstructorParameters<typeof Peer>[0]): Peer =>
+  Object.assign(Object.create(Peer.prototype) as Peer, fields)
+
+/**
  * A new, unverified peer record: NodeId derived from the key, `addedAt = nowMs`, every address fresh (no attempts,
  * no failures) and tagged with `source`, not banned, not offline. `flags` defaults to `PeerFlags.NONE`.
  *
@@ -180,14 +201,14 @@ export const make = (options: {
   readonly flags?: number
 }): Peer =>
   // typed inputs (a branded key, strings, numbers): re-validating them cost more than the rest of a peer-sync round
-  new Peer({
+  unsafePeer({
     publicKey: options.publicKey,
     nodeId: fromPublicKey(options.publicKey),
     addresses: options.addresses.map((address) =>
-      new PeerAddress({ address, connectionFailures: 0, source: options.source }, true)
+      unsafePeerAddress({ address, connectionFailures: 0, source: options.source })
     ),
     features: options.features,
     flags: options.flags ?? PeerFlags.NONE,
     bannedReason: "",
     addedAt: options.nowMs
-  }, true)
+  })

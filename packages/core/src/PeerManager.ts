@@ -26,7 +26,7 @@ import {
   type PublicKey,
   toHex
 } from "./NodeId.js"
-import { Peer } from "./Peer.js"
+import { Peer, unsafePeer } from "./Peer.js"
 
 /**
  * What `add` did: stored a new peer, updated a known one, or skipped it (table full of unevictable peers, or the
@@ -325,7 +325,7 @@ const skippedBy = {
 
 const withoutBan = (peer: Peer): Peer => {
   const { bannedUntil: _until, ...rest } = peer
-  return new Peer({ ...rest, bannedReason: "" }, true)
+  return unsafePeer({ ...rest, bannedReason: "" })
 }
 
 /**
@@ -440,7 +440,7 @@ export const makeMemory: Effect.Effect<PeerManagerService> = Effect.gen(function
           const until = now + durationMs
           return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
             ? peer
-            : new Peer({ ...peer, bannedUntil: until, bannedReason: reason }, true)
+            : unsafePeer({ ...peer, bannedUntil: until, bannedReason: reason })
         })),
     unban: (nodeId) => Effect.asVoid(update(nodeId, withoutBan)),
     update,

@@ -28,7 +28,7 @@ import * as MessageCrypto from "./MessageCrypto.js"
 import type { NodeId, PublicKey, SecretKey } from "./NodeId.js"
 import { equals, fromPublicKey, toHex } from "./NodeId.js"
 import type { AddressSource } from "./Peer.js"
-import { Peer, PeerAddress, PeerClaim, sameClaim } from "./Peer.js"
+import { Peer, PeerAddress, PeerClaim, sameClaim, unsafePeer, unsafePeerAddress } from "./Peer.js"
 import { getOption, type PeerManagerService } from "./PeerManager.js"
 
 // --- claim signatures (§4.7): the construction is MessageCrypto's; these build and check whole claims ---
@@ -532,22 +532,22 @@ export const applyClaims = (
     .filter((a) => !isClaimSourced(a.source) || claimed.has(a.address))
     .map((a) => {
       const claim = claimed.get(a.address)
-      return claim === undefined ? a : new PeerAddress({ ...a, claim }, true)
+      return claim === undefined ? a : unsafePeerAddress({ ...a, claim })
     })
   const added = [...claimed]
     .filter(([address]) => !existing.has(address))
     .map(([address, claim]) =>
-      new PeerAddress({ address, connectionFailures: 0, source: options.source, claim }, true)
+      unsafePeerAddress({ address, connectionFailures: 0, source: options.source, claim })
     )
   const addresses = capAddresses([...kept, ...added], options.maxAddressesPerPeer)
   // every part comes from a stored record or a proven claim
-  return new Peer({
+  return unsafePeer({
     ...peer,
     addresses,
     features: newest.claim.features,
     identitySignature: newest.claim.identitySignature,
     claimUpdatedAt: newest.claim.identitySignature.updatedAt
-  }, true)
+  })
 }
 
 /**
@@ -686,7 +686,7 @@ export const connectedPeer = (
   maxAddressesPerPeer: number,
   dialledAddress: string | undefined
 ): Peer => {
-  const base = existing ?? new Peer({
+  const base = existing ?? unsafePeer({
     publicKey: remote.publicKey,
     nodeId: remote.nodeId,
     addresses: [],
@@ -694,31 +694,31 @@ export const connectedPeer = (
     flags: 0,
     bannedReason: "",
     addedAt: now
-  }, true)
+  })
   const claimed = applyClaims(base, remote.accepted, { source: "Inbound", maxAddressesPerPeer })
   let addresses = claimed.addresses
   if (dialledAddress !== undefined) {
     // the address we reached stays even if the peer's newest claim no longer lists it
     const dialled = addresses.find((a) => a.address === dialledAddress) ??
       base.addresses.find((a) => a.address === dialledAddress)
-    const seen = new PeerAddress({
+    const seen = unsafePeerAddress({
       ...(dialled ?? { address: dialledAddress, source: "Config" as const }),
       lastSeen: now,
       connectionFailures: 0
-    }, true)
+    })
     addresses = addresses.some((a) => a.address === dialledAddress)
       ? addresses.map((a) => a.address === dialledAddress ? seen : a)
       : [...addresses, seen]
   }
   const { offlineAt: _offlineAt, ...rest } = claimed
   // built from a stored record and validated handshake fields: nothing left to check
-  return new Peer({
+  return unsafePeer({
     ...rest,
     addresses,
     features: remote.features,
     lastSeen: now,
     verifiedAt: claimed.verifiedAt ?? now
-  }, true)
+  })
 }
 
 /**
@@ -766,7 +766,7 @@ export type DialRecord =
   | { readonly _tag: "Offline"; readonly now: number }
 
 const withAddress = (peer: Peer, address: string, f: (a: PeerAddress) => PeerAddress): Peer =>
-  new Peer({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) }, true)
+  unsafePeer({ ...peer, addresses: peer.addresses.map((a) => a.address === address ? f(a) : a) })
 
 /**
  * Writes a `DialRecord` into the table. A peer that is gone is left alone and a storage failure is logged: either
@@ -779,15 +779,15 @@ export const recordDial = (peers: PeerManagerService, nodeId: NodeId, record: Di
   peers.update(nodeId, (peer) => {
     switch (record._tag) {
       case "Attempt":
-        return withAddress(peer, record.address, (a) => new PeerAddress({ ...a, lastAttempt: record.now }, true))
+        return withAddress(peer, record.address, (a) => unsafePeerAddress({ ...a, lastAttempt: record.now }))
       case "Failed":
         return withAddress(
           peer,
           record.address,
-          (a) => new PeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 }, true)
+          (a) => unsafePeerAddress({ ...a, connectionFailures: a.connectionFailures + 1 })
         )
       case "Offline":
-        return new Peer({ ...peer, offlineAt: record.now }, true)
+        return unsafePeer({ ...peer, offlineAt: record.now })
     }
   }).pipe(
     Effect.catchTag("PeerNotFound", () => Effect.void),

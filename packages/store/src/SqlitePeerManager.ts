@@ -124,7 +124,7 @@ const sameAddresses = (a: ReadonlyArray<Peer.PeerAddress>, b: ReadonlyArray<Peer
 
 const withoutBan = (peer: Peer.Peer): Peer.Peer => {
   const { bannedUntil: _until, ...rest } = peer
-  return new Peer.Peer({ ...rest, bannedReason: "" }, true)
+  return Peer.unsafePeer({ ...rest, bannedReason: "" })
 }
 
 const MINUTE_MS = 60_000
@@ -589,7 +589,7 @@ export const make: Effect.Effect<
             const until = now + durationMs
             return peer.isBanned(now) && peer.bannedUntil !== undefined && peer.bannedUntil >= until
               ? peer
-              : new Peer.Peer({ ...peer, bannedUntil: until, bannedReason: reason }, true)
+              : Peer.unsafePeer({ ...peer, bannedUntil: until, bannedReason: reason })
           }))),
       unban: (nodeId) => locked(Effect.asVoid(update(nodeId, withoutBan))),
       update: (nodeId, f) => locked(update(nodeId, f)),
