@@ -670,24 +670,13 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     }
   }
 
-  // Connection changes and DHT events are taken in the step that makes them (`onEvent`), with no fiber woken for
-  // each (most DHT events are none of this loop's business). A listener cannot wait for room: while the command
-  // queue is full, what it hands over waits in `overflow`, in order, for a feeder that offers it as the queue
-  // drains; beyond `COMMAND_CAPACITY` more the newest is lost, as a follower's sliding queue lost the oldest before.
-  const overflow = yield* LightQueue.dropping<Command>(COMMAND_CAPACITY)
-  let overflowing = 0
-  const enqueue = (command: Command): void => {
-    if (overflowing === 0 && commands.unsafeOffer(command)) return
-    if (overflow.unsafeOffer(command)) overflowing++
-  }
-  yield* Queue.take(overflow).pipe(
-    Effect.flatMap((command) => Queue.offer(commands, command)),
-    Effect.zipRight(Effect.sync(() => overflowing--)),
+  const subscription = yield* events.subscribe
+  yield* Queue.take(subscription).pipe(
+    Effect.flatMap((event) => Option.match(fromEvent(event), { onNone: () => Effect.void, onSome: submit })),
     Effect.forever,
     Effect.forkScoped
   )
-  yield* DhtEvents.onEvent(events, (event) => Option.match(fromEvent(event), { onNone: () => {}, onSome: enqueue }))
-  yield* Transport.onEvent(transport, (event) => enqueue(fromConnection(event)))
+  yield* Transport.forEachEvent(transport, (event) => submit(fromConnection(event)))
   // let the readers start before the first refresh is submitted
   yield* Effect.yieldNow()
 
