@@ -291,17 +291,15 @@ export interface Hub {
 
 /** @internal */
 export const makeHub = (options: HubOptions, spawn: Spawn): Effect.Effect<Hub> =>
-  Effect.gen(function*() {
-    return {
-      options,
-      endpoints: new Map<string, Endpoint>(),
-      pairs: new Map<string, Pair>(),
-      writesInSender: options.schedule !== undefined && options.onFrame === undefined,
-      stats: { frames: 0, bytes: 0 },
-      ids: { next: 0 },
-      spawn,
-    }
-  })
+  Effect.sync(() => ({
+    options,
+    endpoints: new Map<string, Endpoint>(),
+    pairs: new Map<string, Pair>(),
+    writesInSender: options.schedule !== undefined && options.onFrame === undefined,
+    stats: { frames: 0, bytes: 0 },
+    ids: { next: 0 },
+    spawn
+  }))
 
 // --- helpers ---
 
