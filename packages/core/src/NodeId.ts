@@ -283,6 +283,23 @@ export const closestOf = <A>(
 }
 
 /**
+ * The Kademlia bucket of `id` seen from `self`: the number of leading zero bits of their distance, 0 for the far
+ * half of the key space, `NODE_ID_LENGTH * 8` (104) for `self` itself. Each bucket holds half the key space of the
+ * one before it.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const bucketIndex = (self: NodeId, id: NodeId): number => {
+  for (let i = 0; i < NODE_ID_LENGTH; i++) {
+    const x = id[i]! ^ self[i]!
+    // clz32 counts the 24 bits above the byte too
+    if (x !== 0) return i * 8 + Math.clz32(x) - 24
+  }
+  return NODE_ID_LENGTH * 8
+}
+
+/**
  * `x` is strictly closer to `target` than `y`.
  *
  * @since 0.1.0

@@ -25,6 +25,15 @@ describe("NodeId distance (§2.3)", () => {
     b[bit >> 3] = b[bit >> 3]! ^ (1 << (bit & 7))
     const d = NodeId.distance(a, NodeId.NodeId.make(b))
     expect(asBigInt(d)).toBe(1n << BigInt(8 * (12 - (bit >> 3)) + (bit & 7)))
+    // the bucket counts from the most significant bit: byte `bit >> 3`, bit `bit & 7` of it from the low end
+    expect(NodeId.bucketIndex(a, NodeId.NodeId.make(b))).toBe(8 * (bit >> 3) + 7 - (bit & 7))
+  }, { fastCheck: { numRuns } })
+
+  it.prop("bucketIndex is the count of leading zero bits of the distance", [nodeId, nodeId], ([a, b]) => {
+    const d = xor(a, b)
+    const expected = d === 0n ? 104 : 104 - d.toString(2).length
+    expect(NodeId.bucketIndex(a, b)).toBe(expected)
+    expect(NodeId.bucketIndex(b, a)).toBe(expected)
   }, { fastCheck: { numRuns } })
 
   it.prop("is the XOR of the ids read as big-endian integers", [nodeId, nodeId], ([a, b]) => {

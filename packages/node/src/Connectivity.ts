@@ -1,7 +1,8 @@
 /**
  * Connectivity (SPEC §11.1–§11.4): the neighbour pool (the `numNeighbouringNodes` communication nodes closest to
- * this node) and the random pool (`numRandomNodes` others drawn at random), dialled and kept connected as peers come,
- * go and get banned, and the online/offline state of the node.
+ * this node) and the random pool (`numRandomNodes` others drawn at random, spread over the distance buckets of the
+ * key space: docs/spec-departures.md §12), dialled and kept connected as peers come, go and get banned, and the
+ * online/offline state of the node.
  *
  * One fiber owns the pools (the actor pattern: its state is threaded through its loop) and takes commands from a
  * bounded queue: connection events from the transport, `PeerBanned`, `NetworkDiscoveryPeersAdded` and `JoinSent`
@@ -49,6 +50,7 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as RandomPool from "./internal/randomPool.js"
 
 /**
  * What the pools look like now.
@@ -275,18 +277,28 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
       return found.filter((peer) => !HashSet.has(excluded, hex(peer.nodeId)) && eligible(state, peer, nowMs, revive))
     })
 
-  /** Up to `n` random eligible communication nodes not in `excluded`. */
-  const randomCandidates = (state: State, n: number, revive: boolean, excluded: ReadonlyArray<NodeId.NodeId>) =>
+  /**
+   * The random pool's draw (docs/spec-departures.md §12): up to `n` eligible communication nodes not in `excluded`,
+   * spread over the distance buckets, random within each; the eligible ones of `members` keep their slots first.
+   * Eligible as for the neighbour pool: a peer whose every address failed is not drawn either, unless reviving.
+   */
+  const randomCandidates = (
+    state: State,
+    n: number,
+    revive: boolean,
+    excluded: ReadonlyArray<NodeId.NodeId>,
+    members: ReadonlyArray<NodeId.NodeId>
+  ) =>
     Effect.gen(function*() {
       const nowMs = yield* Clock.currentTimeMillis
-      // a few spare draws for the ones the address filter drops
-      const drawn = yield* readPeers(peers.random(n + 4, {
+      const found = yield* readPeers(peers.closest(self, Number.MAX_SAFE_INTEGER, {
         features: Peer.PeerFeatures.COMMUNICATION_NODE,
-        excludeBanned: true,
-        excludeOffline: !revive,
-        excluded: [...excluded, self]
+        excludeBanned: true
       }))
-      return drawn.filter((peer) => eligible(state, peer, nowMs, true)).slice(0, n)
+      const out = new Set([...excluded, self].map(hex))
+      const kept = new Set(members.map(hex))
+      const candidates = found.filter((peer) => !out.has(hex(peer.nodeId)) && eligible(state, peer, nowMs, revive))
+      return yield* RandomPool.draw(self, candidates, (peer) => peer.nodeId, n, (peer) => kept.has(hex(peer.nodeId)))
     })
 
   // --- dials ---
@@ -324,8 +336,15 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
         ...also,
         ...(minimize ? state.previousRandom : [])
       ]
-      const drawn = yield* randomCandidates(state, need, false, excluded)
-      return yield* place(state, drawn, "random")
+      const members = [...state.random, ...pendingIn(state, "random")]
+      const { drawn } = yield* randomCandidates(
+        state,
+        sizeR,
+        false,
+        excluded.filter((id) => !has(members, id)),
+        members
+      )
+      return yield* place(state, drawn.slice(0, need), "random")
     })
 
   /** Verified peers take a slot now; unverified ones are dialled and take it when they connect. */
@@ -398,19 +417,13 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
         ...pendingIn(state, "neighbour"),
         ...(minimize ? state.previousRandom : [])
       ]
-      const drawn = yield* randomCandidates(state, sizeR, revive, excluded)
+      const { drawn } = yield* randomCandidates(state, sizeR, revive, excluded, [])
       if (drawn.length === 0) {
         yield* Effect.logDebug("no candidate for the random pool")
         return state
       }
       const nowMs = yield* Clock.currentTimeMillis
-      if (minimize) {
-        for (const id of state.random) {
-          if (!drawn.some((p) => NodeId.equals(p.nodeId, id)) && HashMap.has(state.connected, hex(id))) {
-            yield* disconnect(id)
-          }
-        }
-      }
+      yield* closeLeaving(state, drawn.map((peer) => peer.nodeId))
       const cleared: State = {
         ...state,
         random: [],
@@ -419,6 +432,39 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
         lastRandomRefresh: Option.some(nowMs)
       }
       return yield* place(cleared, drawn, "random")
+    })
+
+  // New peers from network discovery (docs/spec-departures.md §12): the members that still fit their bucket's
+  // slots stay, and only the slots the new peers' buckets take are drawn. Redrawing the whole pool on every round
+  // that found someone, as §11.2 says, dialled about 12 peers a round.
+  const rebalanceRandom = (state: State): Effect.Effect<State> =>
+    Effect.gen(function*() {
+      if (sizeR === 0) return state
+      const excluded = [
+        ...state.neighbours,
+        ...pendingIn(state, "neighbour"),
+        ...(minimize ? state.previousRandom : [])
+      ]
+      const members = [...state.random, ...pendingIn(state, "random")]
+      const { drawn, kept } = yield* randomCandidates(state, sizeR, false, excluded, members)
+      if (drawn.length === 0) return state
+      const stays = (nodeId: NodeId.NodeId) => kept.some((peer) => NodeId.equals(peer.nodeId, nodeId))
+      yield* closeLeaving(state, kept.map((peer) => peer.nodeId))
+      const next: State = {
+        ...state,
+        random: state.random.filter(stays),
+        pending: HashMap.filter(state.pending, (p) => p.pool !== "random" || stays(p.nodeId))
+      }
+      return yield* place(next, drawn, "random")
+    })
+
+  // with `minimizeConnections`, the connections of random members that are not staying are closed
+  const closeLeaving = (state: State, staying: ReadonlyArray<NodeId.NodeId>) =>
+    Effect.gen(function*() {
+      if (!minimize) return
+      for (const id of state.random) {
+        if (!has(staying, id) && HashMap.has(state.connected, hex(id))) yield* disconnect(id)
+      }
     })
 
   // --- online and offline (§11.2) ---
@@ -604,7 +650,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
       case "Banned":
         return banned(state, command.publicKey)
       case "PeersAdded":
-        return refreshBoth(state, false)
+        return Effect.flatMap(refreshNeighbours(state, false), rebalanceRandom)
       case "JoinSent":
         return Effect.map(Clock.currentTimeMillis, (nowMs) => ({ ...state, lastJoinAt: Option.some(nowMs) }))
     }

@@ -25,6 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -242,7 +243,8 @@ describe("Connectivity", () => {
       expect(hexes(redrawn.random).every((id) => !hexes(redrawn.neighbours).includes(id))).toBe(true)
       expect(hexes(redrawn.random)).not.toContain(NodeId.toHex(leaving.nodeId))
       expect(hexes(redrawn.neighbours)).toEqual(hexes(remaining.slice(0, 8).map((i) => i.nodeId)))
-    }).pipe(Effect.provide(shared)))
+      // seeded: a draw within buckets of a few peers each can repeat itself (about 1 in 200 here)
+    }).pipe(Effect.provide(shared), Effect.withRandom(Random.make(7))))
 
   it.scoped("a neighbour whose connection drops while it is still up is redialled and stays in the pool", () =>
     Effect.gen(function*() {
@@ -422,6 +424,62 @@ describe("Connectivity", () => {
       yield* eventually(poolsEqual(node, byDistance))
       for (const peer of byDistance) yield* eventually(connectedTo(node, peer))
     }).pipe(Effect.provide(shared)))
+
+  it.scoped("the random pool takes a peer from each of the farthest distance buckets beyond the neighbours (departures §12)", () =>
+    Effect.gen(function*() {
+      const [me, ...others] = yield* identities(61, 1_000)
+      yield* Effect.forEach(others, startRaw)
+      const node = yield* startNode(me!, {
+        known: others.map(verifiedRecord),
+        config: withConfig({ numRandomNodes: 4 })
+      })
+      const neighbours = closestTo(me!, others).slice(0, 8)
+      yield* eventually(poolsEqual(node, neighbours))
+      yield* eventually(Effect.map(node.connectivity.randomPeers, (random) => random.length === 4))
+      const bucketOf = (id: NodeId.NodeId) => NodeId.bucketIndex(me!.nodeId, id)
+      const candidateBuckets = Array.from(
+        new Set(others.filter((o) => !neighbours.includes(o)).map((o) => bucketOf(o.nodeId)))
+      ).sort((a, b) => a - b)
+      expect(candidateBuckets.length).toBeGreaterThanOrEqual(4)
+      // a uniform draw of 4 from these 52 peers rarely lands one in each of the four farthest buckets
+      const random = yield* node.connectivity.randomPeers
+      expect(random.map(bucketOf).sort((a, b) => a - b)).toEqual(candidateBuckets.slice(0, 4))
+    }).pipe(Effect.provide(shared), Effect.withRandom(Random.make(29))))
+
+  it.scoped("new peers from network discovery keep the random members that still fit; only the buckets they open are drawn (departures §12)", () =>
+    Effect.gen(function*() {
+      const [me, ...others] = yield* identities(200, 1_100)
+      const bucketOf = (i: NodeIdentity.Identity) => NodeId.bucketIndex(me!.nodeId, i.nodeId)
+      const inBucket = (b: number) => others.filter((i) => bucketOf(i) === b)
+      const nearest = closestTo(me!, others)[0]!
+      const far = [...inBucket(0).slice(0, 6), ...inBucket(1).slice(0, 6)]
+      const newcomers = [inBucket(2)[0]!, inBucket(3)[0]!]
+      yield* Effect.forEach([nearest, ...far, ...newcomers], startRaw)
+      const node = yield* startNode(me!, {
+        known: [nearest, ...far].map(verifiedRecord),
+        config: withConfig({ numNeighbouringNodes: 1, numRandomNodes: 4 })
+      })
+      yield* eventually(poolsEqual(node, [nearest]))
+      yield* eventually(settledWith(node, 5))
+      // two buckets known: two slots each
+      const before = yield* node.connectivity.randomPeers
+      expect(before.map((id) => NodeId.bucketIndex(me!.nodeId, id)).sort()).toEqual([0, 0, 1, 1])
+
+      yield* Effect.forEach(newcomers, (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
+      yield* Context.get(node.context, DhtEvents.DhtEvents).publish(DhtEvent.NetworkDiscoveryPeersAdded({
+        roundInfo: { numNewPeers: 2, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
+      }))
+      yield* eventually(Effect.map(node.connectivity.randomPeers, (random) => random.length === 4 && newcomers.every(
+        (i) => hexes(random).includes(NodeId.toHex(i.nodeId))
+      )))
+      const after = yield* node.connectivity.randomPeers
+      // one member of each old bucket stays; the two new buckets' peers are the only ones dialled
+      expect(after.map((id) => NodeId.bucketIndex(me!.nodeId, id)).sort()).toEqual([0, 1, 2, 3])
+      expect(hexes(after).filter((id) => hexes(before).includes(id))).toHaveLength(2)
+      yield* eventually(settledWith(node, 7))
+      yield* settle
+      expect((yield* node.connectivity.status).connected).toBe(7)
+    }).pipe(Effect.provide(shared), Effect.withRandom(Random.make(12))))
 
   it.scoped("an unverified candidate takes its slot only once its connection succeeds; one that cannot be reached leaves room for the next", () =>
     Effect.gen(function*() {
