@@ -18,7 +18,6 @@ import { StoreError } from "@comms-dht/core/DhtError"
 import type * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import type * as MessageStore from "@comms-dht/core/MessageStore"
 import type * as PeerManager from "@comms-dht/core/PeerManager"
-import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Cause from "effect/Cause"
@@ -27,7 +26,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as Db from "./internal/db.js"
-import { fromOpenCause, lift, recoverSqlDefects, storeError } from "./internal/errors.js"
+import { fromOpenCause, lift } from "./internal/errors.js"
 import * as Migrations from "./internal/migrations.js"
 import * as SqliteDedupCache from "./SqliteDedupCache.js"
 import * as SqliteMessageStore from "./SqliteMessageStore.js"
@@ -69,20 +68,25 @@ const prepare = (options: Options) =>
     const timeout = Duration.decode(options.busyTimeout ?? DEFAULT_BUSY_TIMEOUT)
     const busyMs = Math.max(0, Math.round(Duration.toMillis(timeout)))
     const step = (action: string) => lift(filename, action)
+    // The store's own connection from the start: its statements run on it directly (internal/db.ts), a dozen
+    // steps of the run loop each rather than about 99 through the client.
+    yield* Db.own(sql).pipe(step("open"))
+    const db = Db.forClient(sql)
+    const exec = (text: string) => db.run(sql.unsafe(text))
 
     // Both before the first access of the file: the timeout covers every later statement, and exclusive locking
     // set first keeps the WAL index in process memory (no -shm file).
-    yield* sql.unsafe(`PRAGMA busy_timeout = ${Number.isFinite(busyMs) ? busyMs : 2_147_483_647}`).pipe(
+    yield* exec(`PRAGMA busy_timeout = ${Number.isFinite(busyMs) ? busyMs : 2_147_483_647}`).pipe(
       step("set busy_timeout")
     )
-    yield* sql.unsafe("PRAGMA locking_mode = EXCLUSIVE").pipe(step("set locking_mode"))
-    yield* sql.unsafe("PRAGMA journal_mode = WAL").pipe(step("open"))
-    yield* sql.unsafe("PRAGMA foreign_keys = ON").pipe(step("set foreign_keys"))
+    yield* exec("PRAGMA locking_mode = EXCLUSIVE").pipe(step("set locking_mode"))
+    yield* exec("PRAGMA journal_mode = WAL").pipe(step("open"))
+    yield* exec("PRAGMA foreign_keys = ON").pipe(step("set foreign_keys"))
     // WAL with NORMAL syncs at checkpoints, not at every commit: a crash of the process loses nothing committed;
     // losing power may lose the last commits, never the file's consistency.
-    yield* sql.unsafe("PRAGMA synchronous = NORMAL").pipe(step("set synchronous"))
+    yield* exec("PRAGMA synchronous = NORMAL").pipe(step("set synchronous"))
 
-    const problems = yield* sql.unsafe("PRAGMA quick_check").pipe(
+    const problems = yield* exec("PRAGMA quick_check").pipe(
       Effect.flatMap(Schema.decodeUnknown(QuickCheck)),
       step("quick_check")
     )
@@ -98,13 +102,10 @@ const prepare = (options: Options) =>
 
     // Taking the write lock now makes a file held by another connection fail here, before any migration; in
     // exclusive locking mode it is then kept until the store closes.
-    yield* sql.unsafe("BEGIN IMMEDIATE").pipe(Effect.zipRight(sql.unsafe("ROLLBACK")), step("take the write lock"))
+    yield* exec("BEGIN IMMEDIATE").pipe(Effect.zipRight(exec("ROLLBACK")), step("take the write lock"))
 
-    yield* Migrator.make({})({ loader: Migrations.loader }).pipe(
-      recoverSqlDefects,
-      Effect.mapError((error) => storeError(filename, "migrate", error))
-    )
-    const [{ latest }] = yield* sql`SELECT max(migration_id) AS latest FROM effect_sql_migrations`.pipe(
+    yield* Migrations.run(db).pipe(step("migrate"))
+    const [{ latest }] = yield* exec("SELECT max(migration_id) AS latest FROM effect_sql_migrations").pipe(
       Effect.flatMap(Schema.decodeUnknown(Latest)),
       step("read the schema version")
     )
@@ -116,8 +117,6 @@ const prepare = (options: Options) =>
         })
       )
     }
-    // from here on the services run their statements on the connection itself (internal/db.ts)
-    yield* Db.own(sql).pipe(step("open"))
   })
 
 /**
@@ -138,8 +137,8 @@ export const layerClient = (
   Layer.effectDiscard(prepare(options)).pipe(
     // WAL is switched on by `prepare`, once the busy timeout and the locking mode are set
     Layer.provideMerge(SqliteClient.layer({ filename: options.filename, disableWAL: true })),
-    // better-sqlite3 throws from its constructor and the Migrator dies on a failed migration; at open both are
-    // reported as what they are, a store that cannot be used
+    // better-sqlite3 throws from its constructor; at open that is reported as what it is, a store that cannot be
+    // used
     Layer.catchAllCause((cause) =>
       Layer.failCause(
         Cause.isInterruptedOnly(cause)

@@ -13,6 +13,7 @@ import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { describe, expect, it } from "@effect/vitest"
@@ -27,6 +28,7 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Migrations from "../src/internal/migrations.js"
 import * as Queries from "../src/internal/queries.js"
 import * as SqliteStore from "../src/SqliteStore.js"
 
@@ -330,6 +332,56 @@ describe("SqliteStore", () => {
           "uidx_stored_messages_body_hash",
           "idx_dedup_cache_keep_until"
         ]))
+      }))
+  })
+
+  describe("migrations", () => {
+    // a file as `@effect/sql`'s Migrator left it, which ran the migrations before the store's own runner
+    const migratedByEffectSql = (filename: string, upTo: number) =>
+      Migrator.make({})({
+        loader: Migrator.fromRecord(Object.fromEntries(
+          Migrations.all.filter((m) => m.id <= upTo).map((m) => [
+            `${String(m.id).padStart(4, "0")}_${m.name}`,
+            Effect.flatMap(SqlClient.SqlClient, (sql) =>
+              Effect.forEach(m.statements, (statement) => sql.unsafe(statement), { discard: true }))
+          ])
+        ))
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })))
+
+    it.scoped("a file migrated by @effect/sql's Migrator keeps its records; only the missing migrations run", () =>
+      Effect.gen(function*() {
+        const filename = yield* tempFile
+        yield* migratedByEffectSql(filename, 3)
+        const before = yield* migrations.pipe(Effect.provide(SqliteClient.layer({ filename })))
+        expect(before.map((m) => [m.migration_id, m.name])).toEqual([[1, "peers"], [2, "stored_messages"], [
+          3,
+          "dedup_cache"
+        ]])
+        const after = yield* migrations.pipe(Effect.provide(SqliteStore.layerClient({ filename })))
+        expect(after.slice(0, 3)).toEqual(before)
+        expect(after.map((m) => [m.migration_id, m.name])).toEqual(
+          Migrations.all.map((m) => [m.id, m.name])
+        )
+        // and the store works on it
+        const value = Effect.flatMap(DhtMetadata.DhtMetadata, (metadata) =>
+          Effect.zipRight(metadata.set("OfflineTimestamp", Uint8Array.of(5)), metadata.get("OfflineTimestamp")))
+        expect(yield* value.pipe(Effect.provide(open({ filename })))).toEqual(Option.some(Uint8Array.of(5)))
+      }))
+
+    it.scoped("a migration that fails applies none of them: the open fails naming the file, the file as it was", () =>
+      Effect.gen(function*() {
+        const filename = yield* tempFile
+        // a table in the way of migration 4, in a file that records none
+        yield* Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe("CREATE TABLE dht_metadata (x INTEGER)")).pipe(
+          Effect.provide(SqliteClient.layer({ filename }))
+        )
+        const error = yield* openFailure(SqliteStore.layerClient({ filename }))
+        expect(error.message).toContain(filename)
+        const tables = yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+          sql<{ readonly name: string }>`SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`).pipe(
+            Effect.provide(SqliteClient.layer({ filename }))
+          )
+        expect(tables.map((t) => t.name)).toEqual(["dht_metadata"])
       }))
   })
 

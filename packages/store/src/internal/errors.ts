@@ -84,8 +84,8 @@ export const corruptRow = (filename: string, action: string, error: ParseError) 
 
 /**
  * @internal
- * The `SqlError`s that @effect/sql turns into defects: `withTransaction` runs COMMIT and ROLLBACK with `orDie`,
- * and the Migrator dies on a failed migration. Only these are recovered; any other defect stays one.
+ * The `SqlError`s that turn into defects: `withTransaction` (and the store's own transactions) run COMMIT and
+ * ROLLBACK with `orDie`. Only these are recovered; any other defect stays one.
  */
 export const recoverSqlDefects = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | SqlError, R> =>
   Effect.catchSomeDefect(effect, (defect) =>

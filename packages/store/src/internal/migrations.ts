@@ -1,18 +1,29 @@
 /** @internal */
-import * as Migrator from "@effect/sql/Migrator"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
+import type * as Db from "./db.js"
 
-// better-sqlite3 prepares one statement at a time, so a migration runs its statements in order. The Migrator runs
-// all pending migrations in one transaction, so a failure leaves none of them applied.
-const statements = (...list: ReadonlyArray<string>) =>
-  Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.forEach(list, (s) => sql.unsafe(s), { discard: true }))
+/** @internal one migration: its statements run in order (better-sqlite3 prepares one statement at a time) */
+export interface Migration {
+  readonly id: number
+  readonly name: string
+  readonly statements: ReadonlyArray<string>
+}
+
+const statements = (...list: ReadonlyArray<string>) => list
+
+const fromRecord = (record: Record<string, ReadonlyArray<string>>): ReadonlyArray<Migration> =>
+  Object.entries(record).map(([key, list]) => {
+    const [id, ...name] = key.split("_")
+    return { id: Number(id), name: name.join("_"), statements: list }
+  }).sort((a, b) => a.id - b.id)
 
 /**
  * @internal
  * SPEC §18, verbatim.
  */
-export const loader = Migrator.fromRecord({
+export const all: ReadonlyArray<Migration> = fromRecord({
   "0001_peers": statements(
     `CREATE TABLE peers (
   public_key BLOB PRIMARY KEY,
@@ -90,7 +101,35 @@ export const loader = Migrator.fromRecord({
 
 /**
  * @internal
- * The id of the last migration: a database that does not reach it after `Migrator.make` was not migrated (the
- * Migrator skips silently when it cannot record its run).
+ * The id of the last migration.
  */
 export const LATEST = 5
+
+/**
+ * @internal
+ * Applies the migrations `effect_sql_migrations` does not record, in one transaction with their records, so a
+ * failure leaves none of them applied; returns those it applied. The table is `@effect/sql`'s `Migrator`'s for
+ * sqlite, which made the files before: each statement through the client cost about 99 steps of Effect's run
+ * loop, and opening a store ran some twenty (a 1000-node simulation opens a thousand).
+ */
+export const run = (db: Db.Db): Effect.Effect<ReadonlyArray<Migration>, SqlError, SqlClient.SqlClient> =>
+  Effect.flatMap(SqlClient.SqlClient, (sql) =>
+    db.transaction(Effect.gen(function*() {
+      yield* db.run(sql.unsafe(`CREATE TABLE IF NOT EXISTS effect_sql_migrations (
+  migration_id integer PRIMARY KEY NOT NULL,
+  created_at datetime NOT NULL DEFAULT current_timestamp,
+  name VARCHAR(255) NOT NULL
+)`))
+      const [row] = yield* db.run(
+        sql.unsafe<{ readonly latest: number | null }>("SELECT max(migration_id) AS latest FROM effect_sql_migrations")
+      )
+      const latest = row?.latest ?? 0
+      const required = all.filter((migration) => migration.id > latest)
+      for (const migration of required) {
+        for (const statement of migration.statements) yield* db.run(sql.unsafe(statement))
+        yield* db.run(
+          sql`INSERT INTO effect_sql_migrations (migration_id, name) VALUES (${migration.id}, ${migration.name})`
+        )
+      }
+      return required
+    })))
