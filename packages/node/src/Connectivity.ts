@@ -329,23 +329,21 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     Effect.gen(function*() {
       const need = sizeR - state.random.length - pendingIn(state, "random").length
       if (need <= 0) return state
-      const excluded = [
-        ...state.neighbours,
-        ...state.random,
-        ...Array.from(HashMap.values(state.pending), (p) => p.nodeId),
-        ...also,
-        ...(minimize ? state.previousRandom : [])
-      ]
-      const members = [...state.random, ...pendingIn(state, "random")]
-      const { drawn } = yield* randomCandidates(
-        state,
-        sizeR,
-        false,
-        excluded.filter((id) => !has(members, id)),
-        members
-      )
+      const members = randomMembers(state)
+      const { drawn } = yield* randomCandidates(state, sizeR, false, [...notRandom(state), ...also], members)
       return yield* place(state, drawn.slice(0, need), "random")
     })
+
+  // the random pool's members, connected or being dialled
+  const randomMembers = (state: State) => [...state.random, ...pendingIn(state, "random")]
+
+  // what the random pool may not take: the neighbours (being dialled too) and, with `minimizeConnections`, the
+  // previous draw
+  const notRandom = (state: State) => [
+    ...state.neighbours,
+    ...pendingIn(state, "neighbour"),
+    ...(minimize ? state.previousRandom : [])
+  ]
 
   /** Verified peers take a slot now; unverified ones are dialled and take it when they connect. */
   const place = (state: State, chosen: ReadonlyArray<Peer.Peer>, pool: PoolName) => {
@@ -412,12 +410,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
   const refreshRandom = (state: State, revive: boolean): Effect.Effect<State> =>
     Effect.gen(function*() {
       if (sizeR === 0) return state
-      const excluded = [
-        ...state.neighbours,
-        ...pendingIn(state, "neighbour"),
-        ...(minimize ? state.previousRandom : [])
-      ]
-      const { drawn } = yield* randomCandidates(state, sizeR, revive, excluded, [])
+      const { drawn } = yield* randomCandidates(state, sizeR, revive, notRandom(state), [])
       if (drawn.length === 0) {
         yield* Effect.logDebug("no candidate for the random pool")
         return state
@@ -440,13 +433,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
   const rebalanceRandom = (state: State): Effect.Effect<State> =>
     Effect.gen(function*() {
       if (sizeR === 0) return state
-      const excluded = [
-        ...state.neighbours,
-        ...pendingIn(state, "neighbour"),
-        ...(minimize ? state.previousRandom : [])
-      ]
-      const members = [...state.random, ...pendingIn(state, "random")]
-      const { drawn, kept } = yield* randomCandidates(state, sizeR, false, excluded, members)
+      const { drawn, kept } = yield* randomCandidates(state, sizeR, false, notRandom(state), randomMembers(state))
       if (drawn.length === 0) return state
       const stays = (nodeId: NodeId.NodeId) => kept.some((peer) => NodeId.equals(peer.nodeId, nodeId))
       yield* closeLeaving(state, kept.map((peer) => peer.nodeId))
