@@ -60,7 +60,6 @@ export type Services =
 const DEFAULT_BUSY_TIMEOUT = Duration.seconds(5)
 
 const QuickCheck = Schema.Array(Schema.Struct({ quick_check: Schema.String }))
-const Latest = Schema.Tuple(Schema.Struct({ latest: Schema.NullOr(Schema.Number) }))
 
 const prepare = (options: Options) =>
   Effect.gen(function*() {
@@ -105,19 +104,9 @@ const prepare = (options: Options) =>
     // exclusive locking mode it is then kept until the store closes.
     yield* exec("BEGIN IMMEDIATE").pipe(Effect.zipRight(exec("ROLLBACK")), step("take the write lock"))
 
+    // the runner applies every missing migration or none (it fails): no version to check after it, as the
+    // Migrator's silent skip once needed
     yield* Migrations.run(db).pipe(step("migrate"))
-    const [{ latest }] = yield* exec("SELECT max(migration_id) AS latest FROM effect_sql_migrations").pipe(
-      Effect.flatMap(Schema.decodeUnknown(Latest)),
-      step("read the schema version")
-    )
-    if (latest === null || latest < Migrations.LATEST) {
-      return yield* Effect.fail(
-        new StoreError({
-          reason: "Unknown",
-          message: `sqlite store ${filename}: migrations stopped at ${latest ?? "none"} of ${Migrations.LATEST}`
-        })
-      )
-    }
   })
 
 /**

@@ -101,12 +101,6 @@ export const all: ReadonlyArray<Migration> = fromRecord({
 
 /**
  * @internal
- * The id of the last migration.
- */
-export const LATEST = 5
-
-/**
- * @internal
  * Applies the migrations `effect_sql_migrations` does not record, in one transaction with their records, so a
  * failure leaves none of them applied; returns those it applied. The table is `@effect/sql`'s `Migrator`'s for
  * sqlite, which made the files before: each statement through the client cost about 99 steps of Effect's run
