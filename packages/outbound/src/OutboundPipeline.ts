@@ -506,10 +506,13 @@ const failuresByReason: { readonly [K in FailureReason]: Metric.Metric.Counter<n
 }
 
 // the request's tag is annotated here, on the failure path, rather than on every request's fiber
-const countFailure = (failure: DhtError.SendFailure, tag: OutboundRequester.MessageTag) =>
-  DhtLog.debug("outbound request failed", { reason: failureReason(failure), messageTag: tag.toString() }).pipe(
-    Effect.zipRight(Metric.increment(failuresByReason[failureReason(failure)]))
+const countReason = (reason: FailureReason, tag: OutboundRequester.MessageTag) =>
+  DhtLog.debug("outbound request failed", { reason, messageTag: tag.toString() }).pipe(
+    Effect.zipRight(Metric.increment(failuresByReason[reason]))
   )
+
+const countFailure = (failure: DhtError.SendFailure, tag: OutboundRequester.MessageTag) =>
+  countReason(failureReason(failure), tag)
 
 const sentMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "sent")
 const failedMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "failed")
@@ -599,7 +602,8 @@ const deliver = (
 ): Effect.Effect<OutboundRequester.MessageSendStates, DhtError.FailedToGenerateMessages> => {
   if (selected.peers.length === 0) {
     return Effect.as(
-      countFailure(new DhtError.NoMessagesQueued(), selected.request.tag),
+      // the reason alone: an error object (and its stack) for a selection that is often empty would be wasted
+      countReason("NoMessagesQueued", selected.request.tag),
       OutboundRequester.noSendStates
     )
   }
