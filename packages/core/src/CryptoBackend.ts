@@ -30,7 +30,10 @@ export interface Primitives {
   readonly backend: string
   /** A CSPRNG. */
   readonly randomBytes: (n: number) => Uint8Array
-  /** Unkeyed BLAKE2b-512 over the concatenation of `chunks`. */
+  /**
+   * Unkeyed BLAKE2b-512 over the concatenation of `chunks`. The chunks are valid only during the call (the DSH
+   * framing reuses their buffer): read them, do not keep them.
+   */
   readonly blake2b512: (chunks: ReadonlyArray<Uint8Array>) => Uint8Array
   /** Ed25519 public key of a 32-byte seed. */
   readonly publicKeyOf: (secret: Uint8Array) => Uint8Array

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as Testing from "@comms-dht/core/testing"
 import { blake2b } from "@noble/hashes/blake2.js"
-import { Effect } from "effect"
+import { Effect, FastCheck as fc } from "effect"
 import { cryptoSuite, hex } from "./cryptoSuite.js"
 
 cryptoSuite({ name: "noble", make: Crypto.makeNoble, makeSeeded: Testing.makeNobleSeeded })
@@ -44,6 +44,28 @@ describe("DSH framing", () => {
           expect(hex(crypto.dsh("challenge", outLen, fields))).toBe(hex(reference("challenge", outLen, fields)))
         }
       }
+    }))
+
+  it.effect("matches the reference call after call, fields inline and by reference, past the framing buffer's size", () =>
+    Effect.gen(function*() {
+      const crypto = yield* Crypto.makeNoble()
+      // sizes around the inline limit (1024) and lists whose inline part outgrows the buffer the framing reuses
+      const field = fc.oneof(
+        fc.uint8Array({ maxLength: 40 }),
+        fc.uint8Array({ minLength: 1000, maxLength: 1100 }),
+        fc.uint8Array({ minLength: 3000, maxLength: 5000 })
+      )
+      fc.assert(
+        fc.property(fc.array(field, { maxLength: 12 }), fc.array(field, { maxLength: 12 }), (a, b) => {
+          // b between two framings of a: nothing of one call may show in the next
+          const first = hex(crypto.dsh("challenge", 32, a))
+          const other = hex(crypto.dsh("dedup", 32, b))
+          expect(first).toBe(hex(reference("challenge", 32, a)))
+          expect(other).toBe(hex(reference("dedup", 32, b)))
+          expect(hex(crypto.dsh("challenge", 32, a))).toBe(first)
+        }),
+        { numRuns: 300 }
+      )
     }))
 
   it.effect("puts outLen into the tag, so outputs of different lengths are unrelated", () =>

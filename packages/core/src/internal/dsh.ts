@@ -8,15 +8,20 @@ export const DOMAIN_VERSION = 1
 export const tag = (label: string, outLen: number): Uint8Array =>
   ascii(`comms-dht.v${DOMAIN_VERSION}.${label}.${outLen}`)
 
-// the labels are a handful of constants, hashed on every message: each tag is encoded once
-const tags = new Map<string, Uint8Array>()
+// the labels are a handful of constants, hashed on every message: each tag is encoded once, found by the label and
+// then the length, without building a key string per call
+const tags = new Map<string, Map<number, Uint8Array>>()
 
 const cachedTag = (label: string, outLen: number): Uint8Array => {
-  const key = `${label}.${outLen}`
-  let t = tags.get(key)
+  let byLength = tags.get(label)
+  if (byLength === undefined) {
+    byLength = new Map()
+    tags.set(label, byLength)
+  }
+  let t = byLength.get(outLen)
   if (t === undefined) {
     t = tag(label, outLen)
-    tags.set(key, t)
+    byLength.set(outLen, t)
   }
   return t
 }
@@ -31,17 +36,26 @@ const putLength = (target: Uint8Array, offset: number, n: number): void => {
 // small ones, and only a large body is worth passing by reference.
 const INLINE_LIMIT = 1024
 
+// The framing is written into one buffer kept from call to call. A fresh array of a few hundred bytes has its
+// store outside V8's heap: 450 ns to allocate against 35 ns for a view of this one, on every message's two hashes
+// and every claim's. `dshWith`'s hasher reads the chunks before it returns (Primitives.blake2b512 keeps none), and
+// nothing here yields in between, so one buffer serves every call.
+let scratch = new Uint8Array(4096)
+
 /**
  * @internal
  * The byte string that SPEC §4.1 hashes, `u64le(len(tag)) || tag || u64le(len(f1)) || f1 || …`, as a list of
- * chunks whose concatenation is that string. Large fields are passed by reference, not copied.
+ * chunks whose concatenation is that string. Large fields are passed by reference, not copied. The chunks are
+ * views of a buffer the next call overwrites: read them before calling again.
  */
 export const frame = (label: string, outLen: number, fields: ReadonlyArray<Uint8Array>): Array<Uint8Array> => {
   const t = cachedTag(label, outLen)
   const chunks: Array<Uint8Array> = []
   let inline = 8 + t.length
   for (const f of fields) inline += 8 + (f.length <= INLINE_LIMIT ? f.length : 0)
-  let buffer = new Uint8Array(inline)
+  if (inline > scratch.length) scratch = new Uint8Array(Math.max(inline, 2 * scratch.length))
+  const buffer = scratch
+  let start = 0
   let offset = 0
   putLength(buffer, offset, t.length)
   buffer.set(t, offset + 8)
@@ -53,12 +67,11 @@ export const frame = (label: string, outLen: number, fields: ReadonlyArray<Uint8
       buffer.set(f, offset)
       offset += f.length
     } else {
-      chunks.push(buffer.subarray(0, offset), f)
-      buffer = buffer.subarray(offset)
-      offset = 0
+      chunks.push(buffer.subarray(start, offset), f)
+      start = offset
     }
   }
-  if (offset > 0) chunks.push(buffer.subarray(0, offset))
+  if (offset > start) chunks.push(buffer.subarray(start, offset))
   return chunks
 }
 
