@@ -245,17 +245,17 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   const events = yield* DhtEvents.DhtEvents
   const context = yield* Effect.context<Crypto.Crypto>()
 
-  const pending = yield* Ref.make(HashMap.empty<string, Pending>())
+  // requests awaiting their response, by peer and request id: changed only in single synchronous steps, so a plain
+  // map serves where a `Ref` of a persistent map cost a copy and a dozen steps per change
+  const pending = new Map<string, Pending>()
   const served = yield* Ref.make(HashMap.empty<string, number>())
 
   yield* Effect.addFinalizer(() =>
-    Ref.getAndSet(pending, HashMap.empty()).pipe(
-      Effect.flatMap((all) =>
-        Effect.forEach(HashMap.values(all), (p) => Deferred.fail(p.reply, new DhtError.DhtShutdown()), {
-          discard: true
-        })
-      )
-    )
+    Effect.suspend(() => {
+      const all = Array.from(pending.values())
+      pending.clear()
+      return Effect.forEach(all, (p) => Deferred.fail(p.reply, new DhtError.DhtShutdown()), { discard: true })
+    })
   )
 
   const maxPeers = config.networkDiscovery.maxPeersToSyncPerRound
@@ -455,14 +455,15 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       const response = yield* PeerSyncMessages.decodePeerSyncResponse(bytes)
       const source = message.sourcePeer.nodeId
       const key = pendingKey(source, response.requestId)
-      const waiting = yield* Ref.modify(pending, (map) => [HashMap.get(map, key), HashMap.remove(map, key)] as const)
-      if (Option.isNone(waiting)) {
+      const found = pending.get(key)
+      pending.delete(key)
+      if (found === undefined) {
         return yield* DhtLog.debug("unrequested peer sync response ignored", {
           peer: NodeId.toHex(source),
           requestId: response.requestId
         })
       }
-      const { limits, reply } = waiting.value
+      const { limits, reply } = found
       const fault = Rules.structureFault(response, limits)
       if (Option.isSome(fault)) {
         yield* Deferred.fail(reply, fault.value)
@@ -496,11 +497,10 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       for (;;) {
         const requestId = yield* randomRequestId
         const key = pendingKey(peer, requestId)
-        const added = yield* Ref.modify(pending, (map) =>
-          HashMap.has(map, key)
-            ? [false, map] as const
-            : [true, HashMap.set(map, key, { limits: { ...limits, n }, reply })] as const)
-        if (added) return { requestId, key, reply }
+        if (!pending.has(key)) {
+          pending.set(key, { limits: { ...limits, n }, reply })
+          return { requestId, key, reply }
+        }
       }
     })
 
@@ -536,15 +536,14 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
           duration: config.networkDiscovery.peerSyncTimeout,
           onTimeout: () => new DhtError.Timeout()
         }),
-        Effect.ensuring(Ref.update(pending, HashMap.remove(key))),
-        Effect.annotateLogs({ peer: NodeId.toHex(peerId), requestId })
+        Effect.ensuring(Effect.sync(() => pending.delete(key)))
       )
     })
 
   return PeerSync.of({
     requestPeers,
     handle,
-    inFlight: Effect.map(Ref.get(pending), HashMap.size)
+    inFlight: Effect.sync(() => pending.size)
   })
 })
 
