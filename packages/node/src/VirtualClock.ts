@@ -1,8 +1,9 @@
 /**
  * `VirtualClock`: the simulation's time (SPEC §19). A `Clock` whose `sleep` pushes a wake-up `(wakeTime, seq)` onto a
- * binary heap and suspends, and a driver that advances time only when nothing else can happen: it waits until the
- * simulated network is quiescent, then pops every wake-up of the earliest time, sets the clock to it and resumes them
- * in `seq` order. Hours of timers cost only the CPU time of the work they trigger.
+ * queue in that order (SPEC's binary heap, kept as a bucket per time; `internal/timeQueue.ts`) and suspends, and a
+ * driver that advances time only when nothing else can happen: it waits until the simulated network is quiescent, then
+ * pops every wake-up of the earliest time, sets the clock to it and resumes them in `seq` order. Hours of timers cost
+ * only the CPU time of the work they trigger.
  *
  * Quiescence is the SPEC's in-flight counter at 0, staying 0 across two `Effect.yieldNow()`. The counter has two
  * parts. The explicit one (`inFlight`) is the `MemoryNetwork` hub's hook (+1 when a frame is written or a handshake
@@ -21,7 +22,6 @@
  * @since 0.1.0
  */
 import type * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
-import * as MinHeap from "@comms-dht/core/MinHeap"
 import { Timeout } from "@comms-dht/core/DhtError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
@@ -33,6 +33,7 @@ import * as Layer from "effect/Layer"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import * as Scheduler from "effect/Scheduler"
+import * as TimeQueue from "./internal/timeQueue.js"
 
 /**
  * 2025-01-01T00:00:00Z in unix milliseconds: where virtual time starts, far from every 0 sentinel.
@@ -179,8 +180,8 @@ const capLimit = (now: number, options: RunOptions | undefined): number =>
  */
 export const make = (options: Options = {}): Effect.Effect<VirtualClock> =>
   Effect.sync(() => {
-    // (at, seq) is a total order (seq is unique), so two runs pop in the same order
-    const heap = MinHeap.make<Entry>((a, b) => a.at - b.at || a.seq - b.seq)
+    // (at, seq) is a total order (seq is unique and drawn in push order), so two runs pop in the same order
+    const heap = TimeQueue.make<Entry>()
     let now = options.startMs ?? START_MS
     let seq = 0
     let pendingTimers = 0
