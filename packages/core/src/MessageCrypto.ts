@@ -8,7 +8,6 @@
  *
  * @since 0.1.0
  */
-import { getTextEncoding } from "@bufbuild/protobuf/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -23,6 +22,7 @@ import {
 } from "./DhtError.js"
 import * as Envelope from "./Envelope.js"
 import { i32le, u32le, u64le } from "./internal/bytes.js"
+import * as Wire from "./internal/wire.js"
 import type { PublicKey, SecretKey } from "./NodeId.js"
 import { IdentitySignature } from "./Peer.js"
 
@@ -594,8 +594,6 @@ export interface ClaimFields {
   readonly updatedAt: bigint
 }
 
-const text = getTextEncoding()
-
 /**
  * `publicKey, u8(version), u64le(updatedAt), u32le(features), addr1 … addrN`: the fields of the claim challenge.
  *
@@ -611,7 +609,7 @@ export const claimChallengeFields = (
   Uint8Array.of(version & 0xff),
   u64le(claim.updatedAt),
   u32le(claim.features),
-  ...claim.addresses.map((a) => text.encodeUtf8(a))
+  ...claim.addresses.map(Wire.encodeUtf8)
 ]
 
 /**

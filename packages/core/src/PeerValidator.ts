@@ -268,7 +268,6 @@ export interface AcceptedClaim {
 
 const FUTURE_ALLOWANCE_SECONDS = 24n * 60n * 60n
 
-const utf8Length = (s: string): number => Wire.encodeUtf8(s).length
 
 const filtered = (reason: PolicyReason) =>
   Metric.increment(Metric.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
@@ -413,7 +412,7 @@ export const addressPolicy = (
   address: string,
   policy: { readonly maxAddressLength: number; readonly allowTestAddresses: boolean }
 ): PolicyReason | undefined => {
-  if (utf8Length(address) > policy.maxAddressLength) return "AddressTooLong"
+  if (Wire.utf8Length(address) > policy.maxAddressLength) return "AddressTooLong"
   const [parsed, failure] = parseAddressOrFailure(address)
   if (parsed === undefined) return failure
   if (!policy.allowTestAddresses && isTestAddress(parsed)) return "TestAddress"

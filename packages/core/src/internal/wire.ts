@@ -43,8 +43,48 @@ export const decodeUtf8 = (bytes: Uint8Array): string | undefined => {
   }
 }
 
-/** @internal */
-export const encodeUtf8 = (s: string): Uint8Array => text.encodeUtf8(s)
+// up to this many bytes a typed array lives in V8's heap; a longer one costs as much as the encoder's own
+const ON_HEAP = 64
+
+/**
+ * @internal
+ * The UTF-8 of `s`, as `TextEncoder` gives it. Addresses are nearly always short ASCII, and the encoder's result is
+ * allocated outside V8's heap (320 ns for `mem://17`, against 45 for this loop), on every claim's challenge and
+ * every policy check of a relayed peer: ASCII is copied here, anything else goes to the encoder.
+ */
+export const encodeUtf8 = (s: string): Uint8Array => {
+  const n = s.length
+  if (n > ON_HEAP) return text.encodeUtf8(s)
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i)
+    if (c > 0x7f) return text.encodeUtf8(s)
+    out[i] = c
+  }
+  return out
+}
+
+/**
+ * @internal
+ * `encodeUtf8(s).length` without encoding: a surrogate pair is 4 bytes, and a lone surrogate 3, as the encoder
+ * writes U+FFFD for it.
+ */
+export const utf8Length = (s: string): number => {
+  let n = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) n += 1
+    else if (c < 0x800) n += 2
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1)
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4
+        i++
+      } else n += 3
+    } else n += 3
+  }
+  return n
+}
 
 /**
  * @internal
