@@ -230,6 +230,10 @@ export const byDistanceTo = (target: NodeId): Order.Order<NodeId> => (x, y) => {
 // items a selection keys by index (`prefix * INDEX_SPACE + index` stays an exact double: 2^32 · 2^14 < 2^53)
 const INDEX_SPACE = 16_384
 
+// The sort keys of `closestOf`, in one array kept from call to call: a fresh one of more than eight keys is a store
+// outside V8's heap (about 450 ns to allocate), on every selection of every forward. Read before the call returns.
+let scratchKeys = new Float64Array(256)
+
 /**
  * The `n` of `items` whose ids (`idOf`) are closest to `target`, in ascending distance (the order of
  * `byDistanceTo`), all of them if fewer.
@@ -255,7 +259,8 @@ export const closestOf = <A>(
   const byId = (a: A, b: A) => order(idOf(a), idOf(b))
   if (items.length > INDEX_SPACE) return items.slice().sort(byId).slice(0, k)
   const t0 = target[0]!, t1 = target[1]!, t2 = target[2]!, t3 = target[3]!
-  const keys = new Float64Array(items.length)
+  if (scratchKeys.length < items.length) scratchKeys = new Float64Array(Math.max(items.length, 2 * scratchKeys.length))
+  const keys = scratchKeys.subarray(0, items.length)
   for (let i = 0; i < items.length; i++) {
     const id = idOf(items[i]!)
     const prefix = (id[0]! ^ t0) * 16_777_216 + (id[1]! ^ t1) * 65_536 + (id[2]! ^ t2) * 256 + (id[3]! ^ t3)

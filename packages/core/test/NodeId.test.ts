@@ -87,6 +87,18 @@ describe("NodeId distance (§2.3)", () => {
     expect(new Set(chosen.map((item) => item.index)).size).toBe(chosen.length)
   }, { fastCheck: { numRuns } })
 
+  it("closestOf stays exact across calls of every size (its sort keys are reused and grown)", () => {
+    const idAt = (i: number) =>
+      NodeId.NodeId.make(Uint8Array.from({ length: 13 }, (_, j) => (i * 131 + j * 29 + i * j) & 255))
+    for (const size of [5, 3_000, 7, 16_000, 2]) {
+      const items = Array.from({ length: size }, (_, i) => idAt(i))
+      const target = idAt(size + 1)
+      const order = NodeId.byDistanceTo(target)
+      const expected = items.slice().sort(order).slice(0, 40).map(NodeId.toHex)
+      expect(NodeId.closestOf(target, items, 40, (id) => id).map(NodeId.toHex)).toEqual(expected)
+    }
+  })
+
   it.prop("compareDistance and isCloser agree with the numeric distances", [nodeId, nodeId, nodeId], ([t, x, y]) => {
     const dx = xor(x, t)
     const dy = xor(y, t)
