@@ -4,9 +4,9 @@
  * the virtual ms, the Effect operations run so far (a count of work the machine's speed does not change), and the
  * process's RSS, V8 heap and external memory; the result goes to stdout as one JSON line,
  * as `simChild.js` prints it. The figures of one run are comparable only with runs on the same machine and load;
- * `comms-dht sim` runs with `--max-semi-space-size` (64 up to 200 nodes, up to 1024 above) and an old generation
- * of 75 % of the machine's memory (`Cli.nodeFlagsFor`), so pass both to `node` for its figures: at 1000 nodes the
- * heap outgrows V8's default limit (4.3 GB here), and near it the collector runs all the time (38 min where
+ * `comms-dht sim` runs with `--max-semi-space-size` (64 up to 200 nodes, 256 up to 1000, up to 1024 above) and an old
+ * generation of 75 % of the machine's memory (`Cli.nodeFlagsFor`), so pass both to `node` for its figures: at 1000
+ * nodes the heap outgrows V8's default limit (4.3 GB here), and near it the collector runs all the time (38 min where
  * `comms-dht sim` took 14).
  *
  * Options, by environment variable:

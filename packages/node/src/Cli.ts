@@ -390,12 +390,13 @@ const nodesOf = (argv: ReadonlyArray<string>): number => {
 }
 
 const semiSpaceMiB = (nodes: number, totalBytes: number): number =>
-  nodes <= 200 ? 64 : Math.max(64, Math.min(1024, Math.floor(totalBytes / 24 / MIB)))
+  nodes <= 200 ? 64 : Math.max(64, Math.min(nodes <= 1000 ? 256 : 1024, Math.floor(totalBytes / 24 / MIB)))
 
 /**
  * The V8 flags `comms-dht sim` wants and the process was not started with (each unless `execArgv` or `NODE_OPTIONS`
  * sets it), empty for every other command:
- * - a 64 MB semi-space, and for more than 200 nodes one of up to 1 GB (a 24th of the machine's memory). A
+ * - a 64 MB semi-space; for more than 200 nodes 256 MB, and above 1000 nodes up to 1 GB (never more than a 24th
+ *   of the machine's memory). A
  *   simulation keeps thousands of fibers and frames alive across virtual time; with V8's default young generation
  *   (16 MB) they outlive two scavenges and are promoted, and the old generation's collections grow with the
  *   network. Measured on the default run (100 nodes, sqlite, seed 1), two runs each: 94.6 and 76.7 s without, 61.6
@@ -403,7 +404,12 @@ const semiSpaceMiB = (nodes: number, totalBytes: number): number =>
  *   larger the network, the more of the young generation is alive at each scavenge, which then copies it: at 300
  *   nodes (seed 7, to the offline step) 64 MB took 111.7 s, 256 MB 100.6 s, 1 GB 94.5 s; 1000 nodes took 605 s
  *   with 1 GB (9.7 GB peak RSS), 792 s with 64 MB (under the profiler, before this session's selection changes);
- *   at 100 nodes 1 GB changed nothing (38.2, 38.3 s against 36.9, 41.8 s) and took 1.6 GB more memory.
+ *   at 100 nodes 1 GB changed nothing (38.2, 38.3 s against 36.9, 41.8 s) and took 1.6 GB more memory. Once the
+ *   node kept less alive per frame (session 25), a young generation that large cost more in the kernel than it
+ *   saved the scavenger: each page is cleared when first touched (`perf`: `clear_page` 16 % of a 300-node run's
+ *   samples with 1 GB). 300 nodes took 36–40 s with 256 MB (five runs) against 49–51 s with 1 GB (four); 1000
+ *   nodes 186.8 s with 256 MB (peak RSS 5.3 GB, 23 s of system time), 193.5 s with 512 MB, 198.3 s with 1 GB
+ *   (6.9 GB, 40 s); 3000 nodes 830 s with 256 MB against 808 s with 1 GB (one run each).
  * - an old generation of three quarters of the machine's memory, when that is more than V8's default limit
  *   (`memory.heapLimitBytes`). A 1000-node run (seed 7) died of V8's default limit here (about 4 GB of 24 GB) in its
  *   join after 45 minutes, collecting 77 % of the time by then.

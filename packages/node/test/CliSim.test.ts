@@ -48,11 +48,15 @@ describe("comms-dht sim", () => {
     const big = { totalBytes: 24 * GiB, heapLimitBytes: 4 * GiB }
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3"), [], undefined, big))
       .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])
-    // a network of more than 200 nodes: a young generation of up to 1 GB, a 24th of the memory
+    // more than 200 nodes: 256 MB; more than 1000: up to 1 GB; never more than a 24th of the memory
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "1000"), [], undefined, big))
+      .toEqual(["--max-semi-space-size=256", "--max-old-space-size=18432"])
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "3000"), [], undefined, big))
       .toEqual(["--max-semi-space-size=1024", "--max-old-space-size=18432"])
     const small = { totalBytes: 8 * GiB, heapLimitBytes: 4 * GiB }
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes=300"), [], undefined, small))
+      .toEqual(["--max-semi-space-size=256", "--max-old-space-size=6144"])
+    expect(Cli.nodeFlagsFor(argv("sim", "--nodes=3000"), [], undefined, small))
       .toEqual(["--max-semi-space-size=341", "--max-old-space-size=6144"])
     expect(Cli.nodeFlagsFor(argv("sim", "--nodes", "200"), [], undefined, big))
       .toEqual(["--max-semi-space-size=64", "--max-old-space-size=18432"])
