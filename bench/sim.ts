@@ -9,6 +9,7 @@
  */
 import * as Cli from "@comms-dht/node/Cli"
 import { spawn } from "node:child_process"
+import * as os from "node:os"
 import { fileURLToPath } from "node:url"
 
 export interface SimScalingResult {
@@ -34,13 +35,19 @@ interface ChildOutput {
 }
 
 const child = fileURLToPath(new URL("./simChild.js", import.meta.url))
-// the V8 flags `comms-dht sim` runs with (Cli.nodeFlagsFor), so the figures are the command's; the old generation's
-// limit aside, which the runs below set to the same for every size
-const flags = Cli.nodeFlagsFor(["node", "comms-dht", "sim"], [], undefined, { totalBytes: 0, heapLimitBytes: 0 })
+// the V8 flags `comms-dht sim --nodes N` runs with (Cli.nodeFlagsFor), so the figures are the command's; the old
+// generation's limit aside, which the runs below set to the same for every size (an infinite default limit asks for
+// none)
+const flagsFor = (nodes: number) =>
+  Cli.nodeFlagsFor(["node", "comms-dht", "sim", "--nodes", String(nodes)], [], undefined, {
+    totalBytes: os.totalmem(),
+    heapLimitBytes: Number.POSITIVE_INFINITY
+  })
 
 const runOne = (nodes: number): Promise<ChildOutput> =>
   new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, ["--max-old-space-size=16000", ...flags, child, String(nodes), "7"], {
+    const args = ["--max-old-space-size=16000", ...flagsFor(nodes), child, String(nodes), "7"]
+    const proc = spawn(process.execPath, args, {
       stdio: ["ignore", "pipe", "inherit"]
     })
     let out = ""
