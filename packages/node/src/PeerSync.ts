@@ -19,8 +19,8 @@
  *
  * @since 0.1.0
  */
-import type * as Crypto from "@comms-dht/core/Crypto"
 import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
+import * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
@@ -243,7 +243,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   const requester = yield* OutboundRequester.OutboundRequester
   const identity = yield* NodeIdentity.NodeIdentity
   const events = yield* DhtEvents.DhtEvents
-  const context = yield* Effect.context<Crypto.Crypto>()
+  const crypto = yield* Crypto.Crypto
 
   // requests awaiting their response, by peer and request id: changed only in single synchronous steps, so a plain
   // map serves where a `Ref` of a persistent map cost a copy and a dozen steps per change
@@ -343,7 +343,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
     relayed: Extract<Relayed, { _tag: "Read" }>,
     existing: Option.Option<Peer.Peer>,
     source: NodeId.NodeId
-  ): Effect.Effect<Learnt | ToAdd, DhtError.StoreError, Crypto.Crypto | DhtConfig.DhtConfig> =>
+  ): Effect.Effect<Learnt | ToAdd, DhtError.StoreError> =>
     Effect.gen(function*() {
       const { claims, nodeId, publicKey } = relayed
       if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
@@ -351,7 +351,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         return skipped
       }
       const validated = yield* Effect.either(
-        PeerValidator.validateClaims(publicKey, claims, {
+        PeerValidator.validateClaimsWith(crypto, config, publicKey, claims, {
           keyChecked: true,
           storedUpdatedAt: Option.isSome(existing) ? existing.value.claimUpdatedAt : undefined
         })
@@ -447,8 +447,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       for (const [i, result] of results.entries()) count(yield* added(batch[i]!, result))
       const outcome: SyncOutcome = { numNew, numDuplicate, numSkipped, newPeers }
       return outcome
-      // provided once per response rather than per peer: each `provide` merges a context and sets a fiber ref
-    }).pipe(Effect.provide(context), Effect.provideService(DhtConfig.DhtConfig, config))
+    })
 
   const resolve = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>
     Effect.gen(function*() {
