@@ -28,7 +28,9 @@ import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as PeerValidator from "@comms-dht/core/PeerValidator"
 import * as Transport from "@comms-dht/core/Transport"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Actor from "./internal/actor.js"
@@ -117,19 +119,39 @@ export const learnPeer = (
   DhtError.PeerValidationError | DhtError.NewAndExistingMismatch | DhtError.StoreError,
   PeerManager.PeerManager | Crypto.Crypto | DhtEvents.DhtEvents
 > =>
-  Effect.gen(function*() {
-    const peers = yield* PeerManager.PeerManager
-    const config = yield* DhtConfig.DhtConfig
+  Effect.flatMap(PeerManager.PeerManager, (peers) => {
     const nodeId = NodeId.fromPublicKey(publicKey)
-    const existing = yield* PeerManager.getOption(peers, nodeId)
-    if (Option.isSome(existing) && !NodeId.equals(existing.value.publicKey, publicKey)) {
-      return yield* new DhtError.NewAndExistingMismatch()
-    }
-    // a join travels to the joiner's neighbours, who mostly know its claim already (from peer sync, from another
-    // copy): neither proven again nor written again
-    if (Option.isSome(existing) && PeerValidator.holdsClaim(existing.value, claim)) {
-      return Option.some({ peer: existing.value, added: false })
-    }
+    return Effect.flatMap(PeerManager.getOption(peers, nodeId), (existing): Effect.Effect<
+      Option.Option<Learnt>,
+      DhtError.PeerValidationError | DhtError.NewAndExistingMismatch | DhtError.StoreError,
+      Crypto.Crypto | DhtEvents.DhtEvents
+    > => {
+      if (Option.isNone(existing)) return learnClaim(peers, publicKey, nodeId, claim, source, from, existing)
+      if (!NodeId.equals(existing.value.publicKey, publicKey)) return Effect.fail(new DhtError.NewAndExistingMismatch())
+      // a join travels to the joiner's neighbours, who mostly know its claim already (from peer sync, from another
+      // copy): neither proven again nor written again, in the step that read the record
+      return PeerValidator.holdsClaim(existing.value, claim)
+        ? Effect.succeed(Option.some({ peer: existing.value, added: false }))
+        : learnClaim(peers, publicKey, nodeId, claim, source, from, existing)
+    })
+  })
+
+// a claim the record does not hold yet: proven, then applied to the record or to a new one
+const learnClaim = (
+  peers: PeerManager.PeerManagerService,
+  publicKey: NodeId.PublicKey,
+  nodeId: NodeId.NodeId,
+  claim: Peer.PeerClaim,
+  source: Peer.AddressSource,
+  from: NodeId.NodeId,
+  existing: Option.Option<Peer.Peer>
+): Effect.Effect<
+  Option.Option<Learnt>,
+  DhtError.PeerValidationError | DhtError.StoreError,
+  Crypto.Crypto | DhtEvents.DhtEvents
+> =>
+  Effect.gen(function*() {
+    const config = yield* DhtConfig.DhtConfig
     const accepted = yield* PeerValidator.validateClaims(publicKey, [claim], {
       storedUpdatedAt: Option.isSome(existing) ? existing.value.claimUpdatedAt : undefined
     })
@@ -167,33 +189,49 @@ const mayPropagate = (identity: NodeIdentity.Identity, message: InboundMessages.
  * @category handlers
  */
 export const handleJoin = (opened: Opened): Effect.Effect<void, HandlerError, Requirements> =>
-  Effect.gen(function*() {
-    yield* Metric.increment(DhtMetrics.joinsReceived)
-    const origin = yield* requireOrigin(opened)
-    const identity = yield* NodeIdentity.NodeIdentity
-    if (NodeId.equals(origin, identity.publicKey)) return
-    const join = yield* DhtMessages.decodeJoin(firstPart(opened))
-    if (!NodeId.equals(join.publicKey, origin)) return yield* new DhtError.OriginMismatch()
+  Effect.flatMap(Effect.context<Requirements>(), (context) => {
+    const identity = Context.get(context, NodeIdentity.NodeIdentity)
     const { message } = opened
-    const learnt = yield* learnPeer(origin, join.claim, "Join", message.sourcePeer.nodeId)
-    if (Option.isNone(learnt)) return
-    const nowMs = yield* Clock.currentTimeMillis
-    if (learnt.value.peer.isBanned(nowMs) || !mayPropagate(identity, message)) return
-    const requester = yield* OutboundRequester.OutboundRequester
-    const destination = Envelope.destinationPublicKey(origin)
-    const offered = yield* requester.offerForward(
-      OutboundRequester.makeParams({
-        strategy: BroadcastStrategy.Propagate({
-          destination,
-          excluded: [learnt.value.peer.nodeId, message.sourcePeer.nodeId]
-        }),
-        destination,
-        messageType: message.header.messageType,
-        customHeader: Option.some(message.header)
-      }),
-      message.body
-    )
-    if (offered) yield* Metric.increment(forwardedJoin)
+    // the fiber read once, for the metric labels and the clock
+    return Effect.withFiberRuntime((fiber): Effect.Effect<void, HandlerError, Requirements> => {
+      const labels = fiber.getFiberRef(FiberRef.currentMetricLabels)
+      const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+      DhtMetrics.joinsReceived.unsafeUpdate(1, labels)
+      if (Option.isNone(opened.origin)) return Effect.fail(new DhtError.OriginRequired())
+      const origin = opened.origin.value
+      if (NodeId.equals(origin, identity.publicKey)) return Effect.void
+      return Effect.flatMap(DhtMessages.decodeJoin(firstPart(opened)), (join): Effect.Effect<
+        void,
+        HandlerError,
+        Requirements
+      > =>
+        !NodeId.equals(join.publicKey, origin)
+          ? Effect.fail(new DhtError.OriginMismatch())
+          : Effect.flatMap(learnPeer(origin, join.claim, "Join", message.sourcePeer.nodeId), (learnt) => {
+            if (Option.isNone(learnt)) return Effect.void
+            if (learnt.value.peer.isBanned(clock.unsafeCurrentTimeMillis()) || !mayPropagate(identity, message)) {
+              return Effect.void
+            }
+            const destination = Envelope.destinationPublicKey(origin)
+            return Effect.map(
+              Context.get(context, OutboundRequester.OutboundRequester).offerForward(
+                OutboundRequester.makeParams({
+                  strategy: BroadcastStrategy.Propagate({
+                    destination,
+                    excluded: [learnt.value.peer.nodeId, message.sourcePeer.nodeId]
+                  }),
+                  destination,
+                  messageType: message.header.messageType,
+                  customHeader: Option.some(message.header)
+                }),
+                message.body
+              ),
+              (offered) => {
+                if (offered) forwardedJoin.unsafeUpdate(1, labels)
+              }
+            )
+          }))
+    })
   })
 
 /**
