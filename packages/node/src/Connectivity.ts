@@ -6,9 +6,10 @@
  *
  * One fiber owns the pools (the actor pattern: its state is threaded through its loop) and takes commands from a
  * bounded queue: connection events from the transport, `PeerBanned`, `NetworkDiscoveryPeersAdded` and `JoinSent`
- * from the event hub, its own `updateInterval` tick, and the outcomes of the dials it forked. Every trigger of
- * §11.2's table is one command; whenever one changes a pool's membership, `NeighboursChanged` is published and the
- * pool gauges are set. Readers see a snapshot (`status`, `changes`) that the loop updates after each command.
+ * from the event hub (offered as they are published; one that finds the queue full is shed and counted,
+ * docs/spec-departures.md §13), its own `updateInterval` tick, and the outcomes of the dials it forked. Every
+ * trigger of §11.2's table is one command; whenever one changes a pool's membership, `NeighboursChanged` is published
+ * and the pool gauges are set. Readers see a snapshot (`status`, `changes`) that the loop updates after each command.
  *
  * Slots are held by verified peers (§11.1): an unverified candidate is dialled and takes its slot when it connects,
  * which verifies it. A failed dial marks the peer offline (the transport does, §6.5), so it is not chosen again for
@@ -40,6 +41,7 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import * as FiberSet from "effect/FiberSet"
 import { constTrue } from "effect/Function"
 import * as HashMap from "effect/HashMap"
@@ -154,6 +156,7 @@ interface State {
 }
 
 const COMMAND_CAPACITY = 256
+const shedCommand = Metric.tagged(DhtMetrics.inboundShed, "where", "connectivity")
 // status changes a reader of `changes` may fall behind by before it loses the oldest (the latest always arrives)
 const STATUS_BUFFER = 64
 
@@ -703,15 +706,19 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     }
   }
 
-  const subscription = yield* events.subscribe
-  yield* Queue.take(subscription).pipe(
-    Effect.flatMap((event) => Option.match(fromEvent(event), { onNone: () => Effect.void, onSome: submit })),
-    Effect.forever,
-    Effect.forkScoped
-  )
-  yield* Transport.forEachEvent(transport, (event) => submit(fromConnection(event)))
-  // let the readers start before the first refresh is submitted
-  yield* Effect.yieldNow()
+  // Both feeders run in the step that publishes (`onEvent`): a fiber woken for every event of the node, most of them
+  // to be dropped here (a `PeerAdded` for every peer learnt), and another for every connection change only to pass
+  // it on, were a twentieth of a joining network's work. A command that finds the queue full is shed and counted;
+  // the next tick reconciles the connections with the transport's and refills the pools.
+  const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+  const offerNow = (command: Command): void => {
+    if (!commands.unsafeOffer(command)) shedCommand.unsafeUpdate(1, labels)
+  }
+  yield* DhtEvents.onEvent(events, (event) => {
+    const command = fromEvent(event)
+    if (Option.isSome(command)) offerNow(command.value)
+  })
+  yield* Transport.onEvent(transport, (event) => offerNow(fromConnection(event)))
 
   yield* submit({ _tag: "Tick" }).pipe(
     Effect.delay(config.connectivity.updateInterval),

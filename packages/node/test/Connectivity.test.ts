@@ -425,6 +425,34 @@ describe("Connectivity", () => {
       for (const peer of byDistance) yield* eventually(connectedTo(node, peer))
     }).pipe(Effect.provide(shared)))
 
+  it.scoped("a burst of events beyond the command queue is shed and counted; the next event is still acted on", () =>
+    Effect.gen(function*() {
+      const [me, ...others] = yield* identities(8, 550)
+      yield* Effect.forEach(others, startRaw)
+      const byDistance = closestTo(me!, others)
+      const far = byDistance.slice(3)
+      const node = yield* startNode(me!, { known: far.map(verifiedRecord), config: withConfig({ numRandomNodes: 0 }) })
+      yield* eventually(poolsEqual(node, far))
+      yield* eventually(settledWith(node, far.length))
+      const shed = Metric.tagged(DhtMetrics.inboundShed, "where", "connectivity")
+      const before = (yield* Metric.value(shed)).count
+
+      // 300 commands without a yield of this fiber: the loop takes none of them before the queue (256) is full
+      const events = Context.get(node.context, DhtEvents.DhtEvents)
+      yield* Effect.forEach(Array.from({ length: 300 }), () => events.publish(DhtEvent.JoinSent()), { discard: true })
+      const lost = (yield* Metric.value(shed)).count - before
+      expect(lost).toBeGreaterThanOrEqual(300 - 256)
+      expect(lost).toBeLessThan(300)
+
+      // once the loop has worked through the queue, an event is a command again
+      yield* settle
+      yield* Effect.forEach(byDistance.slice(0, 3), (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
+      yield* events.publish(DhtEvent.NetworkDiscoveryPeersAdded({
+        roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
+      }))
+      yield* eventually(poolsEqual(node, byDistance))
+    }).pipe(Effect.provide(shared)))
+
   it.scoped("the random pool takes a peer from each of the farthest distance buckets beyond the neighbours (departures §12)", () =>
     Effect.gen(function*() {
       const [me, ...others] = yield* identities(61, 1_000)
