@@ -29,6 +29,7 @@ import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
 import * as OutboundRequester from "@comms-dht/core/OutboundRequester"
@@ -46,6 +47,7 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
@@ -155,6 +157,8 @@ export type Requirements =
 interface Pending {
   readonly limits: Rules.Limits
   readonly reply: Deferred.Deferred<SyncOutcome, RequestError>
+  /** when the reply fails with `Timeout` (`peerSyncTimeout` after the request was registered) */
+  readonly deadline: number
 }
 
 type Learnt =
@@ -248,6 +252,30 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   // requests awaiting their response, by peer and request id: changed only in single synchronous steps, so a plain
   // map serves where a `Ref` of a persistent map cost a copy and a dozen steps per change
   const pending = new Map<string, Pending>()
+
+  // One fiber fails the replies whose deadline has passed, sleeping until the earliest, rather than a race of two
+  // fibers per request (`Effect.timeoutFail`: 56 steps of the run loop beside the wait it guards). Every request waits
+  // the same `peerSyncTimeout` from its registration, so the map's order (insertion) is the order of the deadlines.
+  // Woken when a request is registered while it is idle; idle again once nothing is pending.
+  const timeoutMs = DhtConfig.millis(config.networkDiscovery.peerSyncTimeout)
+  const wake = yield* LightQueue.bounded<void>(1)
+  let sweeping = false
+  const expire: Effect.Effect<void> = Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    const due: Array<Pending["reply"]> = []
+    let next: number | undefined
+    for (const [key, entry] of pending) {
+      if (entry.deadline > now) {
+        next = entry.deadline
+        break
+      }
+      pending.delete(key)
+      due.push(entry.reply)
+    }
+    if (next === undefined) sweeping = false
+    const failDue = Effect.forEach(due, (reply) => Deferred.fail(reply, new DhtError.Timeout()), { discard: true })
+    return next === undefined ? failDue : Effect.zipRight(failDue, Effect.zipRight(Effect.sleep(next - now), expire))
+  })
+  yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(wake), expire)))
   const served = yield* Ref.make(HashMap.empty<string, number>())
 
   yield* Effect.addFinalizer(() =>
@@ -493,11 +521,16 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
   const register = (peer: NodeId.NodeId, limits: Omit<Rules.Limits, "n">, n: number) =>
     Effect.gen(function*() {
       const reply = yield* Deferred.make<SyncOutcome, RequestError>()
+      const deadline = (yield* Clock.currentTimeMillis) + timeoutMs
       for (;;) {
         const requestId = yield* randomRequestId
         const key = pendingKey(peer, requestId)
         if (!pending.has(key)) {
-          pending.set(key, { limits: { ...limits, n }, reply })
+          pending.set(key, { limits: { ...limits, n }, reply, deadline })
+          if (!sweeping) {
+            sweeping = true
+            wake.unsafeOffer(undefined)
+          }
           return { requestId, key, reply }
         }
       }
@@ -530,13 +563,9 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         yield* Effect.forEach(states.states, (state) => Deferred.await(state.result), { discard: true })
         return yield* Deferred.await(reply)
       })
-      return yield* exchange.pipe(
-        Effect.timeoutFail({
-          duration: config.networkDiscovery.peerSyncTimeout,
-          onTimeout: () => new DhtError.Timeout()
-        }),
-        Effect.ensuring(Effect.sync(() => pending.delete(key)))
-      )
+      // the reply fails with `Timeout` at the deadline (`expire`); a write still pending then is the transport's
+      // to end (its dial has a timeout of its own)
+      return yield* Effect.ensuring(exchange, Effect.sync(() => pending.delete(key)))
     })
 
   return PeerSync.of({
