@@ -171,11 +171,9 @@ const safOnConnection = (
   transport: Transport.TransportService
 ): Effect.Effect<void, never, Scope.Scope> =>
   config.saf.autoRequest
-    ? Transport.forEachEvent(transport, (event) =>
-      event._tag === "PeerConnected"
-        ? Effect.catchAll(saf.peerConnected(event.peer), (error) =>
-          Effect.logWarning("store-and-forward request failed", error))
-        : Effect.void)
+    ? Transport.onEvent(transport, (event) => {
+      if (event._tag === "PeerConnected") saf.unsafePeerConnected(event.peer)
+    })
     : Effect.void
 
 /**

@@ -23,6 +23,7 @@ import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -41,6 +42,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -61,6 +63,12 @@ export interface StoreAndForwardService {
    * SAF peer among this node's closest (at once when the delay is 0).
    */
   readonly peerConnected: (peer: Peer.Peer) => Effect.Effect<void, DhtError.StoreError>
+  /**
+   * `peerConnected` for a listener of the transport's events (`Transport.onEvent`), in the step that connects: the
+   * peer is noted, and a fiber of the service asks it once the delay has passed (when the delay is 0, in its next
+   * step).
+   */
+  readonly unsafePeerConnected: (peer: Peer.Peer) => void
   /** The inbound pipeline's stage (SPEC §9.1, §7.6). */
   readonly stage: SafStage.SafStageService
   /** Requests sent and not yet answered, timed out ones included until cleanup. */
@@ -424,18 +432,36 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       discard: true
     })
   })
+  const connectionDelay = DhtConfig.millis(safConfig.connectionRequestDelay)
+  const asksNewcomers = (peer: Peer.Peer) =>
+    safConfig.autoRequest && Peer.hasFeatures(peer.features, Peer.PeerFeatures.DHT_STORE_FORWARD)
+  // The first newcomer of a settling period wakes the asker, which waits out the delay and asks them all: a fiber
+  // that waits only while there is something to ask, rather than a step of a fiber for every connection.
+  const settle = yield* LightQueue.bounded<void>(1)
+  const noteNewcomer = (peer: Peer.Peer): void => {
+    newcomers.set(NodeId.toHex(peer.nodeId), peer)
+    if (settling) return
+    settling = true
+    settle.unsafeOffer(undefined)
+  }
+  const afterDelay = connectionDelay === 0 ? askNewcomers : Effect.delay(askNewcomers, Duration.millis(connectionDelay))
+  yield* Effect.forkIn(
+    Effect.forever(Effect.flatMap(Queue.take(settle), () =>
+      Effect.catchAllCause(afterDelay, (cause) => Effect.logWarning("store-and-forward task failed", cause)))),
+    scope
+  )
 
   const peerConnected: StoreAndForwardService["peerConnected"] = (peer) =>
-    Effect.gen(function*() {
-      const { saf } = yield* config
-      if (!saf.autoRequest || !Peer.hasFeatures(peer.features, Peer.PeerFeatures.DHT_STORE_FORWARD)) return
-      const delay = DhtConfig.millis(saf.connectionRequestDelay)
-      if (delay === 0) return yield* askIfNeighbour(peer)
-      newcomers.set(NodeId.toHex(peer.nodeId), peer)
-      if (settling) return
-      settling = true
-      yield* fork(Effect.delay(askNewcomers, Duration.millis(delay)))
+    Effect.suspend(() => {
+      if (!asksNewcomers(peer)) return Effect.void
+      if (connectionDelay === 0) return askIfNeighbour(peer)
+      noteNewcomer(peer)
+      return Effect.void
     })
+
+  const unsafePeerConnected = (peer: Peer.Peer): void => {
+    if (asksNewcomers(peer)) noteNewcomer(peer)
+  }
 
   // --- responder (§9.3) ---
 
@@ -711,6 +737,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   return StoreAndForward.of({
     requestStoredMessages,
     peerConnected,
+    unsafePeerConnected,
     stage: SafStage.SafStage.of({
       mayStore,
       // run on the services this was made with, in place of the caller's: `provide` would merge the two, copying
