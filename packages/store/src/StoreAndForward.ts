@@ -184,8 +184,12 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   // dialling, pools refreshing) made 1,400 requests for 60 nodes, 23 a node, where 8 do.
   const asked = new Map<string, number>()
 
-  const config = DhtConfig.DhtConfig
-  // what `mayStore` reads: the stage runs on the services it was made with (`context`), so the config is this one
+  // The configuration and the crypto this was made with, for every call: the stage runs inside the inbound
+  // pipeline's fibers, whose context is the caller's, and swapping it in for each message (`mapInputContext`) was a
+  // dozen steps of the run loop and two copies of the fiber's references.
+  const crypto = Context.get(context, Crypto.Crypto)
+  const config = Effect.succeed(yield* DhtConfig.DhtConfig)
+  // what `mayStore` reads
   const safConfig = (yield* config).saf
   const fork = <A, E>(effect: Effect.Effect<A, E>) =>
     Effect.asVoid(Effect.forkIn(
@@ -568,7 +572,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
           kept.push({ wire, header, origin: Option.none() })
           continue
         }
-        const origin = yield* MessageCrypto.verify(header, wire.body, header.messageSignature).pipe(
+        const origin = yield* MessageCrypto.verifyWith(crypto, header, wire.body, header.messageSignature).pipe(
           Effect.mapError(() => new DhtError.InvalidSafMessage({ reason: "InvalidSignature" }))
         )
         kept.push({ wire, header, origin: Option.some(origin) })
@@ -581,7 +585,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     Effect.gen(function*() {
       const { header, wire } = row
       const opened = header.isEncrypted
-        ? yield* MessageCrypto.decrypt(identity, header, wire.body).pipe(
+        ? yield* MessageCrypto.decryptWith(crypto, identity, header, wire.body).pipe(
           Effect.map((d) => Option.some({ body: d.body, origin: Option.some(d.origin) })),
           Effect.catchAll(() => Effect.succeedNone)
         )
@@ -591,7 +595,11 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
         )
       if (Option.isNone(opened)) return Option.none()
       const { clockSkewAllowance } = yield* config
-      const hash = yield* MessageCrypto.dedupHash(header, wire.body, header.messageSignature)
+      const hash = MessageCrypto.dedupHashWith(
+        crypto,
+        MessageCrypto.challengeWith(crypto, header, wire.body),
+        header.messageSignature
+      )
       const keepUntil = Number(header.expires) * 1000 + DhtConfig.millis(clockSkewAllowance)
       const inserted = yield* dedupCache.insert(hash, message.sourcePeer.publicKey, keepUntil)
       if (inserted._tag === "Inserted" && inserted.hits > 1) return Option.none()
@@ -668,7 +676,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   const handle = (
     message: InboundMessages.DecryptedDhtMessage,
     decision: SafStage.SafDecision | undefined
-  ): Effect.Effect<SafStage.SafOutcome, DhtError.StageError | DhtError.StoreError, Crypto.Crypto> => {
+  ): Effect.Effect<SafStage.SafOutcome, DhtError.StageError | DhtError.StoreError> => {
     switch (message.header.messageType) {
       case Envelope.DhtMessageType.SafRequestMessages:
         return respond(message)
@@ -740,10 +748,8 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
     unsafePeerConnected,
     stage: SafStage.SafStage.of({
       mayStore,
-      // run on the services this was made with, in place of the caller's: `provide` would merge the two, copying
-      // the node's whole context twice for every forwarded message
-      decide: (message) => Effect.mapInputContext(decide(message), () => context),
-      handle: (message, decision) => Effect.mapInputContext(handle(message, decision), () => context)
+      decide,
+      handle
     }),
     inflight: Effect.sync(() => inflight.size),
     cleanup
