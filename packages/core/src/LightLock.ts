@@ -24,6 +24,11 @@ export interface LightLock {
    * nothing may separate
    */
   readonly withLockUninterruptible: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Whether a fiber holds the lock now. A change made in one synchronous step while it is free cannot come between
+   * a holder's steps, so it needs no lock: what a store does with a change that touches only memory.
+   */
+  readonly unsafeIsHeld: () => boolean
 }
 
 /**
@@ -64,7 +69,8 @@ export const unsafeMake = (): LightLock => {
 
   return {
     withLock: (effect) => locked(effect, true),
-    withLockUninterruptible: (effect) => locked(effect, false)
+    withLockUninterruptible: (effect) => locked(effect, false),
+    unsafeIsHeld: () => held
   }
 }
 

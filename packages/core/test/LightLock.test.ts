@@ -54,6 +54,23 @@ describe("LightLock", () => {
       expect(done).toEqual(["holder", "waiter"])
     }))
 
+  it.effect("unsafeIsHeld: true from a body's start until its end, whatever the end", () =>
+    Effect.gen(function*() {
+      const lock = yield* LightLock.make
+      expect(lock.unsafeIsHeld()).toBe(false)
+      const inside = yield* lock.withLock(Effect.sync(() => lock.unsafeIsHeld()))
+      expect(inside).toBe(true)
+      expect(lock.unsafeIsHeld()).toBe(false)
+      const held = yield* Effect.fork(lock.withLock(Effect.sleep("1 second")))
+      yield* Effect.yieldNow()
+      expect(lock.unsafeIsHeld()).toBe(true)
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(held)
+      expect(lock.unsafeIsHeld()).toBe(false)
+      yield* Effect.exit(lock.withLock(Effect.fail("refused")))
+      expect(lock.unsafeIsHeld()).toBe(false)
+    }))
+
   it.effect("an interruptible body interrupted releases the lock", () =>
     Effect.gen(function*() {
       const lock = yield* LightLock.make

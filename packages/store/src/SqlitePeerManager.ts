@@ -544,6 +544,29 @@ export const make: Effect.Effect<
     // The table and its mirror change together: nothing may stop an operation between the two.
     const locked = lock.withLockUninterruptible
 
+    // `update` when it is a touch that needs no write yet, in this one step: the mirror and `pending` are all it
+    // changes, and with the lock free nothing can come between (most updates are touches: a dial's attempt, a
+    // connection's `lastSeen`). Otherwise undefined, and `update` runs under the lock, calling `f` again there.
+    const touchedNow = (
+      nodeId: NodeId.NodeId,
+      f: (peer: Peer.Peer) => Peer.Peer
+    ): Effect.Effect<Peer.Peer> | undefined => {
+      if (lock.unsafeIsHeld() || pending.size + 1 >= PENDING_PER_FLUSH) return undefined
+      const key = NodeId.toHex(nodeId)
+      const previous = peers.get(key)
+      if (previous === undefined) return undefined
+      const next = f(previous)
+      if (next === previous) return Effect.succeed(next)
+      if (
+        !NodeId.equals(next.publicKey, previous.publicKey) || !NodeId.equals(next.nodeId, previous.nodeId) ||
+        !isTouch(previous, next)
+      ) return undefined
+      peers.set(key, next)
+      replaced(key, next)
+      pending.add(key)
+      return Effect.succeed(next)
+    }
+
     yield* Effect.addFinalizer(() =>
       locked(writePendingOrLog)
     )
@@ -592,7 +615,7 @@ export const make: Effect.Effect<
               : Peer.unsafePeer({ ...peer, bannedUntil: until, bannedReason: reason })
           }))),
       unban: (nodeId) => locked(Effect.asVoid(update(nodeId, withoutBan))),
-      update: (nodeId, f) => locked(update(nodeId, f)),
+      update: (nodeId, f) => Effect.suspend(() => touchedNow(nodeId, f) ?? locked(update(nodeId, f))),
       remove: (nodeId) =>
         locked(
           commit(deletePeer(nodeId), "remove peer").pipe(
