@@ -12,6 +12,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import { DhtConfig, millis } from "./DhtConfig.js"
 import type { StoreError } from "./DhtError.js"
@@ -95,6 +96,18 @@ export interface DedupCacheService {
    * with its trims), so it cannot fail.
    */
   readonly unsafeRecordHit: (hash: Uint8Array, sender: PublicKey, nowMs: number, keepUntil?: number) => number | undefined
+  /**
+   * `insert` at once, when it needs no write before it returns: the result, with the entries gauge set under
+   * `labels` (the caller's metric labels); `undefined` when nothing was recorded and `insert` must run (a persistent
+   * cache with a batch to write). Optional: a cache without it is always asked through `insert`.
+   */
+  readonly unsafeInsert?: (
+    hash: Uint8Array,
+    sender: PublicKey,
+    nowMs: number,
+    keepUntil: number | undefined,
+    labels: ReadonlyArray<MetricLabel.MetricLabel>
+  ) => DedupInsertResult | undefined
   /** Deletes the dead entries (`keepUntil < now`) and returns how many; counted in `dedupTrimmed`. */
   readonly trim: Effect.Effect<number, StoreError>
   readonly size: Effect.Effect<number>
@@ -355,6 +368,11 @@ export const makeMemory: Effect.Effect<DedupCacheService> = Effect.gen(function*
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
     unsafeRecordHit: index.hit,
+    unsafeInsert: (hash, sender, nowMs, keepUntil, labels) => {
+      const outcome = index.insert(hash, sender, nowMs, keepUntil)
+      if (Option.isSome(outcome.added)) DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
+      return outcome.result
+    },
     trim: Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const removed = index.trim(now).length
       return Metric.incrementBy(DhtMetrics.dedupTrimmed, removed).pipe(

@@ -352,24 +352,37 @@ const dedupInsert = <M extends InboundMessages.DhtInboundMessage, E>(
   cache: DedupCache.DedupCacheService,
   onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
 ): Effect.Effect<Option.Option<M>, E, DhtActor.DhtActor> =>
-  Effect.flatMap(cache.insert(hash, message.sourcePeer.publicKey, keepUntilOf(message, config)), (result) => {
-    switch (result._tag) {
-      case "Inserted":
-        return result.hits > config.dedupAllowedMessageOccurrences
-          ? onDuplicate(result.hits)
-          : Effect.succeed(Option.some(deduplicated(message, result.hits, hash, message.mayForward)))
-      case "Full":
-        return Effect.as(
-          Rejections.report(new DhtError.DedupFull(), blameOf(message)),
-          Option.some(deduplicated(message, 1, hash, false))
-        )
-      case "Failed":
-        return Effect.as(
-          Rejections.report(result.error, blameOf(message)),
-          Option.some(deduplicated(message, 1, hash, false))
-        )
-    }
-  })
+  Effect.flatMap(
+    cache.insert(hash, message.sourcePeer.publicKey, keepUntilOf(message, config)),
+    afterInsert(message, hash, config, onDuplicate)
+  )
+
+// what an insert's result means for the message: a copy too many, a first occurrence, or one the cache could not
+// record (reported, and the message goes on unforwarded)
+const afterInsert = <M extends InboundMessages.DhtInboundMessage, E>(
+  message: M,
+  hash: Uint8Array,
+  config: DhtConfig.Config,
+  onDuplicate: (hits: number) => Effect.Effect<Option.Option<M>, E>
+) =>
+(result: DedupCache.DedupInsertResult): Effect.Effect<Option.Option<M>, E, DhtActor.DhtActor> => {
+  switch (result._tag) {
+    case "Inserted":
+      return result.hits > config.dedupAllowedMessageOccurrences
+        ? onDuplicate(result.hits)
+        : Effect.succeed(Option.some(deduplicated(message, result.hits, hash, message.mayForward)))
+    case "Full":
+      return Effect.as(
+        Rejections.report(new DhtError.DedupFull(), blameOf(message)),
+        Option.some(deduplicated(message, 1, hash, false))
+      )
+    case "Failed":
+      return Effect.as(
+        Rejections.report(result.error, blameOf(message)),
+        Option.some(deduplicated(message, 1, hash, false))
+      )
+  }
+}
 
 // --- decrypt and verify (§7.4, §4.6) ---
 
@@ -946,8 +959,13 @@ const front = (
         return Effect.as(dropDuplicate(message)(hits), none)
       }
       if (hits !== undefined) return opened(deduplicated(message, hits, hash, message.mayForward), challenge)
+      // a new hash: recorded in this step when the cache needs no write for it
+      const keepUntil = keepUntilOf(message, config)
+      const inserted = cache.unsafeInsert?.(hash, message.sourcePeer.publicKey, nowMs, keepUntil, labels)
       return Effect.flatMap(
-        dedupInsert(message, hash, config, cache, dropDuplicate(message)),
+        inserted !== undefined
+          ? afterInsert(message, hash, config, dropDuplicate(message))(inserted)
+          : dedupInsert(message, hash, config, cache, dropDuplicate(message)),
         (unique) => Option.isNone(unique) ? Effect.succeed(none) : opened(unique.value, challenge)
       )
     }

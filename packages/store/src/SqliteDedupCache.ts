@@ -23,6 +23,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
@@ -187,6 +188,29 @@ export const make: Effect.Effect<
       return DedupCache.DedupInsertResult.Failed({ error })
     })
 
+  // `insert` in the caller's step while the new entry does not complete a batch: the index and the marks are all
+  // it changes (a write takes the lock and a transaction, so it goes through `insert`)
+  const unsafeInsert = (
+    hash: Uint8Array,
+    sender: NodeId.PublicKey,
+    nowMs: number,
+    keepUntil: number | undefined,
+    labels: ReadonlyArray<MetricLabel.MetricLabel>
+  ): DedupCache.DedupInsertResult | undefined => {
+    if (fresh.size + 1 >= ENTRIES_PER_WRITE) return undefined
+    const outcome = index.insert(hash, sender, nowMs, keepUntil)
+    if (Option.isNone(outcome.added)) return outcome.result
+    fresh.set(NodeId.toHex(hash), hash)
+    if (Option.isSome(outcome.replaced)) {
+      const key = NodeId.toHex(outcome.replaced.value.hash)
+      fresh.delete(key)
+      dirty.delete(key)
+      gone.set(key, outcome.replaced.value.hash)
+    }
+    DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
+    return outcome.result
+  }
+
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const outcome = index.insert(hash, sender, now, keepUntil)
@@ -221,6 +245,7 @@ export const make: Effect.Effect<
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
     unsafeRecordHit: index.hit,
+    unsafeInsert,
     // the table and the index change together: nothing may stop a trim between the two
     trim: lock.withLockUninterruptible(trim),
     size: Effect.sync(() => index.size())

@@ -88,6 +88,28 @@ export const dedupCacheSuite = <E>(name: string, layer: Layer.Layer<DedupCache.D
         expect(yield* cache.size).toBe(1)
       }).pipe(withCache()))
 
+    it.effect("unsafeInsert records as insert does, sets the entries gauge, or leaves the insert to insert", () =>
+      Effect.gen(function*() {
+        const cache = yield* DedupCache.DedupCache
+        const unsafeInsert = cache.unsafeInsert
+        if (unsafeInsert === undefined) return
+        const now = 0
+        const answered: Array<DedupCache.DedupInsertResult> = []
+        // 200 new hashes: whatever the cache cannot record at once (a batch to write) it leaves to insert
+        for (let i = 1; i <= 200; i++) {
+          const quick = unsafeInsert(hash(i), alice, now, 5 * HOUR, [])
+          answered.push(quick ?? (yield* cache.insert(hash(i), alice, 5 * HOUR)))
+        }
+        expect(answered).toEqual(Array.from({ length: 200 }, () => inserted(1)))
+        expect(yield* cache.size).toBe(200)
+        expect(yield* entriesGauge).toBe(200)
+        // a copy of a held hash is a hit, never left to insert
+        expect(unsafeInsert(hash(7), bob, now, 6 * HOUR, [])).toEqual(inserted(2))
+        const entry = Option.getOrThrow(yield* cache.get(hash(7)))
+        expect(entry.sender).toEqual(bob)
+        expect(entry.keepUntil).toBe(6 * HOUR)
+      }).pipe(withCache()))
+
     it.effect("without a keepUntil an entry lives saf.msgValidity + clockSkewAllowance from its last hit", () =>
       Effect.gen(function*() {
         const cache = yield* DedupCache.DedupCache
