@@ -83,6 +83,11 @@ export interface PeerManagerService {
   ) => Effect.Effect<ReadonlyArray<AddResult>, StoreError>
   readonly get: (nodeId: NodeId) => Effect.Effect<Peer, PeerNotFound | StoreError>
   /**
+   * `get` without an Effect, for a table whose records are held in memory: the record, or `undefined` when it is
+   * not known (then `get` says why). Optional: a table without it is read through `get`.
+   */
+  readonly unsafeGet?: (nodeId: NodeId) => Peer | undefined
+  /**
    * The known peers among `nodeIds`, in their order; unknown ones are left out. For the hot paths that need a few
    * records (the connected peers a strategy chooses from, one target): no error is built for a miss and the table is
    * not read whole.

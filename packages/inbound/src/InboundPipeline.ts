@@ -940,36 +940,38 @@ const front = (
         (forwarded) => storeAndForwardWith(forwarded, services.stage, nowMs)
       )
     })
-  const stages = Effect.flatMap(
-    peers.get(raw.sourcePeer),
-    (sourcePeer): Effect.Effect<ReadonlyArray<Decrypted>, Rejections.PipelineError, DhtActor.DhtActor> => {
-      const decoded = decodeFrom(raw, sourcePeer, nowMs, labels, early)
-      if (Either.isLeft(decoded)) return Either.left(decoded.left)
-      const message = decoded.right
-      blame = blameOf(message)
-      const invalid = validationError(message, config, identity, nowMs)
-      if (invalid !== undefined) return Either.left(invalid)
-      // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
-      const challenge = early?.challenge ?? MessageCrypto.challengeWith(crypto, message.header, message.body)
-      const hash = early?.hash ?? MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
-      // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
-      // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
-      const hits = cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntilOf(message, config))
-      if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
-        return Effect.as(dropDuplicate(message)(hits), none)
-      }
-      if (hits !== undefined) return opened(deduplicated(message, hits, hash, message.mayForward), challenge)
-      // a new hash: recorded in this step when the cache needs no write for it
-      const keepUntil = keepUntilOf(message, config)
-      const inserted = cache.unsafeInsert?.(hash, message.sourcePeer.publicKey, nowMs, keepUntil, labels)
-      return Effect.flatMap(
-        inserted !== undefined
-          ? afterInsert(message, hash, config, dropDuplicate(message))(inserted)
-          : dedupInsert(message, hash, config, cache, dropDuplicate(message)),
-        (unique) => Option.isNone(unique) ? Effect.succeed(none) : opened(unique.value, challenge)
-      )
+  const fromSource = (
+    sourcePeer: Peer.Peer
+  ): Effect.Effect<ReadonlyArray<Decrypted>, Rejections.PipelineError, DhtActor.DhtActor> => {
+    const decoded = decodeFrom(raw, sourcePeer, nowMs, labels, early)
+    if (Either.isLeft(decoded)) return Either.left(decoded.left)
+    const message = decoded.right
+    blame = blameOf(message)
+    const invalid = validationError(message, config, identity, nowMs)
+    if (invalid !== undefined) return Either.left(invalid)
+    // one hash of the body for the dedup hash and the signature check (SPEC §8.1, §4.3)
+    const challenge = early?.challenge ?? MessageCrypto.challengeWith(crypto, message.header, message.body)
+    const hash = early?.hash ?? MessageCrypto.dedupHashWith(crypto, challenge, message.header.messageSignature)
+    // A copy of a message the cache holds is recorded at once: in a flood nearly every frame is one, and dropping
+    // it costs this step alone. A hash the cache does not hold goes through `insert` (a write, for sqlite).
+    const keepUntil = keepUntilOf(message, config)
+    const hits = cache.unsafeRecordHit(hash, message.sourcePeer.publicKey, nowMs, keepUntil)
+    if (hits !== undefined && hits > config.dedupAllowedMessageOccurrences) {
+      return Effect.as(dropDuplicate(message)(hits), none)
     }
-  )
+    if (hits !== undefined) return opened(deduplicated(message, hits, hash, message.mayForward), challenge)
+    // a new hash: recorded in this step when the cache needs no write for it
+    const inserted = cache.unsafeInsert?.(hash, message.sourcePeer.publicKey, nowMs, keepUntil, labels)
+    return Effect.flatMap(
+      inserted !== undefined
+        ? afterInsert(message, hash, config, dropDuplicate(message))(inserted)
+        : dedupInsert(message, hash, config, cache, dropDuplicate(message)),
+      (unique) => Option.isNone(unique) ? Effect.succeed(none) : opened(unique.value, challenge)
+    )
+  }
+  // the source's record read in this step when the table holds it in memory
+  const known = peers.unsafeGet?.(raw.sourcePeer)
+  const stages = known !== undefined ? fromSource(known) : Effect.flatMap(peers.get(raw.sourcePeer), fromSource)
   return Effect.mapError(stages, (error) => new Rejected(error, blame))
 }
 

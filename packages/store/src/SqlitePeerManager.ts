@@ -575,6 +575,7 @@ export const make: Effect.Effect<
       add: (peer, options) => locked(add(peer, options?.source)),
       addMany: (batch, options) => locked(addMany(batch, options?.source)),
       get,
+      unsafeGet: (nodeId) => peers.get(NodeId.toHex(nodeId)),
       getMany: (nodeIds) =>
         Effect.sync(() => {
           const found: Array<Peer.Peer> = []

@@ -68,6 +68,21 @@ export const peerManagerSuite = <E>(name: string, layer: Layer.Layer<PeerManager
         expect(yield* table.getMany([c.nodeId, b.nodeId])).toEqual([seen])
       }).pipe(withTable()))
 
+    it.effect("unsafeGet, where the table offers it, answers as get does, at once", () =>
+      Effect.gen(function*() {
+        const table = yield* PeerManager.PeerManager
+        const unsafeGet = table.unsafeGet
+        if (unsafeGet === undefined) return
+        const a = peer(1)
+        expect(unsafeGet(a.nodeId)).toBeUndefined()
+        yield* table.add(a)
+        expect(unsafeGet(a.nodeId)).toEqual(yield* table.get(a.nodeId))
+        const seen = yield* table.update(a.nodeId, (p) => new Peer.Peer({ ...p, lastSeen: 7 }))
+        expect(unsafeGet(a.nodeId)).toEqual(seen)
+        yield* table.remove(a.nodeId)
+        expect(unsafeGet(a.nodeId)).toBeUndefined()
+      }).pipe(withTable()))
+
     it.effect("getOption: the stored peer, or none for a stranger and after removal", () =>
       Effect.gen(function*() {
         const table = yield* PeerManager.PeerManager
