@@ -122,6 +122,8 @@ interface NodeOptions {
   readonly known?: ReadonlyArray<Peer.Peer>
   /** optional services connectivity uses (`DhtActor`, `ConnectivityHooks`) */
   readonly extra?: Layer.Layer<DhtActor.DhtActor | Connectivity.ConnectivityHooks>
+  /** the transport as connectivity sees it, made from the node's own */
+  readonly transport?: (own: Transport.TransportService) => Transport.TransportService
 }
 
 type NodeServices = Endpoint | DhtEvents.DhtEvents | Connectivity.Connectivity
@@ -147,8 +149,11 @@ const startNode = (identity: NodeIdentity.Identity, options: NodeOptions = {}) =
     const peers = Context.get(base, PeerManager.PeerManager)
     yield* Effect.forEach(options.known ?? [], (peer) => Effect.orDie(peers.add(peer)), { discard: true })
     const events = yield* Scope.extend(Context.get(base, DhtEvents.DhtEvents).subscribe, scope)
+    const seen = options.transport === undefined
+      ? base
+      : Context.add(base, Transport.Transport, options.transport(Context.get(base, Transport.Transport)))
     const built = yield* Layer.buildWithScope(
-      Connectivity.layer.pipe(Layer.provide(Layer.merge(Layer.succeedContext(base), options.extra ?? Layer.empty))),
+      Connectivity.layer.pipe(Layer.provide(Layer.merge(Layer.succeedContext(seen), options.extra ?? Layer.empty))),
       scope
     ).pipe(Effect.provideService(DhtConfig.DhtConfig, config))
     const context = Context.merge(base, built)
@@ -425,32 +430,46 @@ describe("Connectivity", () => {
       for (const peer of byDistance) yield* eventually(connectedTo(node, peer))
     }).pipe(Effect.provide(shared)))
 
-  it.scoped("a burst of events beyond the command queue is shed and counted; the next event is still acted on", () =>
+  it.scoped("a burst of connection changes beyond the command queue is shed and counted; the next is acted on", () =>
     Effect.gen(function*() {
       const [me, ...others] = yield* identities(8, 550)
       yield* Effect.forEach(others, startRaw)
       const byDistance = closestTo(me!, others)
       const far = byDistance.slice(3)
-      const node = yield* startNode(me!, { known: far.map(verifiedRecord), config: withConfig({ numRandomNodes: 0 }) })
+      // connectivity's listener of connection changes, kept so that the test can call it as the transport would
+      const listeners: Array<(event: Transport.ConnectionEvent) => void> = []
+      const node = yield* startNode(me!, {
+        known: far.map(verifiedRecord),
+        config: withConfig({ numRandomNodes: 0 }),
+        transport: (own) => ({
+          ...own,
+          listen: (f) => {
+            listeners.push(f)
+            return own.listen === undefined ? Effect.void : own.listen(f)
+          }
+        })
+      })
       yield* eventually(poolsEqual(node, far))
       yield* eventually(settledWith(node, far.length))
+      const listener = listeners[0]!
       const shed = Metric.tagged(DhtMetrics.inboundShed, "where", "connectivity")
       const before = (yield* Metric.value(shed)).count
 
-      // 300 commands without a yield of this fiber: the loop takes none of them before the queue (256) is full
-      const events = Context.get(node.context, DhtEvents.DhtEvents)
-      yield* Effect.forEach(Array.from({ length: 300 }), () => events.publish(DhtEvent.JoinSent()), { discard: true })
+      // 300 dial failures of strangers in one step: the loop takes none of them before the queue (256) is full
+      const strangers = yield* identities(300, 5_000)
+      for (const stranger of strangers) listener({ _tag: "DialFailed", nodeId: stranger.nodeId })
       const lost = (yield* Metric.value(shed)).count - before
       expect(lost).toBeGreaterThanOrEqual(300 - 256)
       expect(lost).toBeLessThan(300)
 
-      // once the loop has worked through the queue, an event is a command again
+      // once the loop has worked through the queue, a change is a command again: a closer peer connecting takes a
+      // neighbour's slot
       yield* settle
-      yield* Effect.forEach(byDistance.slice(0, 3), (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
-      yield* events.publish(DhtEvent.NetworkDiscoveryPeersAdded({
-        roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
-      }))
-      yield* eventually(poolsEqual(node, byDistance))
+      const closest = byDistance[0]!
+      yield* Effect.orDie(node.peers.add(verifiedRecord(closest)))
+      yield* Effect.orDie(node.transport.dial(closest.nodeId))
+      const key = NodeId.toHex(closest.nodeId)
+      yield* eventually(Effect.map(node.connectivity.neighbours, (ids) => hexes(ids).includes(key)))
     }).pipe(Effect.provide(shared)))
 
   it.scoped("the random pool takes a peer from each of the farthest distance buckets beyond the neighbours (departures §12)", () =>
