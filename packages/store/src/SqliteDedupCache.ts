@@ -200,6 +200,13 @@ export const make: Effect.Effect<
     if (fresh.size + 1 >= ENTRIES_PER_WRITE) return undefined
     const outcome = index.insert(hash, sender, nowMs, keepUntil)
     if (Option.isNone(outcome.added)) return outcome.result
+    markAdded(hash, outcome)
+    DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
+    return outcome.result
+  }
+
+  // a new entry waits to be written; the dead one it took the place of, to be deleted
+  const markAdded = (hash: Uint8Array, outcome: DedupCache.IndexInsert): void => {
     fresh.set(NodeId.toHex(hash), hash)
     if (Option.isSome(outcome.replaced)) {
       const key = NodeId.toHex(outcome.replaced.value.hash)
@@ -207,8 +214,6 @@ export const make: Effect.Effect<
       dirty.delete(key)
       gone.set(key, outcome.replaced.value.hash)
     }
-    DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
-    return outcome.result
   }
 
   const insert = (hash: Uint8Array, sender: NodeId.PublicKey, keepUntil?: number) =>
@@ -216,13 +221,7 @@ export const make: Effect.Effect<
       const outcome = index.insert(hash, sender, now, keepUntil)
       // a hit: the index marked the entry dirty
       if (Option.isNone(outcome.added)) return Effect.succeed(outcome.result)
-      fresh.set(NodeId.toHex(hash), hash)
-      if (Option.isSome(outcome.replaced)) {
-        const key = NodeId.toHex(outcome.replaced.value.hash)
-        fresh.delete(key)
-        dirty.delete(key)
-        gone.set(key, outcome.replaced.value.hash)
-      }
+      markAdded(hash, outcome)
       const recorded = Effect.as(publishSize, outcome.result)
       if (fresh.size < ENTRIES_PER_WRITE) return recorded
       return lock.withLockUninterruptible(writeFresh).pipe(
