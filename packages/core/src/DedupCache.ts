@@ -10,6 +10,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as MetricLabel from "effect/MetricLabel"
@@ -358,21 +359,34 @@ export const makeMemory: Effect.Effect<DedupCacheService> = Effect.gen(function*
     defaultLifetimeMs: millis(config.saf.msgValidity) + millis(config.clockSkewAllowance)
   })
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
+  // nothing here is ever written: every insert is this one step
+  const unsafeInsert = (
+    hash: Uint8Array,
+    sender: PublicKey,
+    nowMs: number,
+    keepUntil: number | undefined,
+    labels: ReadonlyArray<MetricLabel.MetricLabel>
+  ): DedupInsertResult => {
+    const outcome = index.insert(hash, sender, nowMs, keepUntil)
+    if (Option.isSome(outcome.added)) DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
+    return outcome.result
+  }
 
   return DedupCache.of({
     insert: (hash, sender, keepUntil) =>
-      Effect.flatMap(Clock.currentTimeMillis, (now) => {
-        const outcome = index.insert(hash, sender, now, keepUntil)
-        return Option.isSome(outcome.added) ? Effect.as(publishSize, outcome.result) : Effect.succeed(outcome.result)
-      }),
+      Effect.withFiberRuntime((fiber) =>
+        Effect.succeed(unsafeInsert(
+          hash,
+          sender,
+          Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+          keepUntil,
+          fiber.getFiberRef(FiberRef.currentMetricLabels)
+        ))
+      ),
     hitCount: (hash) => Effect.sync(() => index.hitCount(hash)),
     get: (hash) => Effect.sync(() => Option.fromNullable(index.get(hash))),
     unsafeRecordHit: index.hit,
-    unsafeInsert: (hash, sender, nowMs, keepUntil, labels) => {
-      const outcome = index.insert(hash, sender, nowMs, keepUntil)
-      if (Option.isSome(outcome.added)) DhtMetrics.dedupCacheEntries.unsafeUpdate(index.size(), labels)
-      return outcome.result
-    },
+    unsafeInsert,
     trim: Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const removed = index.trim(now).length
       return Metric.incrementBy(DhtMetrics.dedupTrimmed, removed).pipe(
