@@ -66,8 +66,15 @@ export type BroadcastStrategy = Data.TaggedEnum<{
   }
   /** exactly these peers */
   SelectedPeers: { readonly ids: ReadonlyArray<NodeId> }
-  /** greedy routing towards a key, or gossip when the destination is unknown */
-  Propagate: { readonly destination: Destination; readonly excluded: ReadonlyArray<NodeId> }
+  /**
+   * greedy routing towards a key, or gossip when the destination is unknown; `factor` (at least 1) caps the closer
+   * peers a hop takes in place of `propagationFactor` (a join's re-propagation, docs/spec-departures.md §14)
+   */
+  Propagate: {
+    readonly destination: Destination
+    readonly excluded: ReadonlyArray<NodeId>
+    readonly factor?: number | undefined
+  }
 }>
 
 /**
@@ -371,7 +378,8 @@ const closestNodes = (view: View, id: NodeId, excluded: ReadonlyArray<NodeId>, c
 const propagate = (
   view: View,
   destination: Destination,
-  excluded: ReadonlyArray<NodeId>
+  excluded: ReadonlyArray<NodeId>,
+  factor: number
 ): Effect.Effect<Array<NodeId>> => {
   const { ctx } = view
   if (destination._tag === "Unknown") {
@@ -383,7 +391,7 @@ const propagate = (
   const closer = connected.filter((peer) =>
     hasFeatures(peer.features, PeerFeatures.MESSAGE_PROPAGATION) && isCloser(target, peer.nodeId, ctx.self)
   )
-  if (closer.length > 0) return Effect.succeed(ids(closestTo(target, closer, ctx.propagationFactor)))
+  if (closer.length > 0) return Effect.succeed(ids(closestTo(target, closer, factor)))
   // this node is the closest it knows: an origin still hands the message on, a forwarder stops here (SAF holds it)
   return Effect.succeed(ctx.isOrigin ? ids(closestTo(target, connected, PROPAGATE_ORIGIN_FALLBACK)) : [])
 }
@@ -426,7 +434,7 @@ const selectIn = (view: View, strategy: BroadcastStrategy): Effect.Effect<Array<
       }))
     }
     case "Propagate":
-      return propagate(view, strategy.destination, strategy.excluded)
+      return propagate(view, strategy.destination, strategy.excluded, strategy.factor ?? ctx.propagationFactor)
   }
 }
 

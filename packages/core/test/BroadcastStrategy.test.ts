@@ -232,6 +232,20 @@ describe("BroadcastStrategy.select", () => {
         expect(indexOf(yield* select(toTarget(), context({ isOrigin: false })))).toEqual([1, 2, 7])
       }))
 
+    it.effect("factor: caps the closer peers a hop takes instead of propagationFactor", () =>
+      Effect.gen(function*() {
+        const withFactor = (factor: number) =>
+          BroadcastStrategy.Propagate({
+            destination: { _tag: "PublicKey", publicKey: destinationKey },
+            excluded: [],
+            factor
+          })
+        expect(indexOf(yield* select(withFactor(1)))).toEqual([1])
+        expect(indexOf(yield* select(withFactor(5)))).toEqual([1, 2, 7, 8, 10])
+        // the origin's fallback (none closer) is not the factor's
+        expect(indexOf(yield* select(withFactor(1), context({ self: idAt(0, 1), isOrigin: true })))).toEqual([1, 2])
+      }))
+
     it.effect("no closer peer: the origin falls back to the 2 closest connected, a forwarder sends nothing", () =>
       Effect.gen(function*() {
         const nearest = idAt(0, 1) // closer to the target than any peer of the table

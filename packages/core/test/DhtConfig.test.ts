@@ -24,6 +24,7 @@ describe("DhtConfig", () => {
       minimizeConnections: c.minimizeConnections,
       broadcastFactor: c.broadcastFactor,
       propagationFactor: c.propagationFactor,
+      joinPropagationFactor: c.joinPropagationFactor,
       gossipFactor: c.gossipFactor,
       gossipBudgetPerOrigin: c.gossipBudgetPerOrigin,
       dedupCacheCapacity: c.dedupCacheCapacity,
@@ -60,6 +61,8 @@ describe("DhtConfig", () => {
       minimizeConnections: false,
       broadcastFactor: 8,
       propagationFactor: 3,
+      // not in SPEC §17.1 (a join re-propagated as any message, by 3): docs/spec-departures.md §14
+      joinPropagationFactor: 1,
       gossipFactor: 8,
       gossipBudgetPerOrigin: 100,
       dedupCacheCapacity: 100_000,
@@ -230,6 +233,7 @@ describe("DhtConfig", () => {
     const cases: ReadonlyArray<readonly [string, unknown, string]> = [
       ["numNeighbouringNodes ≥ 1", { numNeighbouringNodes: 0 }, "numNeighbouringNodes"],
       ["propagationFactor ≥ 1", { propagationFactor: 0 }, "propagationFactor"],
+      ["joinPropagationFactor ≥ 1", { joinPropagationFactor: 0 }, "joinPropagationFactor"],
       ["gossipFactor ≥ 1", { gossipFactor: 0 }, "gossipFactor"],
       ["saf.maxReturnedMessages ≥ 1", { saf: { maxReturnedMessages: 0 } }, "maxReturnedMessages"],
       [

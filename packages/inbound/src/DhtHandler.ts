@@ -183,7 +183,8 @@ const mayPropagate = (identity: NodeIdentity.Identity, message: InboundMessages.
 /**
  * SPEC §10.1 (handling): the joiner must have signed its own join; its claim is validated and the peer added or
  * updated (unverified until connected); unless banned it is re-propagated once towards its own key, with the
- * received header and body (so its signature still verifies downstream). A join from this node is dropped.
+ * received header and body (so its signature still verifies downstream), to the `joinPropagationFactor` closer
+ * peers (docs/spec-departures.md §14). A join from this node is dropped.
  *
  * @since 0.1.0
  * @category handlers
@@ -218,7 +219,8 @@ export const handleJoin = (opened: Opened): Effect.Effect<void, HandlerError, Re
                 OutboundRequester.makeParams({
                   strategy: BroadcastStrategy.Propagate({
                     destination,
-                    excluded: [learnt.value.peer.nodeId, message.sourcePeer.nodeId]
+                    excluded: [learnt.value.peer.nodeId, message.sourcePeer.nodeId],
+                    factor: Context.get(context, DhtConfig.DhtConfig).joinPropagationFactor
                   }),
                   destination,
                   messageType: message.header.messageType,

@@ -367,7 +367,8 @@ describe("forwarding", () => {
       expect(reprop?.params.strategy).toEqual(
         BroadcastStrategy.Propagate({
           destination: Envelope.destinationPublicKey(source.identity.publicKey),
-          excluded: [source.identity.nodeId, source.identity.nodeId]
+          excluded: [source.identity.nodeId, source.identity.nodeId],
+          factor: config.joinPropagationFactor
         })
       )
       expect(Option.map(reprop!.params.customHeader, (h) => h.messageSignature)).toEqual(
@@ -489,6 +490,42 @@ describe("join and discovery end to end (SPEC §10)", () => {
       // each node re-propagated it once; the nearer one had nobody closer to send it to
       expect((yield* forwarded("join")) - joins).toBe(2)
     })))
+
+  // docs/spec-departures.md §14: a join hop takes `joinPropagationFactor` closer peers, not `propagationFactor`
+  const joinFanOut = (base: number, relayConfig: DhtConfig.Config) =>
+    withNetwork(Effect.gen(function*() {
+      const joiner = yield* identityOf(base)
+      const relay = yield* startRaw(yield* identityOf(base + 1))
+      const identities = yield* Effect.forEach([2, 3, 4, 5], (k) => identityOf(base + k))
+      // the farthest from the joiner relays; the three closer ones are its only other connections
+      const byDistance = identities.slice().sort((a, b) =>
+        NodeId.isCloser(joiner.nodeId, a.nodeId, b.nodeId) ? -1 : 1
+      )
+      const far = yield* startNode(byDistance[3]!, { config: relayConfig })
+      const closer = yield* Effect.forEach(byDistance.slice(0, 3), (id) => startNode(id))
+      yield* connect(relay, far)
+      yield* Effect.forEach(closer, (node) => connect(far, node))
+      const join = yield* craft({
+        signer: joiner,
+        messageType: Envelope.DhtMessageType.Join,
+        destination: Envelope.destinationPublicKey(joiner.publicKey),
+        parts: yield* joinParts(joiner)
+      })
+      yield* sendRaw(relay, far.identity, join.bytes)
+      const knows = (node: FullNode) => node.run(Effect.flatMap(PeerManager.PeerManager, (p) => p.exists(joiner.nodeId)))
+      yield* eventually(knows(closer[0]!))
+      yield* settle
+      return yield* Effect.forEach(closer, knows)
+    }))
+
+  it.effect("a join is re-propagated to the closest of the closer peers only (joinPropagationFactor 1)", () =>
+    Effect.map(joinFanOut(1120, config), (learnt) => expect(learnt).toEqual([true, false, false])))
+
+  it.effect("with joinPropagationFactor 3 a join is re-propagated to all three closer peers", () =>
+    Effect.map(
+      joinFanOut(1130, DhtConfig.unsafeMake({ joinPropagationFactor: 3 }, config)),
+      (learnt) => expect(learnt).toEqual([true, true, true])
+    ))
 
   it.effect("a join with a claim the node holds leaves its record as it is and is still re-propagated", () =>
     withNetwork(Effect.gen(function*() {
