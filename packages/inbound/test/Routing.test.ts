@@ -35,6 +35,7 @@ import {
   corruptSignature,
   count,
   craft,
+  craftJoin,
   deliveredSoFar,
   discoveryParts,
   envelopesOf,
@@ -43,7 +44,6 @@ import {
   framesOf,
   type FullNode,
   identityOf,
-  joinParts,
   type Node,
   nextDelivered,
   type Offer,
@@ -351,12 +351,7 @@ describe("forwarding", () => {
       expect((yield* record()).bannedUntil).toBe(T0 + 10 * 60_000)
 
       yield* TestClock.adjust(10 * 60_000)
-      const join = yield* craft({
-        signer: source.identity,
-        messageType: Envelope.DhtMessageType.Join,
-        destination: Envelope.destinationPublicKey(source.identity.publicKey),
-        parts: yield* joinParts(source.identity)
-      })
+      const join = yield* craftJoin(source.identity)
       const joins = yield* forwarded("join")
       yield* source.run(Effect.flatMap(PeerManager.PeerManager, (p) => Effect.orDie(p.unban(victim.identity.nodeId))))
       yield* connect(source, victim)
@@ -467,12 +462,7 @@ describe("join and discovery end to end (SPEC §10)", () => {
       yield* connect(relay, far)
       yield* connect(far, near)
       const joins = yield* forwarded("join")
-      const join = yield* craft({
-        signer: joiner,
-        messageType: Envelope.DhtMessageType.Join,
-        destination: Envelope.destinationPublicKey(joiner.publicKey),
-        parts: yield* joinParts(joiner)
-      })
+      const join = yield* craftJoin(joiner)
       yield* sendRaw(relay, far.identity, join.bytes)
       const known = (node: FullNode) =>
         node.run(Effect.flatMap(PeerManager.PeerManager, (p) => Effect.option(p.get(joiner.nodeId))))
@@ -505,12 +495,7 @@ describe("join and discovery end to end (SPEC §10)", () => {
       const closer = yield* Effect.forEach(byDistance.slice(0, 3), (id) => startNode(id))
       yield* connect(relay, far)
       yield* Effect.forEach(closer, (node) => connect(far, node))
-      const join = yield* craft({
-        signer: joiner,
-        messageType: Envelope.DhtMessageType.Join,
-        destination: Envelope.destinationPublicKey(joiner.publicKey),
-        parts: yield* joinParts(joiner)
-      })
+      const join = yield* craftJoin(joiner)
       yield* sendRaw(relay, far.identity, join.bytes)
       const knows = (node: FullNode) => node.run(Effect.flatMap(PeerManager.PeerManager, (p) => p.exists(joiner.nodeId)))
       yield* eventually(knows(closer[0]!))
@@ -536,13 +521,7 @@ describe("join and discovery end to end (SPEC §10)", () => {
       yield* connect(relay, far)
       yield* connect(far, near)
       const joinOf = (options: { readonly nonce: bigint; readonly addresses?: ReadonlyArray<string> }) =>
-        Effect.flatMap(joinParts(joiner, options), (parts) =>
-          craft({
-            signer: joiner,
-            messageType: Envelope.DhtMessageType.Join,
-            destination: Envelope.destinationPublicKey(joiner.publicKey),
-            parts
-          }))
+        craftJoin(joiner, options)
       const known = (node: FullNode) =>
         node.run(Effect.flatMap(PeerManager.PeerManager, (p) => Effect.option(p.get(joiner.nodeId))))
       yield* sendRaw(relay, far.identity, (yield* joinOf({ nonce: 1n })).bytes)

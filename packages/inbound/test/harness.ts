@@ -431,6 +431,16 @@ const claimFields = (identity: NodeIdentity.Identity, options: ClaimOptions) =>
 export const joinParts = (identity: NodeIdentity.Identity, options: ClaimOptions = {}) =>
   Effect.map(claimFields(identity, options), (fields) => [DhtMessages.encodeJoin(new DhtMessages.JoinMessage(fields))])
 
+/** `identity`'s own join, signed by it and addressed to its key, as SPEC §10.1 sends it */
+export const craftJoin = (identity: NodeIdentity.Identity, options: ClaimOptions = {}) =>
+  Effect.flatMap(joinParts(identity, options), (parts) =>
+    craft({
+      signer: identity,
+      messageType: Envelope.DhtMessageType.Join,
+      destination: Envelope.destinationPublicKey(identity.publicKey),
+      parts
+    }))
+
 /** `[DiscoveryMessage]` of `identity`. */
 export const discoveryParts = (identity: NodeIdentity.Identity, options: ClaimOptions = {}) =>
   Effect.map(
