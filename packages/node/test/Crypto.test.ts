@@ -41,6 +41,21 @@ describe("node and noble agree", () => {
     { fastCheck: { numRuns: 300 } }
   )
 
+  it.effect.prop(
+    "on DSH over a field too large to copy into the framing (the digest of several chunks)",
+    [fc.uint8Array({ minLength: 1025, maxLength: 5000 }), fc.uint8Array({ maxLength: 64 })],
+    ([large, small]) =>
+      Effect.gen(function*() {
+        const node = yield* Crypto.makeNode()
+        const noble = yield* CoreCrypto.makeNoble()
+        expect(hex(node.dsh("challenge", 32, [small, large, small]))).toBe(
+          hex(noble.dsh("challenge", 32, [small, large, small]))
+        )
+        expect(hex(node.blake2b512(large))).toBe(hex(noble.blake2b512(large)))
+      }),
+    { fastCheck: { numRuns: 100 } }
+  )
+
   it.effect("a message encrypted by one backend decrypts on the other, both seeded alike", () =>
     Effect.gen(function*() {
       const run = (make: (seed: number) => Effect.Effect<CoreCrypto.CryptoService>) =>
