@@ -40,11 +40,11 @@ const rawPublicKey = (key: NodeCrypto.KeyObject): Uint8Array => {
 /** a copy, so that no caller holds a view into a pooled Buffer */
 const bytes = (buffer: Uint8Array): Uint8Array => new Uint8Array(buffer)
 
-// A digest is read as a latin1 ("binary") string and copied into an array of 64 bytes, which V8 keeps inside its heap: a
-// Buffer's bytes live outside it, and while the collector marks, each allocation outside the heap over V8's external
-// limit makes the allocating call do a step of marking. With the large young generation of a 3000-node simulation
-// that limit is crossed all the time: a hash cost 7.6 µs there against 2.6 µs at 1000 nodes (1.6 M and 0.45 M
-// hashes in the join step); as a string it costs 0.7 µs against 1.1 µs as a Buffer even with no marking under way.
+// A digest is read as a latin1 ("binary") string and copied into 64 bytes, which V8 keeps inside its heap: 0.7 µs
+// against 1.1 µs for a Buffer. A Buffer's bytes live outside the heap, and while the collector marks with external
+// memory over V8's mark, each allocation outside the heap makes the allocating call do a step of marking: in the
+// 3000-node simulation's join a hash as a Buffer cost 7.6 µs, against 2.6 µs at 1000 nodes (docs/performance.md,
+// session 28).
 const fromLatin1 = (s: string): Uint8Array => {
   const out = new Uint8Array(s.length)
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i)
