@@ -227,27 +227,37 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
     })
   }
 
-  private readonly waitForValue: Effect.Effect<A> = Effect.async<A>((resume) => {
-    if (this.shut) return resume(Effect.interrupt)
-    if (this.count > 0) {
+  // `take` and its wait are one Effect each per queue, reused by every take, and made by the first: a queue costs
+  // 642 bytes of heap with both made up front, and most of a memory network's four per connection are never taken
+  // from (docs/performance.md, session 28)
+  private takeEffect: Effect.Effect<A> | undefined = undefined
+  private waitEffect: Effect.Effect<A> | undefined = undefined
+
+  private get waitForValue(): Effect.Effect<A> {
+    return this.waitEffect ??= Effect.async<A>((resume) => {
+      if (this.shut) return resume(Effect.interrupt)
+      if (this.count > 0) {
+        const value = this.shift()
+        this.admitPutters()
+        return resume(Effect.succeed(value))
+      }
+      this.takers.push(resume)
+      return Effect.sync(() => {
+        const at = this.takers.indexOf(resume)
+        if (at >= 0) this.takers.splice(at, 1)
+      })
+    })
+  }
+
+  get take(): Effect.Effect<A> {
+    return this.takeEffect ??= Effect.suspend(() => {
+      if (this.shut) return Effect.interrupt
+      if (this.count === 0) return this.waitForValue
       const value = this.shift()
       this.admitPutters()
-      return resume(Effect.succeed(value))
-    }
-    this.takers.push(resume)
-    return Effect.sync(() => {
-      const at = this.takers.indexOf(resume)
-      if (at >= 0) this.takers.splice(at, 1)
+      return Effect.succeed(value)
     })
-  })
-
-  readonly take: Effect.Effect<A> = Effect.suspend(() => {
-    if (this.shut) return Effect.interrupt
-    if (this.count === 0) return this.waitForValue
-    const value = this.shift()
-    this.admitPutters()
-    return Effect.succeed(value)
-  })
+  }
 
   get takeAll(): Effect.Effect<Chunk.Chunk<A>> {
     return Effect.suspend(() =>
