@@ -27,7 +27,7 @@ import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Schema from "effect/Schema"
-import { chunks } from "./internal/chunks.js"
+import { runs } from "./internal/chunks.js"
 import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import { Blob, clampSafe } from "./internal/values.js"
@@ -93,8 +93,8 @@ export const make: Effect.Effect<
   const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.dedupCacheEntries, index.size()))
   yield* publishSize
 
-  // Written as the index has them, in chunks of rows, so a full batch is one statement, the same each time (prepared
-  // once); a row of a hash already written keeps its `stored_at`.
+  // Written as the index has them, in `runs` of rows, each statement one of a few shapes (prepared once); a row of a
+  // hash already written keeps its `stored_at`, and a row repeated as padding changes nothing.
   const upsertRows = (entries: ReadonlyArray<DedupCache.DedupEntry>) =>
     db.run(sql`INSERT INTO dedup_cache ${
       sql.insert(entries.map((entry) => ({
@@ -148,7 +148,7 @@ export const make: Effect.Effect<
   }
   const writeBatch = (batch: Batch) =>
     Effect.forEach(batch.gone, ([, hash]) => deleteRow(hash), { discard: true }).pipe(
-      Effect.zipRight(Effect.forEach(chunks(entriesOf(batch)), upsertRows, { discard: true }))
+      Effect.zipRight(Effect.forEach(runs(entriesOf(batch)), upsertRows, { discard: true }))
     )
 
   // what waits (hits only `withHits`), then `more`, in one transaction; what waited goes back if it fails

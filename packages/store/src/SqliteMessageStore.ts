@@ -31,7 +31,7 @@ import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
-import { chunks } from "./internal/chunks.js"
+import { runs } from "./internal/chunks.js"
 
 const { StoredMessage } = MessageStore
 const { High, Low } = MessageStore.Priority
@@ -289,7 +289,7 @@ export const make: Effect.Effect<
     })
 
   const deleteIds = (ids: ReadonlyArray<number>) =>
-    Effect.forEach(chunks(ids), (part) => db.run(sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)}`), {
+    Effect.forEach(runs(ids), (part) => db.run(sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)}`), {
       discard: true
     })
 
@@ -419,7 +419,7 @@ export const make: Effect.Effect<
     Effect.suspend(() => {
       const list = Array.from(ids)
       return Effect.forEach(
-        chunks(list),
+        runs(list),
         (part) =>
           db.run(sql`DELETE FROM stored_messages WHERE ${sql.in("id", part)} RETURNING ${
             sql.literal(Queries.CANDIDATE_COLUMNS)

@@ -37,7 +37,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { chunks } from "./internal/chunks.js"
+import { runs } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import * as Db from "./internal/db.js"
 import { lift, storeError } from "./internal/errors.js"
@@ -315,22 +315,24 @@ export const make: Effect.Effect<
         )
       })
 
-    // rows upserted, the addresses of `readdressed` deleted, `addresses` inserted: a statement per table and chunk
+    // rows upserted, the addresses of `readdressed` deleted, `addresses` inserted: a statement per table and run
     const batchWrites = (
       rows: ReadonlyArray<ReturnType<typeof peerRow>>,
       readdressed: ReadonlyArray<NodeId.NodeId>,
       addresses: ReadonlyArray<Record<string, unknown>>
     ) =>
       Effect.all([
-        Effect.forEach(chunks(rows), upsertRows, { discard: true }),
+        Effect.forEach(runs(rows), upsertRows, { discard: true }),
         Effect.forEach(
-          chunks(readdressed),
+          runs(readdressed),
           (ids) => db.run(sql`DELETE FROM peer_addresses WHERE ${sql.in("node_id", ids)}`),
           { discard: true }
         ),
+        // the peers' addresses were deleted above and a peer's are distinct: a conflict is a run's padding
         Effect.forEach(
-          chunks(addresses),
-          (records) => db.run(sql`INSERT INTO peer_addresses ${sql.insert(records)}`),
+          runs(addresses),
+          (records) =>
+            db.run(sql`INSERT INTO peer_addresses ${sql.insert(records)} ON CONFLICT (node_id, address) DO NOTHING`),
           { discard: true }
         )
       ], { discard: true })

@@ -214,7 +214,7 @@ describe("SqliteStore", () => {
         }).pipe(Effect.provide(open({ filename })))
       }))
 
-    it.scoped("peers added in batches larger than a statement's chunk survive with their claims and addresses", () =>
+    it.scoped("peers added in batches larger than a statement's run survive with their claims and addresses", () =>
       Effect.gen(function*() {
         const filename = yield* tempFile
         const many = Array.from({ length: 1_201 }, (_, i) =>

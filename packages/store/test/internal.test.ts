@@ -8,6 +8,7 @@ import { SqlError } from "@effect/sql/SqlError"
 import { describe, expect, it } from "@effect/vitest"
 import * as Either from "effect/Either"
 import * as FastCheck from "effect/FastCheck"
+import { RUN, runs } from "../src/internal/chunks.js"
 import * as Claims from "../src/internal/claims.js"
 import { reasonOf } from "../src/internal/errors.js"
 
@@ -87,6 +88,25 @@ describe("claims codec", () => {
     expect(Either.isLeft(Claims.decodeClaim(bytes.subarray(0, bytes.length - 1)))).toBe(true)
     expect(Either.isLeft(Claims.decodeClaim(Uint8Array.of(0x0a, 2, 0xff, 0xfe)))).toBe(true)
   })
+})
+
+describe("runs of a batch", () => {
+  it.prop(
+    "cuts items in order into runs of a few shapes, padding only with the run's last item",
+    [FastCheck.array(FastCheck.nat(), { maxLength: 4 * RUN + 3 })],
+    ([items]) => {
+      const cut = runs(items)
+      const sizes = new Set(cut.map((run) => run.length))
+      for (const size of sizes) expect(size <= RUN && (size & (size - 1)) === 0).toBe(true)
+      // without the padding, the runs are the items in order
+      const unpadded = cut.map((run, i) => run.slice(0, Math.min(RUN, items.length - i * RUN)))
+      expect(unpadded.flat()).toEqual(items)
+      cut.forEach((run, i) => {
+        const real = unpadded[i]!
+        expect(run.slice(real.length).every((item) => item === real[real.length - 1])).toBe(true)
+      })
+    }
+  )
 })
 
 describe("StoreError reasons (SPEC §18)", () => {
