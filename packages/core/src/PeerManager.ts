@@ -17,11 +17,13 @@ import { DhtConfig } from "./DhtConfig.js"
 import { PeerNotFound, type StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import {
+  bucketIndex,
   closestOf,
   compareBytes,
   equals,
   fromPublicKey,
   isCloser,
+  NODE_ID_LENGTH,
   type NodeId,
   type PublicKey,
   toHex
@@ -171,6 +173,66 @@ export const countCloser = (
   // `nodeId`'s own record is not strictly closer than itself
   for (const peer of peers) {
     if (isCloser(target, peer.nodeId, nodeId) && matches(peer) && ++count >= limit) break
+  }
+  return count
+}
+
+// The first index of `sorted` (in NodeId order) from which the first `bits` bits of a NodeId compare above (`after`)
+// or at least equal to (otherwise) those of `key`; within `[lo, hi)`.
+const prefixBound = (
+  sorted: ReadonlyArray<Peer>,
+  key: NodeId,
+  bits: number,
+  after: boolean,
+  lo: number,
+  hi: number
+): number => {
+  const whole = bits >>> 3
+  const mask = (0xff00 >>> (bits & 7)) & 0xff
+  const compare = (id: NodeId): number => {
+    for (let i = 0; i < whole; i++) if (id[i] !== key[i]) return id[i]! - key[i]!
+    return mask === 0 ? 0 : (id[whole]! & mask) - (key[whole]! & mask)
+  }
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    const c = compare(sorted[mid]!.nodeId)
+    if (c < 0 || (after && c === 0)) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * `countCloser` over a table in NodeId order (as `PeerManagerService.all` hands it out). A peer strictly closer to
+ * `target` than `nodeId` shares with `target` the leading bits `nodeId` shares with it (`b` of them), and those peers
+ * are one run of the table, found by binary search. Of that run, the half on `target`'s side of bit `b` is closer
+ * whatever its other bits, and is read first; the other half is compared. It reads O(log n) records and those it
+ * counts or compares, where `countCloser` reads the whole table whenever `nodeId` is among the `limit` closest.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const countCloserSorted = (
+  sorted: ReadonlyArray<Peer>,
+  target: NodeId,
+  nodeId: NodeId,
+  limit: number,
+  matches: (peer: Peer) => boolean
+): number => {
+  const b = bucketIndex(target, nodeId)
+  // nothing is closer to the target than the target itself
+  if (limit <= 0 || b === NODE_ID_LENGTH * 8) return 0
+  const lo = prefixBound(sorted, target, b, false, 0, sorted.length)
+  const hi = prefixBound(sorted, target, b, true, lo, sorted.length)
+  // the run's peers with bit b clear come first; `nodeId` has the bit `target` has not
+  const targetBit = (target[b >>> 3]! >>> (7 - (b & 7))) & 1
+  const split = prefixBound(sorted, targetBit === 0 ? target : nodeId, b + 1, true, lo, hi)
+  const [sureFrom, sureTo, otherFrom, otherTo] = targetBit === 0 ? [lo, split, split, hi] : [split, hi, lo, split]
+  let count = 0
+  for (let i = sureFrom; i < sureTo; i++) if (matches(sorted[i]!) && ++count >= limit) return count
+  for (let i = otherFrom; i < otherTo; i++) {
+    const peer = sorted[i]!
+    if (isCloser(target, peer.nodeId, nodeId) && matches(peer) && ++count >= limit) return count
   }
   return count
 }

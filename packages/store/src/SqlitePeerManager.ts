@@ -41,6 +41,7 @@ import { runs } from "./internal/chunks.js"
 import * as Claims from "./internal/claims.js"
 import * as Db from "./internal/db.js"
 import { lift, storeError } from "./internal/errors.js"
+import { PeerTable } from "./internal/table.js"
 import { BigIntText, Blob, clampInt64, clampSafe, optionalSafe } from "./internal/values.js"
 
 const Nullable = <S extends Schema.Schema.Any>(s: S) => Schema.NullOr(s)
@@ -152,19 +153,6 @@ const isTouch = (previous: Peer.Peer, next: Peer.Peer): boolean =>
 // records waiting for a write before one is forced
 const PENDING_PER_FLUSH = 64
 
-// the index of `key` in ascending `keys`, or -1
-const indexOfKey = (keys: ReadonlyArray<string>, key: string): number => {
-  let lo = 0
-  let hi = keys.length - 1
-  while (lo <= hi) {
-    const mid = (lo + hi) >>> 1
-    const at = keys[mid]!
-    if (at === key) return mid
-    if (at < key) lo = mid + 1
-    else hi = mid - 1
-  }
-  return -1
-}
 
 /**
  * The sqlite peer table, with the bounds of the `DhtConfig` reference read when it is made. Fails if the stored
@@ -213,7 +201,7 @@ export const make: Effect.Effect<
     })
     // Keyed by hex NodeId. Changed only while `lock` is held, after the write it mirrors has committed (or, for an
     // addition or a touch, after it is marked in `pending`).
-    const peers = yield* load.pipe(lift(filename, "load peers"))
+    const peers = new PeerTable(yield* load.pipe(lift(filename, "load peers")))
     // Records whose latest changes were additions or touches, to write whole: a transaction per learnt peer was a
     // quarter of a joining network's work (a peer table write is ~250 steps of Effect's run loop, ~150 of them the
     // transaction), and a batch of them is a statement per table. Written with the table's next transaction, when
@@ -230,11 +218,6 @@ export const make: Effect.Effect<
         prunedAtMinute = minute
       }
     }
-    // The table in key order, built on demand. A record replaced under its key keeps its place, so the order is
-    // patched rather than rebuilt: every connection rewrites its peer's record, and a rebuild sorts the whole table.
-    // `shared`: the array has been handed out since it was last copied, so a patch must copy it first.
-    let sorted: { readonly keys: ReadonlyArray<string>; peers: Array<Peer.Peer>; shared: boolean } | undefined
-
     const publishSize = Effect.suspend(() => Metric.set(DhtMetrics.knownPeers, peers.size))
     yield* publishSize
 
@@ -389,27 +372,10 @@ export const make: Effect.Effect<
     const touch = (key: string, next: Peer.Peer) =>
       Effect.suspend(() => {
         peers.set(key, next)
-        replaced(key, next)
         return defer(key)
       })
 
-    const changed = Effect.sync(() => {
-      sorted = undefined
-    }).pipe(Effect.zipRight(publishSize))
-
-    const replaced = (key: string, peer: Peer.Peer): void => {
-      if (sorted === undefined) return
-      const i = indexOfKey(sorted.keys, key)
-      if (i < 0) {
-        sorted = undefined
-        return
-      }
-      if (sorted.shared) {
-        sorted.peers = sorted.peers.slice()
-        sorted.shared = false
-      }
-      sorted.peers[i] = peer
-    }
+    const changed = publishSize
 
     const getSync = (nodeId: NodeId.NodeId) => Option.fromNullable(peers.get(NodeId.toHex(nodeId)))
 
@@ -421,14 +387,7 @@ export const make: Effect.Effect<
         })
       )
 
-    const sortedPeers = Effect.sync((): ReadonlyArray<Peer.Peer> => {
-      if (sorted === undefined) {
-        const entries = Array.from(peers).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
-        sorted = { keys: entries.map(([key]) => key), peers: entries.map(([, peer]) => peer), shared: false }
-      }
-      sorted.shared = true
-      return sorted.peers
-    })
+    const sortedPeers = Effect.sync((): ReadonlyArray<Peer.Peer> => peers.inOrder())
 
     const sortedMatches = (query: PeerManager.PeerQuery | undefined) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -500,7 +459,6 @@ export const make: Effect.Effect<
           const key = keys[i]!
           if (peers.has(key)) {
             peers.set(key, peer)
-            replaced(key, peer)
             results.push("Updated")
           } else if (allowance <= 0) {
             skipped++
@@ -539,7 +497,6 @@ export const make: Effect.Effect<
         }
         yield* commit(yield* writes(next, previous), "update peer")
         peers.set(key, next)
-        replaced(key, next)
         return next
       })
 
@@ -564,7 +521,6 @@ export const make: Effect.Effect<
         !isTouch(previous, next)
       ) return undefined
       peers.set(key, next)
-      replaced(key, next)
       pending.add(key)
       return Effect.succeed(next)
     }
@@ -598,15 +554,22 @@ export const make: Effect.Effect<
       exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
       all: sortedPeers,
       count: Effect.sync(() => peers.size),
-      // the map as it is, not the sorted view: that is rebuilt after every addition, and in a joining network a
-      // table of a thousand peers was re-sorted for nearly every selection
+      // every matching record is ranked, so they are read in the map's order (`closestAmong`)
       closest: (target, n, query) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.sync(() => PeerManager.closestAmong(peers.values(), target, n, PeerManager.matchesQuery(query, now)))),
+      // a run of the order, not the whole table: this node is often among the closest, where a scan reads every
+      // record (a store-and-forward decision per message passing through, a neighbour check per connection)
       closerCount: (target, nodeId, limit, query) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           Effect.sync(() =>
-            PeerManager.countCloser(peers.values(), target, nodeId, limit, PeerManager.matchesQuery(query, now))
+            PeerManager.countCloserSorted(
+              peers.peekInOrder(),
+              target,
+              nodeId,
+              limit,
+              PeerManager.matchesQuery(query, now)
+            )
           )),
       random: (n, query) => Effect.flatMap(sortedMatches(query), (candidates) => PeerManager.sample(candidates, n)),
       ban: (nodeId, durationMs, reason) =>

@@ -2,6 +2,7 @@
  * The store's private codecs and error classification, against the rest of the code base: claims are stored as the
  * exact bytes core's peer-sync codec produces, and sqlite result codes map to the reasons of SPEC §18.
  */
+import * as NodeId from "@comms-dht/core/NodeId"
 import * as Peer from "@comms-dht/core/Peer"
 import * as PeerSyncMessages from "@comms-dht/core/PeerSyncMessages"
 import { SqlError } from "@effect/sql/SqlError"
@@ -11,6 +12,7 @@ import * as FastCheck from "effect/FastCheck"
 import { RUN, runs } from "../src/internal/chunks.js"
 import * as Claims from "../src/internal/claims.js"
 import { reasonOf } from "../src/internal/errors.js"
+import { PeerTable } from "../src/internal/table.js"
 
 const signature = (updatedAt: bigint, version = 0) =>
   new Peer.IdentitySignature({ version, signature: new Uint8Array(64).fill(9), updatedAt })
@@ -104,6 +106,49 @@ describe("runs of a batch", () => {
       cut.forEach((run, i) => {
         const real = unpadded[i]!
         expect(run.slice(real.length).every((item) => item === real[real.length - 1])).toBe(true)
+      })
+    }
+  )
+})
+
+describe("the peer table's mirror", () => {
+  const record = (i: number, lastSeen: number) =>
+    new Peer.Peer({
+      ...Peer.make({
+        publicKey: NodeId.PublicKey.make(new Uint8Array(32).fill(i)),
+        addresses: [],
+        features: Peer.PeerFeatures.COMMUNICATION_NODE,
+        source: "Join",
+        nowMs: 0
+      }),
+      lastSeen
+    })
+  it.prop(
+    "keeps its records in key order through additions, replacements and removals; what it handed out stays as it was",
+    [FastCheck.array(FastCheck.tuple(FastCheck.boolean(), FastCheck.integer({ min: 0, max: 40 })), { maxLength: 120 })],
+    ([ops]) => {
+      const reference = new Map<string, Peer.Peer>()
+      const table = new PeerTable(new Map())
+      let handed: { readonly view: ReadonlyArray<Peer.Peer>; readonly copy: ReadonlyArray<Peer.Peer> } | undefined
+      ops.forEach(([add, i], step) => {
+        const peer = record(i, step)
+        const key = NodeId.toHex(peer.nodeId)
+        if (add) {
+          reference.set(key, peer)
+          table.set(key, peer)
+        } else {
+          reference.delete(key)
+          table.delete(key)
+        }
+        if (step % 7 === 0) {
+          const view = table.inOrder()
+          handed = { view, copy: view.slice() }
+        }
+        const expected = [...reference].sort(([a], [b]) => a < b ? -1 : 1).map(([, p]) => p)
+        expect(table.peekInOrder()).toEqual(expected)
+        expect(table.size).toBe(reference.size)
+        expect(table.get(key)).toBe(reference.get(key))
+        if (handed !== undefined) expect(handed.view).toEqual(handed.copy)
       })
     }
   )
