@@ -97,6 +97,7 @@ export interface PeerManagerService {
   readonly getMany: (nodeIds: ReadonlyArray<NodeId>) => Effect.Effect<ReadonlyArray<Peer>, StoreError>
   readonly getByPublicKey: (key: PublicKey) => Effect.Effect<Peer, PeerNotFound | StoreError>
   readonly exists: (nodeId: NodeId) => Effect.Effect<boolean, StoreError>
+  /** Every record, in NodeId order (what `countCloserSorted` and `closestSorted` read). */
   readonly all: Effect.Effect<ReadonlyArray<Peer>, StoreError>
   readonly count: Effect.Effect<number, StoreError>
   /** The `n` peers matching `query` closest to `target`, ascending distance (ties by NodeId bytes). */
@@ -252,6 +253,54 @@ export const closestAmong = (
 ): Array<Peer> => {
   const candidates: Array<Peer> = []
   for (const peer of peers) if (matches(peer)) candidates.push(peer)
+  return closestOf(target, candidates, n, (peer) => peer.nodeId)
+}
+
+/**
+ * `closestAmong` over a table in NodeId order (as `PeerManagerService.all` hands it out), with the same answer. The
+ * peers sharing the most leading bits with `target` are one run of the table, and every peer of a run is closer to
+ * `target` than any peer outside it: the narrowest run of `n` records is found by binary search, widened a bit at a
+ * time until `n` of it match, and only that run is ranked. A peer sync answer or a forward picks a few of a table
+ * of hundreds, which `closestAmong` reads and filters whole.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const closestSorted = (
+  sorted: ReadonlyArray<Peer>,
+  target: NodeId,
+  n: number,
+  matches: (peer: Peer) => boolean
+): Array<Peer> => {
+  if (n <= 0 || sorted.length === 0) return []
+  const runOf = (bits: number): readonly [number, number] => {
+    const from = prefixBound(sorted, target, bits, false, 0, sorted.length)
+    return [from, prefixBound(sorted, target, bits, true, from, sorted.length)]
+  }
+  // the most leading bits whose run still holds n records (none: the whole table)
+  let shallow = 0
+  let deep = NODE_ID_LENGTH * 8
+  while (shallow < deep) {
+    const mid = (shallow + deep + 1) >>> 1
+    const [from, to] = runOf(mid)
+    if (to - from >= n) shallow = mid
+    else deep = mid - 1
+  }
+  let bits = shallow
+  let [lo, hi] = runOf(bits)
+  const candidates: Array<Peer> = []
+  const take = (from: number, to: number) => {
+    for (let i = from; i < to; i++) if (matches(sorted[i]!)) candidates.push(sorted[i]!)
+  }
+  take(lo, hi)
+  while (candidates.length < n && bits > 0) {
+    bits--
+    const [from, to] = runOf(bits)
+    take(from, lo)
+    take(hi, to)
+    lo = from
+    hi = to
+  }
   return closestOf(target, candidates, n, (peer) => peer.nodeId)
 }
 

@@ -50,4 +50,37 @@ describe("countCloserSorted", () => {
     },
     { fastCheck: { numRuns: 2_000 } }
   )
+
+  it.prop(
+    "closestSorted picks what closestAmong picks, in the same order",
+    [
+      FastCheck.uniqueArray(FastCheck.uint8Array({ minLength: 32, maxLength: 32 }), {
+        maxLength: 80,
+        selector: (key) => NodeId.toHex(key)
+      }),
+      FastCheck.nat(),
+      FastCheck.integer({ min: 0, max: 104 }),
+      FastCheck.integer({ min: 0, max: 20 }),
+      FastCheck.integer({ min: 1, max: 5 })
+    ],
+    ([keys, t, targetBits, n, every]) => {
+      const peers = keys.map((key, i) =>
+        Peer.make({
+          publicKey: NodeId.PublicKey.make(key),
+          addresses: [],
+          features: i % every === 0 ? Peer.PeerFeatures.COMMUNICATION_NODE : Peer.PeerFeatures.COMMUNICATION_CLIENT,
+          source: "Join",
+          nowMs: 0
+        })
+      )
+      const sorted = peers.slice().sort((a, b) => NodeId.compareBytes(a.nodeId, b.nodeId))
+      const target = peers.length === 0
+        ? NodeId.NodeId.make(new Uint8Array(NodeId.NODE_ID_LENGTH))
+        : flipped(peers[t % peers.length]!.nodeId, targetBits)
+      const matches = (peer: Peer.Peer) => peer.isCommunicationNode
+      expect(PeerManager.closestSorted(sorted, target, n, matches))
+        .toEqual(PeerManager.closestAmong(peers, target, n, matches))
+    },
+    { fastCheck: { numRuns: 2_000 } }
+  )
 })

@@ -310,26 +310,25 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
     return bytes
   }
 
-  const nodeIdOf = (peer: Peer.Peer) => peer.nodeId
   const selectPeers = (request: PeerSyncMessages.GetPeersRequest, requesterId: NodeId.NodeId) =>
     Effect.gen(function*() {
       if (request.maxClaims === 0 || request.maxAddressesPerClaim === 0) return []
       const n = Rules.effectiveCount(request.n, maxPeers)
       const nowMs = yield* Clock.currentTimeMillis
+      // in NodeId order, so the closest are read from a run of it rather than the whole table
       const known = yield* peers.all
-      const eligible = known.filter((peer) =>
+      const eligible = (peer: Peer.Peer) =>
         peer.isVerified && peer.isActive(nowMs) && !NodeId.equals(peer.nodeId, requesterId) &&
         !NodeId.equals(peer.nodeId, identity.nodeId) && (request.includeClients || peer.isCommunicationNode)
-      )
       const infoOf = (peer: Peer.Peer) => encodedInfo(peer, request.maxClaims, request.maxAddressesPerClaim)
       // The answer is the n eligible peers closest to the requester that have a claim to relay (Kademlia's
       // FIND_NODE of the requester's own id, not SPEC §12.4's unspecified choice; docs/spec-departures.md §6).
       // Nearly all have a claim, so the n closest are chosen and their claims read; only when one has none are the
-      // claims of every eligible peer read.
-      const closest = NodeId.closestOf(requesterId, eligible, n, nodeIdOf).map(infoOf)
+      // claims read as the peers are chosen.
+      const closest = PeerManager.closestSorted(known, requesterId, n, eligible).map(infoOf)
       if (closest.every((info) => info !== undefined)) return closest.filter((info) => info !== undefined)
-      const candidates = eligible.filter((peer) => infoOf(peer) !== undefined)
-      return NodeId.closestOf(requesterId, candidates, n, nodeIdOf).flatMap((peer) => infoOf(peer) ?? [])
+      return PeerManager.closestSorted(known, requesterId, n, (peer) => eligible(peer) && infoOf(peer) !== undefined)
+        .flatMap((peer) => infoOf(peer) ?? [])
     })
 
   const respond = (message: InboundMessages.DecryptedDhtMessage, bytes: Uint8Array) =>

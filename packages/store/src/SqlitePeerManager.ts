@@ -554,10 +554,12 @@ export const make: Effect.Effect<
       exists: (nodeId) => Effect.sync(() => peers.has(NodeId.toHex(nodeId))),
       all: sortedPeers,
       count: Effect.sync(() => peers.size),
-      // every matching record is ranked, so they are read in the map's order (`closestAmong`)
+      // a run of the order, widened until n match, not every record filtered and ranked
       closest: (target, n, query) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync(() => PeerManager.closestAmong(peers.values(), target, n, PeerManager.matchesQuery(query, now)))),
+          Effect.sync(() =>
+            PeerManager.closestSorted(peers.peekInOrder(), target, n, PeerManager.matchesQuery(query, now))
+          )),
       // a run of the order, not the whole table: this node is often among the closest, where a scan reads every
       // record (a store-and-forward decision per message passing through, a neighbour check per connection)
       closerCount: (target, nodeId, limit, query) =>
