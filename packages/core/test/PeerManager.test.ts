@@ -14,6 +14,18 @@ const flipped = (id: NodeId.NodeId, bits: number): NodeId.NodeId => {
   return NodeId.NodeId.make(out)
 }
 
+// peers of the given keys, every `every`-th a communication node, the rest clients
+const tableOf = (keys: ReadonlyArray<Uint8Array>, every: number) =>
+  keys.map((key, i) =>
+    Peer.make({
+      publicKey: NodeId.PublicKey.make(key),
+      addresses: [],
+      features: i % every === 0 ? Peer.PeerFeatures.COMMUNICATION_NODE : Peer.PeerFeatures.COMMUNICATION_CLIENT,
+      source: "Join",
+      nowMs: 0
+    })
+  )
+
 describe("countCloserSorted", () => {
   it.prop(
     "counts what the scan of the whole table counts, for targets and nodes sharing any number of leading bits",
@@ -31,15 +43,7 @@ describe("countCloserSorted", () => {
       FastCheck.integer({ min: 1, max: 4 })
     ],
     ([keys, t, targetBits, n, nodeBits, limit, every]) => {
-      const peers = keys.map((key, i) =>
-        Peer.make({
-          publicKey: NodeId.PublicKey.make(key),
-          addresses: [],
-          features: i % every === 0 ? Peer.PeerFeatures.COMMUNICATION_NODE : Peer.PeerFeatures.COMMUNICATION_CLIENT,
-          source: "Join",
-          nowMs: 0
-        })
-      )
+      const peers = tableOf(keys, every)
       const sorted = peers.slice().sort((a, b) => NodeId.compareBytes(a.nodeId, b.nodeId))
       // the target and the node near a peer of the table, or the node near the target, at every depth
       const target = flipped(peers[t % peers.length]!.nodeId, targetBits)
@@ -64,15 +68,7 @@ describe("countCloserSorted", () => {
       FastCheck.integer({ min: 1, max: 5 })
     ],
     ([keys, t, targetBits, n, every]) => {
-      const peers = keys.map((key, i) =>
-        Peer.make({
-          publicKey: NodeId.PublicKey.make(key),
-          addresses: [],
-          features: i % every === 0 ? Peer.PeerFeatures.COMMUNICATION_NODE : Peer.PeerFeatures.COMMUNICATION_CLIENT,
-          source: "Join",
-          nowMs: 0
-        })
-      )
+      const peers = tableOf(keys, every)
       const sorted = peers.slice().sort((a, b) => NodeId.compareBytes(a.nodeId, b.nodeId))
       const target = peers.length === 0
         ? NodeId.NodeId.make(new Uint8Array(NodeId.NODE_ID_LENGTH))
