@@ -31,7 +31,7 @@ import * as Db from "./internal/db.js"
 import { lift } from "./internal/errors.js"
 import * as Queries from "./internal/queries.js"
 import { BigIntText, Blob, clampSafe } from "./internal/values.js"
-import { runs } from "./internal/chunks.js"
+import { runs } from "./internal/runs.js"
 
 const { StoredMessage } = MessageStore
 const { High, Low } = MessageStore.Priority

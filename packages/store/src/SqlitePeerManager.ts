@@ -37,7 +37,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { runs } from "./internal/chunks.js"
+import { runs } from "./internal/runs.js"
 import * as Claims from "./internal/claims.js"
 import * as Db from "./internal/db.js"
 import { lift, storeError } from "./internal/errors.js"
@@ -152,7 +152,6 @@ const isTouch = (previous: Peer.Peer, next: Peer.Peer): boolean =>
 
 // records waiting for a write before one is forced
 const PENDING_PER_FLUSH = 64
-
 
 /**
  * The sqlite peer table, with the bounds of the `DhtConfig` reference read when it is made. Fails if the stored
@@ -375,8 +374,6 @@ export const make: Effect.Effect<
         return defer(key)
       })
 
-    const changed = publishSize
-
     const getSync = (nodeId: NodeId.NodeId) => Option.fromNullable(peers.get(NodeId.toHex(nodeId)))
 
     const get = (nodeId: NodeId.NodeId) =>
@@ -433,7 +430,7 @@ export const make: Effect.Effect<
         }
         peers.set(key, peer)
         if (source !== undefined) budget.record(source, now)
-        yield* changed
+        yield* publishSize
         yield* defer(key)
         return "Added" as const
       })
@@ -474,7 +471,7 @@ export const make: Effect.Effect<
           pending.add(key)
         }
         if (skipped > 0) yield* Metric.incrementBy(skippedBudget, skipped)
-        if (added > 0) yield* changed
+        if (added > 0) yield* publishSize
         if (pending.size >= PENDING_PER_FLUSH) yield* writePendingOrLog
         return results
       })
@@ -588,7 +585,7 @@ export const make: Effect.Effect<
         locked(
           commit(deletePeer(nodeId), "remove peer").pipe(
             Effect.zipRight(Effect.sync(() => peers.delete(NodeId.toHex(nodeId)))),
-            Effect.zipRight(changed)
+            Effect.zipRight(publishSize)
           )
         )
     })

@@ -17,7 +17,8 @@ const lowerBound = (keys: ReadonlyArray<string>, key: string): number => {
  * The peer table's mirror: the records by hex NodeId, and the same records in key order (NodeId order: the keys are
  * lowercase hex of one length), kept in order as records come, change and go rather than sorted again when asked.
  * A joining node adds peers response after response, and asks for the table in order between them (a peer sync
- * answer, a random draw), and `closerCount` reads a run of the order (`PeerManager.countCloserSorted`).
+ * answer, a random draw), and `closest` and `closerCount` read runs of the order (`PeerManager.closestSorted`,
+ * `PeerManager.countCloserSorted`).
  */
 export class PeerTable {
   private readonly byKey: Map<string, Peer.Peer>
