@@ -156,6 +156,8 @@ interface State {
 }
 
 const COMMAND_CAPACITY = 256
+// turns of the scheduler between network discovery's news and the refresh it makes (see where it is used)
+const NEWS_TURNS = 3
 const shedCommand = Metric.tagged(DhtMetrics.inboundShed, "where", "connectivity")
 // status changes a reader of `changes` may fall behind by before it loses the oldest (the latest always arrives)
 const STATUS_BUFFER = 64
@@ -706,20 +708,29 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
     }
   }
 
-  // Events of the hub reach the loop through a fiber of their own. Offered in the publishing step instead, they
-  // saved a tenth of a joining network's operations, but the pools then refreshed on network discovery's news ahead
-  // of the connection changes of the same moment, and routing got worse: propagation 7.15 against 6.44 wire
-  // messages per propagated message at 300 nodes (seed 7), 7.08 against 6.50 (seed 1), 15.4 at 1000 nodes.
-  const subscription = yield* events.subscribe
-  yield* Queue.take(subscription).pipe(
-    Effect.flatMap((event) => Option.match(fromEvent(event), { onNone: () => Effect.void, onSome: submit })),
-    Effect.forever,
-    Effect.forkScoped
-  )
+  // Three kinds of event make a command. A subscription woke a fiber for every event published, a `PeerAdded` for
+  // each peer a peer sync learns (about 220,000 in a 1000-node join); they are told apart in the publishing step
+  // instead, and only a command wakes the fiber that hands it on. One that finds `eventBufferSize` waiting is shed
+  // and counted (the subscription's sliding queue lost its oldest events, commands or not).
+  //
+  // Network discovery's news is handed on `NEWS_TURNS` turns of the scheduler after it was published, as it was
+  // when it waited behind the `PeerAdded`s of its step: the dials of that moment finish their handshakes first, and
+  // the refresh finds those peers connected instead of dialling them again. Handed on at once (or offered to the
+  // loop in the publishing step), it made the pools worse: propagation 6.89 against 6.39 wire messages per
+  // propagated message at 300 nodes (seed 7), 15.6 against 12.8 at 1000 (7.15 against 6.44, and 15.4, before).
+  const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
+  const fromEvents = yield* LightQueue.dropping<Command>(config.eventBufferSize)
+  yield* DhtEvents.onEvent(events, (event) => {
+    const command = fromEvent(event)
+    if (Option.isSome(command) && !fromEvents.unsafeOffer(command.value)) shedCommand.unsafeUpdate(1, labels)
+  })
+  const afterNewsTurns = Effect.repeatN(Effect.yieldNow(), NEWS_TURNS - 1)
+  const handOn = (command: Command) =>
+    command._tag === "PeersAdded" ? Effect.zipRight(afterNewsTurns, submit(command)) : submit(command)
+  yield* Queue.take(fromEvents).pipe(Effect.flatMap(handOn), Effect.forever, Effect.forkScoped)
   // Connection changes are offered in the step that makes them (`Transport.onEvent`): a fiber woken for each only to
   // pass it on cost more than most of the commands. One that finds the queue full is shed and counted; the next tick
   // reconciles the connections with the transport's and refills the pools.
-  const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
   yield* Transport.onEvent(transport, (event) => {
     if (!commands.unsafeOffer(fromConnection(event))) shedCommand.unsafeUpdate(1, labels)
   })

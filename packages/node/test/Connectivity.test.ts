@@ -430,6 +430,35 @@ describe("Connectivity", () => {
       for (const peer of byDistance) yield* eventually(connectedTo(node, peer))
     }).pipe(Effect.provide(shared)))
 
+  it.scoped("NetworkDiscoveryPeersAdded refreshes the pools when it comes among more events than eventBufferSize in one step", () =>
+    Effect.gen(function*() {
+      const [me, ...others] = yield* identities(8, 520)
+      yield* Effect.forEach(others, startRaw)
+      const byDistance = closestTo(me!, others)
+      const far = byDistance.slice(3)
+      const node = yield* startNode(me!, {
+        known: far.map(verifiedRecord),
+        config: withConfig({ numRandomNodes: 0, eventBufferSize: 4 })
+      })
+      yield* eventually(poolsEqual(node, far))
+      yield* eventually(settledWith(node, far.length))
+
+      yield* Effect.forEach(byDistance.slice(0, 3), (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
+      yield* settle
+      // the round's news among the many events that make no command (a peer sync's answers learnt, each peer an
+      // event), all in one step: a queue of the last 4 events would have lost the one that mattered
+      const events = Context.get(node.context, DhtEvents.DhtEvents)
+      const strangers = yield* identities(22, 5_500)
+      const learnt = (stranger: NodeIdentity.Identity) =>
+        events.publish(DhtEvent.PeerAdded({ publicKey: stranger.publicKey, source: "PeerSync" }))
+      yield* Effect.forEach(strangers.slice(0, 2), learnt)
+      yield* events.publish(DhtEvent.NetworkDiscoveryPeersAdded({
+        roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
+      }))
+      yield* Effect.forEach(strangers.slice(2), learnt)
+      yield* eventually(poolsEqual(node, byDistance))
+    }).pipe(Effect.provide(shared)))
+
   it.scoped("a burst of connection changes beyond the command queue is shed and counted; the next is acted on", () =>
     Effect.gen(function*() {
       const [me, ...others] = yield* identities(8, 550)
