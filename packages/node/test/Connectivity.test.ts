@@ -409,42 +409,41 @@ describe("Connectivity", () => {
       yield* eventually(connectedTo(node, byDistance[8]!))
     }).pipe(Effect.provide(shared)))
 
-  it.scoped("NetworkDiscoveryPeersAdded refreshes the pools with the new peers", () =>
+  // A node settled on its 5 farthest of 7 peers, whose table has just learnt the 3 closest (as network discovery
+  // would) without the event that says so: nothing has happened to its pools yet.
+  const withCloserPeersLearnt = (seed: number, overrides: DhtConfig.Overrides = {}) =>
     Effect.gen(function*() {
-      const [me, ...others] = yield* identities(8, 500)
+      const [me, ...others] = yield* identities(8, seed)
       yield* Effect.forEach(others, startRaw)
       const byDistance = closestTo(me!, others)
       const far = byDistance.slice(3)
-      const node = yield* startNode(me!, { known: far.map(verifiedRecord), config: withConfig({ numRandomNodes: 0 }) })
+      const node = yield* startNode(me!, {
+        known: far.map(verifiedRecord),
+        config: withConfig({ numRandomNodes: 0, ...overrides })
+      })
       yield* eventually(poolsEqual(node, far))
       yield* eventually(settledWith(node, far.length))
-
-      // closer peers learnt by network discovery: nothing happens until the event says so
       yield* Effect.forEach(byDistance.slice(0, 3), (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
       yield* settle
       expect(yield* poolsEqual(node, far)).toBe(true)
-      yield* Context.get(node.context, DhtEvents.DhtEvents).publish(DhtEvent.NetworkDiscoveryPeersAdded({
-        roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
-      }))
+      return { node, byDistance }
+    })
+
+  const peersAdded = DhtEvent.NetworkDiscoveryPeersAdded({
+    roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
+  })
+
+  it.scoped("NetworkDiscoveryPeersAdded refreshes the pools with the new peers", () =>
+    Effect.gen(function*() {
+      const { byDistance, node } = yield* withCloserPeersLearnt(500)
+      yield* Context.get(node.context, DhtEvents.DhtEvents).publish(peersAdded)
       yield* eventually(poolsEqual(node, byDistance))
       for (const peer of byDistance) yield* eventually(connectedTo(node, peer))
     }).pipe(Effect.provide(shared)))
 
   it.scoped("NetworkDiscoveryPeersAdded refreshes the pools when it comes among more events than eventBufferSize in one step", () =>
     Effect.gen(function*() {
-      const [me, ...others] = yield* identities(8, 520)
-      yield* Effect.forEach(others, startRaw)
-      const byDistance = closestTo(me!, others)
-      const far = byDistance.slice(3)
-      const node = yield* startNode(me!, {
-        known: far.map(verifiedRecord),
-        config: withConfig({ numRandomNodes: 0, eventBufferSize: 4 })
-      })
-      yield* eventually(poolsEqual(node, far))
-      yield* eventually(settledWith(node, far.length))
-
-      yield* Effect.forEach(byDistance.slice(0, 3), (i) => Effect.orDie(node.peers.add(verifiedRecord(i))))
-      yield* settle
+      const { byDistance, node } = yield* withCloserPeersLearnt(520, { eventBufferSize: 4 })
       // the round's news among the many events that make no command (a peer sync's answers learnt, each peer an
       // event), all in one step: a queue of the last 4 events would have lost the one that mattered
       const events = Context.get(node.context, DhtEvents.DhtEvents)
@@ -452,9 +451,7 @@ describe("Connectivity", () => {
       const learnt = (stranger: NodeIdentity.Identity) =>
         events.publish(DhtEvent.PeerAdded({ publicKey: stranger.publicKey, source: "PeerSync" }))
       yield* Effect.forEach(strangers.slice(0, 2), learnt)
-      yield* events.publish(DhtEvent.NetworkDiscoveryPeersAdded({
-        roundInfo: { numNewPeers: 3, numDuplicatePeers: 0, numSucceeded: 1, syncPeers: [] }
-      }))
+      yield* events.publish(peersAdded)
       yield* Effect.forEach(strangers.slice(2), learnt)
       yield* eventually(poolsEqual(node, byDistance))
     }).pipe(Effect.provide(shared)))
