@@ -20,7 +20,6 @@ import * as Crypto from "../src/Crypto.js"
 import * as DhtConfig from "../src/DhtConfig.js"
 import type { SendFailReason } from "../src/DhtError.js"
 import * as DhtMetrics from "../src/DhtMetrics.js"
-import * as Flood from "../src/internal/memoryFlood.js"
 import * as MemoryNetwork from "../src/MemoryNetwork.js"
 import * as NodeId from "../src/NodeId.js"
 import * as NodeIdentity from "../src/NodeIdentity.js"
@@ -862,28 +861,4 @@ describe("MemoryNetwork: latency and the simulation's hooks", () => {
       expect(draws.every((d) => Number.isInteger(d) && d >= 5 && d <= 50)).toBe(true)
       expect(new Set(draws).size).toBeGreaterThan(30)
     }))
-})
-
-describe("MemoryNetwork: the flood window", () => {
-  it.prop(
-    "totals equal a count over every frame of the last 100 buckets",
-    [FastCheck.array(FastCheck.tuple(FastCheck.nat(3_000), FastCheck.nat(1_000)), { maxLength: 300 })],
-    ([steps]) => {
-      const bucketMs = 1_000
-      let window = Flood.empty
-      let now = 0
-      const seen: Array<{ readonly bucket: number; readonly size: number }> = []
-      for (const [advance, size] of steps) {
-        now += advance
-        const bucket = Math.floor(now / bucketMs)
-        seen.push({ bucket, size })
-        const [totals, next] = Flood.record(window, now, size, bucketMs)
-        window = next
-        const live = seen.filter((f) => f.bucket > bucket - Flood.BUCKETS)
-        expect(totals).toEqual({ frames: live.length, bytes: live.reduce((n, f) => n + f.size, 0) })
-        expect(window.older.length).toBeLessThan(Flood.BUCKETS)
-      }
-    },
-    { fastCheck: { numRuns: 1_000 } }
-  )
 })

@@ -33,6 +33,7 @@ import {
 import * as DhtLog from "../DhtLog.js"
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
+import * as FloodWindow from "../FloodWindow.js"
 import * as HandshakePayload from "../HandshakePayload.js"
 import * as LightDeferred from "../LightDeferred.js"
 import * as LightLock from "../LightLock.js"
@@ -45,7 +46,6 @@ import { Peer } from "../Peer.js"
 import { isBannedNow, type PeerManagerService } from "../PeerManager.js"
 import * as PeerValidator from "../PeerValidator.js"
 import type { ConnectionEvent, InboundMessage, OutboundMessage, Screens } from "../Transport.js"
-import * as Flood from "./memoryFlood.js"
 import { mulberry32 } from "./prng.js"
 
 // --- limits (SPEC §13.1, §17.6) ---
@@ -239,7 +239,7 @@ export interface Side {
    * the offer must be one step, or a frame could overtake those queued before it.
    */
   readonly delivery: MutableRef.MutableRef<Delivery>
-  readonly flood: MutableRef.MutableRef<Flood.FloodWindow>
+  readonly flood: FloodWindow.FloodWindow
   /** width of one flood bucket, from this side's config */
   readonly bucketMs: number
   /** frames this side writes */
@@ -725,8 +725,8 @@ const makeSide = (hub: Hub, local: Endpoint, remote: RemoteIdentity, slot: Slot,
   slot,
   inbound: LightQueue.unsafeMake<InboundMessage>(INBOUND_CONNECTION_CAPACITY, "dropping"),
   delivery: MutableRef.make<Delivery>("Held"),
-  flood: MutableRef.make(Flood.empty),
-  bucketMs: Math.max(1, Duration.toMillis(local.config.floodBanTimespan) / Flood.BUCKETS),
+  flood: FloodWindow.make(),
+  bucketMs: FloodWindow.bucketMillis(Duration.toMillis(local.config.floodBanTimespan)),
   link: makeLink(hub),
   reader: { current: undefined },
   outbound
@@ -948,9 +948,7 @@ const arriveNow = (
     downNow(hub)
     return violation(hub, connection, side, new FrameTooLarge({ size, limit: config.maxMessageSize }))
   }
-  const window = Flood.record(MutableRef.get(side.flood), now, size, side.bucketMs)
-  MutableRef.set(side.flood, window[1])
-  const totals = window[0]
+  const totals = FloodWindow.record(side.flood, now, size, side.bucketMs)
   if (totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes) {
     downNow(hub)
     return violation(hub, connection, side, new Flooding({ frames: totals.frames, bytes: totals.bytes }))

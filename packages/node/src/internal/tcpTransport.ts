@@ -3,6 +3,7 @@ import type { DialError } from "@comms-dht/core/DhtError"
 import { ConnectionClosed, DialFailed, PeerBanned, QueueFull, TransportShutdown } from "@comms-dht/core/DhtError"
 import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as FloodWindow from "@comms-dht/core/FloodWindow"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import type * as Noise from "@comms-dht/core/Noise"
 import type { NodeId, PublicKey } from "@comms-dht/core/NodeId"
@@ -589,8 +590,8 @@ const readFrames = (
   Effect.gen(function*() {
     const config = endpoint.local.config
     const parser = Framing.frameParser(endpoint.settings.maxFrameSize)
-    const flood = Framing.floodWindow()
-    const bucketMs = Math.max(1, Duration.toMillis(config.floodBanTimespan) / Framing.BUCKETS)
+    const flood = FloodWindow.make()
+    const bucketMs = FloodWindow.bucketMillis(Duration.toMillis(config.floodBanTimespan))
     while (true) {
       const read = yield* Effect.either(conn.reader.readRecord)
       if (Either.isLeft(read)) {
@@ -619,7 +620,7 @@ const readFrames = (
       for (const bytes of frames.right) {
         yield* Metric.increment(framesIn)
         yield* Metric.incrementBy(bytesIn, bytes.length)
-        const totals = Framing.recordFrame(flood, now, bytes.length, bucketMs)
+        const totals = FloodWindow.record(flood, now, bytes.length, bucketMs)
         if (totals.frames > config.floodBanMaxMsgCount || totals.bytes > config.floodBanMaxBytes) {
           yield* violation(endpoint, conn, "Flooding", totals)
           return "Error"
