@@ -11,13 +11,14 @@
  * @since 0.1.0
  */
 import { create, toBinary } from "@bufbuild/protobuf"
-import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire"
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { InvalidMessageBody } from "./DhtError.js"
 import * as Ed25519 from "./Ed25519.js"
+import * as EnvelopeWriter from "./internal/envelopeWriter.js"
 import { byteKey } from "./internal/hexKey.js"
 import * as Lru from "./internal/lru.js"
 import * as Pb from "./internal/proto/peer_sync_pb.js"
@@ -272,12 +273,26 @@ export const encodePeerInfo = (info: PeerInfo): Uint8Array =>
  * @since 0.1.0
  * @category encoding
  */
-export const encodePeerSyncResponseOf = (peers: ReadonlyArray<Uint8Array>, requestId: number): Uint8Array => {
-  const writer = new BinaryWriter()
-  for (const peer of peers) writer.tag(1, WireType.LengthDelimited).bytes(peer)
-  if (requestId !== 0) writer.tag(2, WireType.Varint).uint32(requestId)
-  return writer.finish()
-}
+export const encodePeerSyncResponseOf = (peers: ReadonlyArray<Uint8Array>, requestId: number): Uint8Array =>
+  EnvelopeWriter.encodePieces(responsePieces(peers, requestId))
+
+/**
+ * The bytes of `EnvelopeBody{parts: [encodePeerSyncResponseOf(peers, requestId)]}`, the body a response is sent
+ * in, written in one allocation rather than the response and then a copy of it in its body.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encodePeerSyncResponseBodyOf = (peers: ReadonlyArray<Uint8Array>, requestId: number): Uint8Array =>
+  EnvelopeWriter.encodeEnvelopeBodyOfPieces(responsePieces(peers, requestId))
+
+// `PeerSyncResponse`: `peers` is field 1, `request_id` field 2
+const responsePieces = (peers: ReadonlyArray<Uint8Array>, requestId: number): EnvelopeWriter.Pieces => ({
+  field: 1,
+  pieces: peers,
+  last: 2,
+  lastValue: requestId
+})
 
 /**
  * A stored claim as it is relayed.

@@ -77,6 +77,15 @@ describe("round trips (model → bytes → model)", () => {
     expect(assembled).toEqual(PeerSyncMessages.encodePeerSyncResponse(m))
   })
 
+  it.prop("a PeerSyncResponse's body written in one piece is the body of its encoding", [
+    PeerSyncMessages.PeerSyncResponse
+  ], ([m]) => {
+    const body = PeerSyncMessages.encodePeerSyncResponseBodyOf(m.peers.map(PeerSyncMessages.encodePeerInfo), m.requestId)
+    const encoded = PeerSyncMessages.encodePeerSyncResponse(m)
+    expect(body).toEqual(Envelope.encodeEnvelopeBody(new Envelope.EnvelopeBody({ parts: [encoded] })))
+    expect(Effect.runSync(Envelope.decodeEnvelopeBody(body)).parts).toEqual([encoded])
+  })
+
   it.prop("PeerSyncResponse", [PeerSyncMessages.PeerSyncResponse], ([m]) => {
     const bytes = PeerSyncMessages.encodePeerSyncResponse(m)
     expect(Effect.runSync(PeerSyncMessages.decodePeerSyncResponse(bytes))).toEqual(m)

@@ -341,7 +341,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
       // dropping offer: no inbound stage waits on the outbound queue (§13.1); the requester times out instead
       const queued = yield* requester.offerForward(
         directParams(source.nodeId, source.publicKey, Envelope.DhtMessageType.PeerSyncResponse),
-        bodyOf(PeerSyncMessages.encodePeerSyncResponseOf(infos, request.requestId))
+        PeerSyncMessages.encodePeerSyncResponseBodyOf(infos, request.requestId)
       )
       yield* DhtLog.debug(queued ? "peer sync request answered" : "peer sync response shed", {
         peer: NodeId.toHex(source.nodeId),
