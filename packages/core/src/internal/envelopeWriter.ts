@@ -173,8 +173,9 @@ export interface Pieces {
 }
 
 const piecesSize = (m: Pieces): number => {
-  let size = m.lastValue !== 0 ? 1 + sizeU32(m.lastValue) : 0
-  for (const piece of m.pieces) size += 1 + sizeBytes(piece)
+  const tag = sizeU32((m.field << 3) | 2)
+  let size = m.lastValue !== 0 ? sizeU32(m.last << 3) + sizeU32(m.lastValue) : 0
+  for (const piece of m.pieces) size += tag + sizeBytes(piece)
   return size
 }
 
