@@ -258,7 +258,7 @@ export const encodePeerSyncResponse = (response: PeerSyncResponse): Uint8Array =
 
 /**
  * One `PeerInfo` as it appears inside a `PeerSyncResponse`: a responder encodes a stored peer once and reuses the
- * bytes for every request it answers with that peer (`encodePeerSyncResponseOf`).
+ * bytes for every request it answers with that peer (`encodePeerSyncResponseBodyOf`, `encodePeerSyncResponseOf`).
  *
  * @since 0.1.0
  * @category encoding
