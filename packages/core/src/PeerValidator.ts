@@ -731,8 +731,7 @@ export const recordConnected = (
   remote: ConnectedRemote,
   options: { readonly maxAddressesPerPeer: number; readonly dialledAddress: string | undefined }
 ): Effect.Effect<Peer> =>
-  Effect.gen(function*() {
-    const now = yield* Clock.currentTimeMillis
+  Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const make = (existing: Peer | undefined) =>
       connectedPeer(existing, remote, now, options.maxAddressesPerPeer, options.dialledAddress)
     const addNew = Effect.suspend(() => {
@@ -741,7 +740,7 @@ export const recordConnected = (
     })
     // a stranger is looked up first rather than caught as `PeerNotFound` (an error's stack trace costs more than
     // the lookup); the update still falls back to adding if the peer is removed in between
-    return yield* getOption(peers, remote.nodeId).pipe(
+    return getOption(peers, remote.nodeId).pipe(
       Effect.flatMap((known) => Option.isSome(known) ? peers.update(remote.nodeId, (p) => make(p)) : addNew),
       Effect.catchTag("PeerNotFound", () => addNew),
       Effect.catchTag("StoreError", (e) =>

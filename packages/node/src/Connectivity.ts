@@ -520,48 +520,55 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
   const refreshBoth = (state: State, revive: boolean) =>
     Effect.flatMap(refreshNeighbours(state, revive), (s) => refreshRandom(s, revive))
 
-  // With `minimizeConnections`, connections beyond the pools and the closest N + R are closed.
-  const closeExtra = (state: State) =>
-    Effect.gen(function*() {
-      if (!minimize) return
-      const closest = sorted(HashMap.values(state.connected)).slice(0, sizeN + sizeR)
-      for (const id of HashMap.values(state.connected)) {
-        if (!isMember(state, id) && !has(closest, id)) yield* disconnect(id)
-      }
-    })
+  // With `minimizeConnections`, connections beyond the pools and the closest N + R are closed. Without it (the
+  // default) nothing is: a connection event of every node passes here, so that case is not an Effect program.
+  const extraConnections = (state: State): ReadonlyArray<NodeId.NodeId> => {
+    if (!minimize) return []
+    const closest = sorted(HashMap.values(state.connected)).slice(0, sizeN + sizeR)
+    const extra: Array<NodeId.NodeId> = []
+    for (const id of HashMap.values(state.connected)) {
+      if (!isMember(state, id) && !has(closest, id)) extra.push(id)
+    }
+    return extra
+  }
 
-  const connected = (state: State, peer: Peer.Peer) =>
-    Effect.gen(function*() {
-      const nodeId = peer.nodeId
-      const key = hex(nodeId)
-      let next: State = {
-        ...state,
-        connected: HashMap.set(state.connected, key, nodeId),
-        dialling: HashSet.remove(state.dialling, key)
-      }
-      if (!peer.isCommunicationNode || isMember(next, nodeId)) return next
-      const pending = HashMap.get(next.pending, key)
-      next = { ...next, pending: HashMap.remove(next.pending, key) }
-      if (Option.exists(pending, (p) => p.pool === "random") && next.random.length < sizeR) {
-        next = { ...next, random: [...next.random, nodeId] }
-      } else {
-        const farthest = next.neighbours[next.neighbours.length - 1]
-        if (next.neighbours.length < sizeN || (farthest !== undefined && NodeId.isCloser(self, nodeId, farthest))) {
-          const neighbours = sorted([...next.neighbours, nodeId])
-          const displaced = neighbours.length > sizeN ? neighbours[neighbours.length - 1] : undefined
-          next = { ...next, neighbours: neighbours.slice(0, sizeN) }
-          if (displaced !== undefined) {
-            if (next.random.length < sizeR && !has(next.random, displaced)) {
-              next = { ...next, random: [...next.random, displaced] }
-            } else if (minimize) {
-              yield* disconnect(displaced)
-            }
+  // The pools' state after a connection, and the connections it closes (only with `minimizeConnections`), decided
+  // in plain code: every connection of the node comes through here, and most change no pool.
+  const connected = (state: State, peer: Peer.Peer): Effect.Effect<State> => {
+    const nodeId = peer.nodeId
+    const key = hex(nodeId)
+    let next: State = {
+      ...state,
+      connected: HashMap.set(state.connected, key, nodeId),
+      dialling: HashSet.remove(state.dialling, key)
+    }
+    if (!peer.isCommunicationNode || isMember(next, nodeId)) return Effect.succeed(next)
+    const pending = HashMap.get(next.pending, key)
+    next = { ...next, pending: HashMap.remove(next.pending, key) }
+    const closing: Array<NodeId.NodeId> = []
+    if (Option.exists(pending, (p) => p.pool === "random") && next.random.length < sizeR) {
+      next = { ...next, random: [...next.random, nodeId] }
+    } else {
+      const farthest = next.neighbours[next.neighbours.length - 1]
+      if (next.neighbours.length < sizeN || (farthest !== undefined && NodeId.isCloser(self, nodeId, farthest))) {
+        const neighbours = sorted([...next.neighbours, nodeId])
+        const displaced = neighbours.length > sizeN ? neighbours[neighbours.length - 1] : undefined
+        next = { ...next, neighbours: neighbours.slice(0, sizeN) }
+        if (displaced !== undefined) {
+          if (next.random.length < sizeR && !has(next.random, displaced)) {
+            next = { ...next, random: [...next.random, displaced] }
+          } else if (minimize) {
+            closing.push(displaced)
           }
         }
       }
-      yield* closeExtra(next)
-      return next
-    })
+    }
+    closing.push(...extraConnections(next))
+    const after = next
+    return closing.length === 0
+      ? Effect.succeed(after)
+      : Effect.as(Effect.forEach(closing, disconnect, { discard: true }), after)
+  }
 
   const disconnected = (state: State, nodeId: NodeId.NodeId) => {
     const next: State = { ...state, connected: HashMap.remove(state.connected, hex(nodeId)) }

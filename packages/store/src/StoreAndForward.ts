@@ -408,18 +408,25 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   })
 
   // Asks `peer` if it is one of the n closest: its record matches, and fewer than n matching peers are closer
-  // (counted rather than selected: it runs for every new connection).
-  const askIfNeighbour = (peer: Peer.Peer) =>
-    Effect.gen(function*() {
-      const { saf } = yield* config
-      const now = yield* Clock.currentTimeMillis
-      if (pendingFor(peer.nodeId, now, DhtConfig.millis(saf.maxInflightRequestAge)) !== undefined) return
-      if (asked.has(NodeId.toHex(peer.nodeId))) return
-      const known = yield* PeerManager.getOption(peers, peer.nodeId)
-      if (Option.isNone(known) || !PeerManager.matchesQuery(safNeighbourQuery, now)(known.value)) return
-      const n = saf.numNeighbouringNodes
-      if ((yield* PeerManager.closerCount(peers, identity.nodeId, peer.nodeId, n, safNeighbourQuery)) >= n) return
-      yield* sendRequest(known.value, yield* store.cursor(known.value.publicKey), undefined, 0)
+  // (counted rather than selected: it runs for every new connection, so the peers asked already leave at once).
+  const askIfNeighbour = (peer: Peer.Peer): Effect.Effect<void, DhtError.StoreError> =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+      if (pendingFor(peer.nodeId, now, DhtConfig.millis(safConfig.maxInflightRequestAge)) !== undefined) {
+        return Effect.void
+      }
+      if (asked.has(NodeId.toHex(peer.nodeId))) return Effect.void
+      return Effect.flatMap(PeerManager.getOption(peers, peer.nodeId), (known) => {
+        if (Option.isNone(known) || !PeerManager.matchesQuery(safNeighbourQuery, now)(known.value)) return Effect.void
+        const n = safConfig.numNeighbouringNodes
+        return Effect.flatMap(
+          PeerManager.closerCount(peers, identity.nodeId, peer.nodeId, n, safNeighbourQuery),
+          (closer) =>
+            closer >= n
+              ? Effect.void
+              : Effect.flatMap(store.cursor(known.value.publicKey), (cursor) =>
+                sendRequest(known.value, cursor, undefined, 0))
+        )
+      })
     })
 
   // The peers connected since the new-connection trigger last ran. A joining node connects to one closer peer after
