@@ -9,6 +9,7 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import type * as Either from "effect/Either"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Layer from "effect/Layer"
 import * as CryptoBackend from "./CryptoBackend.js"
 import type { DecryptionFailed, EncryptionFailed } from "./DhtError.js"
@@ -75,6 +76,18 @@ export interface CryptoService {
    * is `false`. Counts `comms_dht_crypto_verify_total{result}`.
    */
   readonly verify: (publicKey: Uint8Array, signature: Uint8Array, message: Uint8Array) => Effect.Effect<boolean>
+  /**
+   * `verify` answered in the caller's step and counted under `labels` (its fiber's metric labels), for code already
+   * inside a fiber's step: a peer's claims are verified each time the peer is relayed, hundreds of thousands of
+   * times in a large network's join, nearly all answered by the memo. Optional, so that a service made by hand
+   * (a test's) need not have it; callers fall back to `verify`.
+   */
+  readonly unsafeVerify?: (
+    publicKey: Uint8Array,
+    signature: Uint8Array,
+    message: Uint8Array,
+    labels: ReadonlyArray<MetricLabel.MetricLabel>
+  ) => boolean
 
   /** `X25519.publicKey(secret)`. */
   readonly x25519PublicKey: (secret: Uint8Array) => Uint8Array

@@ -166,6 +166,8 @@ export const make = (primitives: Primitives, options: Options = {}): Effect.Effe
       dsh,
       sign: primitives.sign,
       verify: (publicKey, signature, message) => memo.verify(publicKey, signature, message, primitives.verify),
+      unsafeVerify: (publicKey, signature, message, labels) =>
+        memo.unsafeVerify(publicKey, signature, message, primitives.verify, labels),
       x25519PublicKey: primitives.x25519PublicKey,
       ephemeralKeyPair: Effect.map(randomBytes(32), (secret) => ({
         secret,

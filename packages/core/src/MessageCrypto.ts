@@ -10,6 +10,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type { CryptoService, X25519KeyPair } from "./Crypto.js"
 import { Crypto } from "./Crypto.js"
@@ -687,6 +688,30 @@ export const verifyClaimWith = (
     updatedAt
   })
   return crypto.verify(publicKey, signature, crypto.dsh("identity_signature", 32, fields))
+}
+
+/**
+ * `verifyClaimWith` in the caller's step, counted under `labels`, where the service answers that way
+ * (`CryptoService.unsafeVerify`); `undefined` where it does not.
+ *
+ * @since 0.1.0
+ * @category signing
+ */
+export const unsafeVerifyClaimWith = (
+  crypto: CryptoService,
+  publicKey: Uint8Array,
+  claim: SignedClaim,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): boolean | undefined => {
+  if (crypto.unsafeVerify === undefined) return undefined
+  const { signature, updatedAt, version } = claim.identitySignature
+  if (version !== CLAIM_SIGNATURE_VERSION) return false
+  const fields = claimChallengeFields(publicKey, version, {
+    addresses: claim.addresses,
+    features: claim.features,
+    updatedAt
+  })
+  return crypto.unsafeVerify(publicKey, signature, crypto.dsh("identity_signature", 32, fields), labels)
 }
 
 // --- transport binding (§4.8) ---

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import { identity } from "effect/Function"
 import * as FastCheck from "effect/FastCheck"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -50,39 +51,53 @@ describe("PeerValidator: structure and proof fail the claim set", () => {
       expect(accepted).toEqual([{ claim, addresses: ["tcp://203.0.113.7:18189", "mem://7"] }])
     }).pipe(withCrypto))
 
-  it.effect("every proof failure is a PeerValidationError naming it", () =>
-    Effect.gen(function*() {
-      const keys = yield* signer
-      const good = yield* claimOf(keys, ["mem://1"])
-      const reasonOf = (publicKey: Uint8Array, claims: ReadonlyArray<Peer.PeerClaim>) =>
-        Effect.map(Effect.flip(PeerValidator.validateClaims(publicKey, claims)), (e) => [e._tag, e.reason] as const)
+  // the service as a hand-made one may be: without `unsafeVerify`, so the proof goes through `verify`
+  type Via = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R | Crypto.Crypto>
+  const withoutUnsafeVerify: Via = (effect) =>
+    Effect.flatMap(Crypto.Crypto, (crypto) => {
+      const { unsafeVerify: _, ...service } = crypto
+      return Effect.provideService(effect, Crypto.Crypto, service)
+    })
+  const vias: ReadonlyArray<readonly [string, Via]> = [
+    ["verify in the caller's step", identity],
+    ["verify as an Effect", withoutUnsafeVerify]
+  ]
 
-      expect(yield* reasonOf(keys.publicKey, [])).toEqual(["PeerValidationError", "no claim"])
-      expect((yield* reasonOf(keys.publicKey, Array(6).fill(good)))[1]).toMatch(/6 claims, at most 5/)
-      const wide = yield* claimOf(keys, ["mem://1", "mem://2", "mem://3", "mem://4", "mem://5", "mem://6"])
-      expect((yield* reasonOf(keys.publicKey, [wide]))[1]).toMatch(/6 addresses, at most 5/)
-      // a small-order key fails the key check before any signature is looked at
-      expect((yield* reasonOf(new Uint8Array(32), [good]))[1]).toMatch(/key check/)
+  it.effect.each(vias)(
+    "every proof failure is a PeerValidationError naming it (%s)",
+    ([, via]) =>
+      Effect.gen(function*() {
+        const keys = yield* signer
+        const good = yield* claimOf(keys, ["mem://1"])
+        const reasonOf = (publicKey: Uint8Array, claims: ReadonlyArray<Peer.PeerClaim>) =>
+          Effect.map(Effect.flip(PeerValidator.validateClaims(publicKey, claims)), (e) => [e._tag, e.reason] as const)
 
-      const otherFeatures = new Peer.PeerClaim({ ...good, features: Peer.PeerFeatures.COMMUNICATION_CLIENT })
-      expect((yield* reasonOf(keys.publicKey, [good, otherFeatures]))[1]).toBe("claim 1: invalid signature")
-      const otherAddress = new Peer.PeerClaim({ ...good, addresses: ["mem://2"] })
-      expect((yield* reasonOf(keys.publicKey, [otherAddress]))[1]).toBe("claim 0: invalid signature")
-      const flipped = good.identitySignature.signature.slice()
-      flipped[5] = flipped[5]! ^ 1
-      const badSignature = new Peer.PeerClaim({
-        ...good,
-        identitySignature: new Peer.IdentitySignature({ ...good.identitySignature, signature: flipped })
-      })
-      expect((yield* reasonOf(keys.publicKey, [badSignature]))[1]).toBe("claim 0: invalid signature")
-      const versionOne = new Peer.PeerClaim({
-        ...good,
-        identitySignature: new Peer.IdentitySignature({ ...good.identitySignature, version: 1 })
-      })
-      expect((yield* reasonOf(keys.publicKey, [versionOne]))[1]).toBe("claim 0: invalid signature")
-      const stranger = yield* signer
-      expect((yield* reasonOf(stranger.publicKey, [good]))[1]).toBe("claim 0: invalid signature")
-    }).pipe(withCrypto))
+        expect(yield* reasonOf(keys.publicKey, [])).toEqual(["PeerValidationError", "no claim"])
+        expect((yield* reasonOf(keys.publicKey, Array(6).fill(good)))[1]).toMatch(/6 claims, at most 5/)
+        const wide = yield* claimOf(keys, ["mem://1", "mem://2", "mem://3", "mem://4", "mem://5", "mem://6"])
+        expect((yield* reasonOf(keys.publicKey, [wide]))[1]).toMatch(/6 addresses, at most 5/)
+        // a small-order key fails the key check before any signature is looked at
+        expect((yield* reasonOf(new Uint8Array(32), [good]))[1]).toMatch(/key check/)
+
+        const otherFeatures = new Peer.PeerClaim({ ...good, features: Peer.PeerFeatures.COMMUNICATION_CLIENT })
+        expect((yield* reasonOf(keys.publicKey, [good, otherFeatures]))[1]).toBe("claim 1: invalid signature")
+        const otherAddress = new Peer.PeerClaim({ ...good, addresses: ["mem://2"] })
+        expect((yield* reasonOf(keys.publicKey, [otherAddress]))[1]).toBe("claim 0: invalid signature")
+        const flipped = good.identitySignature.signature.slice()
+        flipped[5] = flipped[5]! ^ 1
+        const badSignature = new Peer.PeerClaim({
+          ...good,
+          identitySignature: new Peer.IdentitySignature({ ...good.identitySignature, signature: flipped })
+        })
+        expect((yield* reasonOf(keys.publicKey, [badSignature]))[1]).toBe("claim 0: invalid signature")
+        const versionOne = new Peer.PeerClaim({
+          ...good,
+          identitySignature: new Peer.IdentitySignature({ ...good.identitySignature, version: 1 })
+        })
+        expect((yield* reasonOf(keys.publicKey, [versionOne]))[1]).toBe("claim 0: invalid signature")
+        const stranger = yield* signer
+        expect((yield* reasonOf(stranger.publicKey, [good]))[1]).toBe("claim 0: invalid signature")
+      }).pipe(via, withCrypto))
 
   it.effect("the count limits come from the configuration", () =>
     Effect.gen(function*() {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as VerifyMemo from "@comms-dht/core/VerifyMemo"
-import { Effect, FastCheck as fc, Metric } from "effect"
+import { Effect, FastCheck as fc, Metric, MetricLabel } from "effect"
 
 const count = (result: string) =>
   Effect.map(Metric.value(Metric.tagged(DhtMetrics.cryptoVerify, "result", result)), (s) => s.count)
@@ -89,6 +89,33 @@ describe("VerifyMemo", () => {
       const verify = memo.verify(new Uint8Array(32), new Uint8Array(64), Uint8Array.of(4), predicate)
       yield* Effect.tagMetrics(Effect.zipRight(verify, verify), "node", "memo-test")
       expect((yield* labelled("valid")) - before.valid).toBe(1)
+      expect((yield* labelled("memo")) - before.memo).toBe(1)
+    }))
+
+  it.effect("unsafeVerify shares the memo with verify, counted under the labels it is given", () =>
+    Effect.gen(function*() {
+      const memo = yield* memoOf(16)
+      const { calls, predicate } = counting()
+      const labels = [MetricLabel.make("node", "unsafe-memo-test")]
+      const labelled = (result: string) =>
+        Effect.map(
+          Metric.value(
+            Metric.tagged(Metric.tagged(DhtMetrics.cryptoVerify, "result", result), "node", "unsafe-memo-test")
+          ),
+          (s) => s.count
+        )
+      const before = { memo: yield* labelled("memo"), valid: yield* labelled("valid"), invalid: yield* labelled("invalid") }
+      const key = new Uint8Array(32)
+      const sig = new Uint8Array(64)
+      expect(memo.unsafeVerify(key, sig, Uint8Array.of(2), predicate, labels)).toBe(true)
+      expect(memo.unsafeVerify(key, sig, Uint8Array.of(3), predicate, labels)).toBe(false)
+      // what one answered, the other finds
+      expect(yield* memo.verify(key, sig, Uint8Array.of(2), predicate)).toBe(true)
+      expect(memo.unsafeVerify(key, sig, Uint8Array.of(3), predicate, labels)).toBe(false)
+      expect(calls()).toBe(2)
+      expect((yield* labelled("valid")) - before.valid).toBe(1)
+      expect((yield* labelled("invalid")) - before.invalid).toBe(1)
+      // the hit by `verify` ran without the label
       expect((yield* labelled("memo")) - before.memo).toBe(1)
     }))
 
