@@ -24,6 +24,7 @@ import { PeerValidationError } from "./DhtError.js"
 import * as DhtLog from "./DhtLog.js"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Ed25519 from "./Ed25519.js"
+import * as FiberClock from "./FiberClock.js"
 import * as HandshakePayload from "./HandshakePayload.js"
 import * as Wire from "./internal/wire.js"
 import * as MessageCrypto from "./MessageCrypto.js"
@@ -751,7 +752,7 @@ export const recordConnected = (
   remote: ConnectedRemote,
   options: { readonly maxAddressesPerPeer: number; readonly dialledAddress: string | undefined }
 ): Effect.Effect<Peer> =>
-  Effect.flatMap(Clock.currentTimeMillis, (now) => {
+  FiberClock.withNow((now) => {
     const make = (existing: Peer | undefined) =>
       connectedPeer(existing, remote, now, options.maxAddressesPerPeer, options.dialledAddress)
     const addNew = Effect.suspend(() => {

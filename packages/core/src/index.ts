@@ -82,6 +82,11 @@ export * as Envelope from "./Envelope.js"
 /**
  * @since 0.1.0
  */
+export * as FiberClock from "./FiberClock.js"
+
+/**
+ * @since 0.1.0
+ */
 export * as FloodWindow from "./FloodWindow.js"
 
 /**

@@ -23,6 +23,7 @@ import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as Drbg from "@comms-dht/core/Drbg"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as FiberClock from "@comms-dht/core/FiberClock"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
 import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
 import * as MessageStore from "@comms-dht/core/MessageStore"
@@ -496,7 +497,10 @@ const simulate = <E>(
     const onMessage = (i: number) => (message: InboundMessages.DomainMessage): Effect.Effect<void> =>
       message.messageType !== Recorder.SIM_MESSAGE_TYPE
         ? Effect.void
-        : Effect.flatMap(Clock.currentTimeMillis, (now) => Effect.sync(() => recorder.record(i, message.body, now)))
+        : FiberClock.withNow((now) => {
+          recorder.record(i, message.body, now)
+          return Effect.void
+        })
 
     const startDht = (
       node: SimNode,

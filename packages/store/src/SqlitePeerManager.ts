@@ -17,6 +17,7 @@
  * @since 0.1.0
  */
 import { DhtConfig } from "@comms-dht/core/DhtConfig"
+import * as FiberClock from "@comms-dht/core/FiberClock"
 import { PeerNotFound, type StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as LightLock from "@comms-dht/core/LightLock"
@@ -573,15 +574,16 @@ export const make: Effect.Effect<
       count: Effect.sync(() => peers.size),
       // a run of the order, widened until n match, not every record filtered and ranked
       closest: (target, n, query) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync(() =>
+        FiberClock.withNow((now) =>
+          Effect.succeed(
             PeerManager.closestSorted(peers.peekInOrder(), target, n, PeerManager.matchesQuery(query, now))
-          )),
+          )
+        ),
       // a run of the order, not the whole table: this node is often among the closest, where a scan reads every
       // record (a store-and-forward decision per message passing through, a neighbour check per connection)
       closerCount: (target, nodeId, limit, query) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.sync(() =>
+        FiberClock.withNow((now) =>
+          Effect.succeed(
             PeerManager.countCloserSorted(
               peers.peekInOrder(),
               target,
@@ -589,7 +591,8 @@ export const make: Effect.Effect<
               limit,
               PeerManager.matchesQuery(query, now)
             )
-          )),
+          )
+        ),
       random: (n, query) => Effect.flatMap(sortedMatches(query), (candidates) => PeerManager.sample(candidates, n)),
       ban: (nodeId, durationMs, reason) =>
         locked(Effect.flatMap(Clock.currentTimeMillis, (now) =>

@@ -15,6 +15,7 @@
 import * as BroadcastStrategy from "@comms-dht/core/BroadcastStrategy"
 import * as Crypto from "@comms-dht/core/Crypto"
 import * as DedupCache from "@comms-dht/core/DedupCache"
+import * as FiberClock from "@comms-dht/core/FiberClock"
 import * as DhtConfig from "@comms-dht/core/DhtConfig"
 import * as DhtError from "@comms-dht/core/DhtError"
 import * as DhtEvent from "@comms-dht/core/DhtEvent"
@@ -410,7 +411,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
   // Asks `peer` if it is one of the n closest: its record matches, and fewer than n matching peers are closer
   // (counted rather than selected: it runs for every new connection, so the peers asked already leave at once).
   const askIfNeighbour = (peer: Peer.Peer): Effect.Effect<void, DhtError.StoreError> =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) => {
+    FiberClock.withNow((now) => {
       if (pendingFor(peer.nodeId, now, DhtConfig.millis(safConfig.maxInflightRequestAge)) !== undefined) {
         return Effect.void
       }
