@@ -977,18 +977,22 @@ const front = (
 
 const reportRejected = (rejected: Rejected) => Rejections.report(rejected.error, rejected.blame)
 
-const noDelivery = Effect.succeedNone
+const noDelivery: Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>> = Effect.succeed(none)
 
-// DHT handler → delivery for one message, its failures reported on its own (SAF responses carry several)
-const back = (message: Decrypted, options: Options, labels: ReadonlyArray<MetricLabel.MetricLabel>) =>
+// DHT handler → delivery for one message, its failures reported on its own (SAF responses carry several): what it
+// delivered, as the array the frame's result is made of (no step to convert it for the one message of most frames)
+const back = (
+  message: Decrypted,
+  options: Options,
+  labels: ReadonlyArray<MetricLabel.MetricLabel>
+): Effect.Effect<ReadonlyArray<InboundMessages.DomainMessage>, never, Requirements> =>
   Effect.catchAll(
     Effect.flatMap(dhtHandler(message, options), (opened) =>
       Option.isNone(opened) ? noDelivery : Effect.flatMap(deliverWith(opened.value, labels), (delivered) =>
         Option.isSome(delivered) && options.receipts !== undefined && Envelope.isReceiptRequested(message.header.flags)
-          ? Effect.as(options.receipts.delivered(message), delivered)
-          : Effect.succeed(delivered))),
-    (error) =>
-      Effect.as(Rejections.report(error, blameOfDecrypted(message)), Option.none<InboundMessages.DomainMessage>())
+          ? Effect.as(options.receipts.delivered(message), [delivered.value])
+          : Effect.succeed(Option.isSome(delivered) ? [delivered.value] : none))),
+    (error) => Effect.as(Rejections.report(error, blameOfDecrypted(message)), none)
   )
 
 /**
@@ -1021,10 +1025,10 @@ const handleWith = (
       return messages.length === 0
         ? Effect.succeed(none)
         : only !== undefined
-        ? Effect.map(back(only, options, turn.labels), Option.toArray)
+        ? back(only, options, turn.labels)
         : Effect.map(
           Effect.forEach(messages, (message) => back(message, options, turn.labels)),
-          (delivered) => delivered.flatMap(Option.toArray)
+          (delivered) => delivered.flat()
         )
     }
   }).pipe(

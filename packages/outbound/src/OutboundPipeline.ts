@@ -915,26 +915,27 @@ const shutdownAsDhtShutdown = <A>(effect: Effect.Effect<A>): Effect.Effect<A, Dh
     (cause) => Cause.isInterruptedOnly(cause) ? Effect.fail(new DhtError.DhtShutdown()) : Effect.failCause(cause)
   )
 
-const tagOf = (params: OutboundRequester.SendMessageParams): Effect.Effect<OutboundRequester.MessageTag> =>
-  Option.match(params.tag, {
-    onSome: Effect.succeed,
-    onNone: () =>
-      Option.match(params.customHeader, {
-        onSome: (header) => Effect.succeed(header.messageTag),
-        onNone: () => OutboundRequester.randomTag
-      })
-  })
+// the request's tag when it has one (given, or a forward's header's); otherwise one is drawn
+const knownTagOf = (params: OutboundRequester.SendMessageParams): OutboundRequester.MessageTag | undefined =>
+  Option.isSome(params.tag)
+    ? params.tag.value
+    : Option.isSome(params.customHeader)
+    ? params.customHeader.value.messageTag
+    : undefined
 
-// chained directly: `Effect.zipWith` would run the two through `Effect.all`, several steps more for every request
+// In the step that starts it when its tag is known (every forward's is): a draw is the only effect a request needs
+// here, and mapping a tag already at hand was two more steps for each.
 const makeRequest = (params: OutboundRequester.SendMessageParams, body: OutboundRequester.OutboundBody) =>
-  Effect.withFiberRuntime<Request>((fiber) =>
-    Effect.map(tagOf(params), (tag): Request => ({
+  Effect.withFiberRuntime<Request>((fiber) => {
+    const request = (tag: OutboundRequester.MessageTag): Request => ({
       params,
       body,
       tag,
       reply: LightDeferred.unsafeMake<OutboundRequester.SendMessageResponse, DhtError.SendFailure>(fiber.id())
-    }))
-  )
+    })
+    const known = knownTagOf(params)
+    return known !== undefined ? Effect.succeed(request(known)) : Effect.map(OutboundRequester.randomTag, request)
+  })
 
 const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
 
