@@ -680,14 +680,26 @@ export const verifyClaimWith = (
   publicKey: Uint8Array,
   claim: SignedClaim
 ): Effect.Effect<boolean> => {
-  const { signature, updatedAt, version } = claim.identitySignature
-  if (version !== CLAIM_SIGNATURE_VERSION) return Effect.succeed(false)
+  const challenge = claimChallengeOf(crypto, publicKey, claim)
+  return challenge === undefined
+    ? Effect.succeed(false)
+    : crypto.verify(publicKey, claim.identitySignature.signature, challenge)
+}
+
+// what a claim's signature signs, or undefined for a signature version this code does not know (never valid)
+const claimChallengeOf = (
+  crypto: CryptoService,
+  publicKey: Uint8Array,
+  claim: SignedClaim
+): Uint8Array | undefined => {
+  const { updatedAt, version } = claim.identitySignature
+  if (version !== CLAIM_SIGNATURE_VERSION) return undefined
   const fields = claimChallengeFields(publicKey, version, {
     addresses: claim.addresses,
     features: claim.features,
     updatedAt
   })
-  return crypto.verify(publicKey, signature, crypto.dsh("identity_signature", 32, fields))
+  return crypto.dsh("identity_signature", 32, fields)
 }
 
 /**
@@ -704,14 +716,9 @@ export const unsafeVerifyClaimWith = (
   labels: ReadonlyArray<MetricLabel.MetricLabel>
 ): boolean | undefined => {
   if (crypto.unsafeVerify === undefined) return undefined
-  const { signature, updatedAt, version } = claim.identitySignature
-  if (version !== CLAIM_SIGNATURE_VERSION) return false
-  const fields = claimChallengeFields(publicKey, version, {
-    addresses: claim.addresses,
-    features: claim.features,
-    updatedAt
-  })
-  return crypto.unsafeVerify(publicKey, signature, crypto.dsh("identity_signature", 32, fields), labels)
+  const challenge = claimChallengeOf(crypto, publicKey, claim)
+  return challenge !== undefined &&
+    crypto.unsafeVerify(publicKey, claim.identitySignature.signature, challenge, labels)
 }
 
 // --- transport binding (§4.8) ---

@@ -139,6 +139,17 @@ export const make = (options: {
       }
       return attempt(predicate, publicKey, signature, message) ? acceptedNew : rejectedNew
     }
+    const unsafeVerify = (
+      publicKey: Uint8Array,
+      signature: Uint8Array,
+      message: Uint8Array,
+      predicate: Predicate,
+      labels: ReadonlyArray<MetricLabel.MetricLabel>
+    ): boolean => {
+      const outcome = answer(publicKey, signature, message, predicate)
+      outcome.counter.unsafeUpdate(1, labels)
+      return outcome.ok
+    }
     return {
       capacity: entries.capacity,
       size: Effect.sync(entries.size),
@@ -146,15 +157,11 @@ export const make = (options: {
       // a peer's claim is verified each time the peer is relayed (hundreds of times in a join, nearly all of them
       // answered here), and the effects around a counter cost more than the lookup.
       verify: (publicKey, signature, message, predicate) =>
-        Effect.withFiberRuntime((fiber) => {
-          const outcome = answer(publicKey, signature, message, predicate)
-          outcome.counter.unsafeUpdate(1, fiber.getFiberRef(FiberRef.currentMetricLabels))
-          return outcome.ok ? accepted : rejected
-        }),
-      unsafeVerify: (publicKey, signature, message, predicate, labels) => {
-        const outcome = answer(publicKey, signature, message, predicate)
-        outcome.counter.unsafeUpdate(1, labels)
-        return outcome.ok
-      }
+        Effect.withFiberRuntime((fiber) =>
+          unsafeVerify(publicKey, signature, message, predicate, fiber.getFiberRef(FiberRef.currentMetricLabels))
+            ? accepted
+            : rejected
+        ),
+      unsafeVerify
     }
   })
