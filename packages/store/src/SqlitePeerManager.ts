@@ -17,9 +17,9 @@
  * @since 0.1.0
  */
 import { DhtConfig } from "@comms-dht/core/DhtConfig"
-import * as FiberClock from "@comms-dht/core/FiberClock"
 import { PeerNotFound, type StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
+import * as FiberClock from "@comms-dht/core/FiberClock"
 import * as LightLock from "@comms-dht/core/LightLock"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeId from "@comms-dht/core/NodeId"
