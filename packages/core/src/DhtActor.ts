@@ -465,7 +465,7 @@ export const make: Effect.Effect<
     Effect.flatMap(LightDeferred.make<A, E | DhtShutdown>(), (reply) =>
       submit(build(reply)).pipe(
         Effect.flatMap((late) => late ? Deferred.fail(reply, shutdown) : Effect.void),
-        Effect.zipRight(Deferred.await(reply))
+        Effect.zipRight(LightDeferred.awaitOnce(reply))
       ))
 
   const tell = (command: Command): Effect.Effect<void, DhtShutdown> =>

@@ -251,7 +251,7 @@ const collect = (
     if (states.length === 0) return emptyResults
     const done = yield* LightQueue.bounded<readonly [MessageSendState, Exit.Exit<void, SendFailReason>]>(states.length)
     yield* Effect.forEach(states, (state) =>
-      Effect.exit(Deferred.await(state.result)).pipe(
+      Effect.exit(LightDeferred.awaitOnce(state.result)).pipe(
         Effect.flatMap((exit) => Queue.offer(done, [state, exit] as const)),
         Effect.forkScoped
       ), { discard: true })
@@ -346,7 +346,7 @@ export class MessageSendStates {
       const outcome = LightDeferred.unsafePoll(first.result)
       return outcome !== undefined && Exit.isExit(outcome)
         ? Effect.succeed(Exit.isSuccess(outcome))
-        : Effect.map(Effect.exit(Deferred.await(first.result)), Exit.isSuccess)
+        : Effect.map(Effect.exit(LightDeferred.awaitOnce(first.result)), Exit.isSuccess)
     })
   }
 }
@@ -393,7 +393,7 @@ const nonEmpty = (states: MessageSendStates): Effect.Effect<MessageSendStates, N
 export const resolve = (response: SendMessageResponse): Effect.Effect<MessageSendStates, SendFailure> =>
   response._tag === "Queued"
     ? nonEmpty(response.states)
-    : Effect.flatMap(Deferred.await(response.result), nonEmpty)
+    : Effect.flatMap(LightDeferred.awaitOnce(response.result), nonEmpty)
 
 // --- pipeline messages (§5) ---
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as LightDeferred from "@comms-dht/core/LightDeferred"
-import { Cause, Deferred, Effect, Equal, Exit, Fiber, FiberId, Hash, Option } from "effect"
+import { Cause, Deferred, Effect, Equal, Exit, Fiber, FiberId, Hash, Option, TestClock } from "effect"
 
 describe("LightDeferred", () => {
   it("is the light form on the pinned Effect version, off Object.prototype and on a prototype shared by all", () => {
@@ -106,4 +106,64 @@ describe("LightDeferred", () => {
       yield* Deferred.completeWith(later, effect)
       expect(LightDeferred.unsafePoll(later)).toBe(effect)
     }))
+
+  describe("awaitOnce", () => {
+    it.effect("gives a waiter what Deferred.await gives it: a value, a failure, a defect, an interruption", () =>
+      Effect.gen(function*() {
+        const outcomes = []
+        for (const make of [LightDeferred.unsafeMake<number, string>, Deferred.unsafeMake<number, string>]) {
+          for (const wait of [LightDeferred.awaitOnce, Deferred.await]) {
+            const [ok, failed, died, interrupted, early] = Array.from({ length: 5 }, () => make(FiberId.none))
+            yield* Deferred.succeed(early!, 0)
+            const waiters = yield* Effect.forEach(
+              [ok!, failed!, died!, interrupted!, early!],
+              (d) => Effect.fork(Effect.exit(wait(d)))
+            )
+            yield* Effect.yieldNow()
+            yield* Deferred.succeed(ok!, 7)
+            yield* Deferred.fail(failed!, "no")
+            yield* Deferred.die(died!, "boom")
+            yield* Deferred.interruptWith(interrupted!, FiberId.make(1, 0))
+            const exits = yield* Effect.forEach(waiters, Fiber.join)
+            outcomes.push(exits.map((exit) =>
+              Exit.match(exit, {
+                onSuccess: (n) => `success ${n}`,
+                onFailure: (cause) =>
+                  Cause.isInterruptedOnly(cause) ? "interrupted" : Cause.isDie(cause) ? "died" : Cause.pretty(cause)
+              })
+            ))
+          }
+        }
+        expect(outcomes[0]).toEqual(["success 7", "Error: no", "died", "interrupted", "success 0"])
+        for (const outcome of outcomes) expect(outcome).toEqual(outcomes[0])
+      }))
+
+    it.effect("an interrupted waiter ends interrupted, and completing resumes the others once each", () =>
+      Effect.gen(function*() {
+        const deferred = LightDeferred.unsafeMake<string>(FiberId.none)
+        let resumed = 0
+        const waiting = LightDeferred.awaitOnce(deferred).pipe(Effect.tap(() => Effect.sync(() => resumed++)))
+        const gone = yield* Effect.fork(waiting)
+        const kept = yield* Effect.fork(waiting)
+        yield* Effect.yieldNow()
+        yield* Fiber.interrupt(gone)
+        expect(Exit.isInterrupted(yield* Fiber.await(gone))).toBe(true)
+        yield* Deferred.succeed(deferred, "late")
+        expect(yield* Fiber.join(kept)).toBe("late")
+        yield* Effect.yieldNow()
+        expect(resumed).toBe(1)
+        // and a wait after completion returns at once
+        expect(yield* LightDeferred.awaitOnce(deferred)).toBe("late")
+      }))
+
+    it.effect("is interrupted while it waits, as a timeout does it", () =>
+      Effect.gen(function*() {
+        const deferred = LightDeferred.unsafeMake<number>(FiberId.none)
+        const fiber = yield* Effect.fork(Effect.timeout(LightDeferred.awaitOnce(deferred), "1 second"))
+        yield* TestClock.adjust("2 seconds")
+        const exit = yield* Fiber.await(fiber)
+        expect(Exit.isFailure(exit) && Option.getOrThrow(Cause.failureOption(exit.cause))._tag)
+          .toBe("TimeoutException")
+      }))
+  })
 })

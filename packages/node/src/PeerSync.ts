@@ -29,6 +29,7 @@ import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as LightDeferred from "@comms-dht/core/LightDeferred"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as NodeId from "@comms-dht/core/NodeId"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
@@ -562,8 +563,8 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
         )
         const states = yield* OutboundRequester.resolve(sent)
         // a write that fails ends the attempt now rather than at the timeout
-        yield* Effect.forEach(states.states, (state) => Deferred.await(state.result), { discard: true })
-        return yield* Deferred.await(reply)
+        yield* Effect.forEach(states.states, (state) => LightDeferred.awaitOnce(state.result), { discard: true })
+        return yield* LightDeferred.awaitOnce(reply)
       })
       // the reply fails with `Timeout` at the deadline (`expire`); a write still pending then is the transport's
       // to end (its dial has a timeout of its own)

@@ -521,7 +521,7 @@ const failedMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "fai
 // fiber per copy, and every copy is counted once the last is done
 const countOutcome = (state: OutboundRequester.MessageSendState) =>
   Effect.flatMap(
-    Effect.exit(Deferred.await(state.result)),
+    Effect.exit(LightDeferred.awaitOnce(state.result)),
     (exit) => Metric.increment(Exit.isSuccess(exit) ? sentMessages : failedMessages)
   )
 
@@ -824,7 +824,7 @@ const makeHandoff = (queue: Queue.Queue<Request>): Handoff => {
   const offerSuspending = (request: Request) =>
     Effect.flatMap(
       shutdownAsDhtShutdown(Queue.offer(queue, request)),
-      () => closed ? Effect.fail(shutdown()) : Deferred.await(request.reply)
+      () => closed ? Effect.fail(shutdown()) : LightDeferred.awaitOnce(request.reply)
     )
   return {
     // the registration and the offer are one synchronous step, so no reply can come before its sender waits

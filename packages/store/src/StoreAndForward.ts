@@ -24,6 +24,7 @@ import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as FiberClock from "@comms-dht/core/FiberClock"
 import * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as LightDeferred from "@comms-dht/core/LightDeferred"
 import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as MessageStore from "@comms-dht/core/MessageStore"
@@ -37,7 +38,6 @@ import * as StoreForward from "@comms-dht/core/StoreForwardMessages"
 import * as Transport from "@comms-dht/core/Transport"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -304,7 +304,7 @@ export const make: Effect.Effect<StoreAndForwardService, never, Requirements | S
       Effect.flatMap((states): Effect.Effect<void, unknown> =>
         states.states.length === 0
           ? Effect.fail("no peer")
-          : Effect.forEach(states.states, (state) => Deferred.await(state.result), { discard: true })
+          : Effect.forEach(states.states, (state) => LightDeferred.awaitOnce(state.result), { discard: true })
       ),
       Effect.catchAll(() =>
         Effect.suspend(() => {

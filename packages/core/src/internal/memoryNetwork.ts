@@ -617,7 +617,7 @@ const runWriter = (hub: Hub, endpoint: Endpoint, slot: Slot, dial: boolean): Eff
       if (Exit.isFailure(exit) && !(yield* Deferred.isDone(slot.connected))) MutableRef.set(slot.dead, true)
       yield* Deferred.done(slot.connected, exit)
     }
-    const result = yield* Effect.either(Deferred.await(slot.connected))
+    const result = yield* Effect.either(LightDeferred.awaitOnce(slot.connected))
     if (Either.isLeft(result)) return yield* abandonSlot(endpoint, slot, result.left)
     const connection = result.right
     const side = sideOf(connection, endpoint)
@@ -672,7 +672,7 @@ const connect = (hub: Hub, local: Endpoint, remote: NodeId): Effect.Effect<Conne
       return { _tag: "Dial" }
     })
     if (start._tag === "Reuse") return start.connection
-    if (start._tag === "Join") return yield* Deferred.await(start.done)
+    if (start._tag === "Join") return yield* LightDeferred.awaitOnce(start.done)
     return yield* Effect.flatMap(dialAddresses(hub, local, remote), (handshaked) => commit(hub, local, handshaked, key))
       .pipe(
         Effect.onExit((exit) =>
@@ -696,7 +696,7 @@ const commit = (hub: Hub, local: Endpoint, handshaked: Handshaked, key: string):
     const theirs = pair?.dialling.get(handshaked.responder.hex)
     if (theirs !== undefined && local.hex > handshaked.responder.hex) {
       return Effect.flatMap(
-        Effect.exit(Deferred.await(theirs)),
+        Effect.exit(LightDeferred.awaitOnce(theirs)),
         (exit) => Exit.isSuccess(exit) ? Effect.succeed(exit.value) : commit(hub, local, handshaked, key)
       )
     }
@@ -1184,7 +1184,7 @@ export const dial = (hub: Hub, endpoint: Endpoint, peer: NodeId): Effect.Effect<
   Effect.withFiberRuntime<void, DialError>((fiber) => {
     if (equals(peer, endpoint.nodeId)) return Effect.fail(new DialFailed({ attempts: 0 }))
     if (MutableRef.get(endpoint.closing)) return Effect.fail(new TransportShutdown())
-    return Effect.asVoid(Deferred.await(slotNow(hub, endpoint, peer, true, fiber.id()).slot.connected))
+    return Effect.asVoid(LightDeferred.awaitOnce(slotNow(hub, endpoint, peer, true, fiber.id()).slot.connected))
   })
 
 /** The slot's connection, whatever its state; none while dialling or after a failed dial. */
