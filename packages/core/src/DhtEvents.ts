@@ -9,7 +9,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Queue from "effect/Queue"
+import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import { DhtConfig } from "./DhtConfig.js"
@@ -58,8 +58,7 @@ export const onEvent = (
   events.listen !== undefined
     ? events.listen(f)
     : Effect.flatMap(events.subscribe, (queue) =>
-      Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(queue), (event) =>
-        Effect.sync(() => f(event)))))))
+      Effect.asVoid(Effect.forkScoped(LightQueue.consume(queue, (event) => Effect.sync(() => f(event))))))
 
 /**
  * A sliding hub of `capacity` events per subscriber (default: `eventBufferSize` of the `DhtConfig` reference), shut

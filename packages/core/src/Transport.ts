@@ -9,10 +9,11 @@
 import * as Context from "effect/Context"
 import type * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Queue from "effect/Queue"
+import type * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import type { DialError, SendFailReason } from "./DhtError.js"
+import * as LightQueue from "./LightQueue.js"
 import type { NodeId, PublicKey } from "./NodeId.js"
 import type { Peer } from "./Peer.js"
 
@@ -129,7 +130,7 @@ export const forEachEvent = (
 ): Effect.Effect<void, never, Scope.Scope> =>
   Effect.flatMap(
     transport.subscribe,
-    (events) => Effect.asVoid(Effect.forkScoped(Effect.forever(Effect.flatMap(Queue.take(events), f))))
+    (events) => Effect.asVoid(Effect.forkScoped(LightQueue.consume(events, f)))
   )
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as LightQueue from "@comms-dht/core/LightQueue"
-import { Cause, Chunk, Effect, Exit, FastCheck as fc, Fiber, Option, Queue, Scope, Stream } from "effect"
+import { Cause, Chunk, Deferred, Effect, Exit, FastCheck as fc, Fiber, Option, Queue, Scope, Stream } from "effect"
 
 // One step of a program run against a queue; values are small integers so that the traces are easy to read.
 type Op =
@@ -176,6 +176,71 @@ describe("LightQueue", () => {
       for (let i = n; i < n + 100; i++) queue.unsafeOffer(i)
       taken.push(...Chunk.toReadonlyArray(yield* Queue.takeAll(queue)))
       expect(taken).toEqual(Array.from({ length: n + 100 }, (_, i) => i))
+    }))
+})
+
+describe("LightQueue.consume", () => {
+  // turns enough for forked workers to start and run to their next wait
+  const settle = Effect.forEach(Array.from({ length: 10 }), () => Effect.yieldNow(), { discard: true })
+  const queues = [
+    ["a LightQueue", LightQueue.bounded<number>(8)],
+    ["an Effect Queue", Queue.bounded<number>(8)]
+  ] as const
+
+  for (const [name, make] of queues) {
+    it.effect(`runs f on every value of ${name}, in order with one worker, and stops when interrupted`, () =>
+      Effect.gen(function*() {
+        const queue = yield* make
+        const seen: Array<number> = []
+        const consumer = yield* Effect.fork(LightQueue.consume(queue, (n) => Effect.sync(() => seen.push(n))))
+        yield* Queue.offerAll(queue, [1, 2, 3])
+        yield* Effect.yieldNow()
+        yield* Queue.offer(queue, 4)
+        yield* Effect.yieldNow()
+        expect(seen).toEqual([1, 2, 3, 4])
+        yield* Fiber.interrupt(consumer)
+        // after it, a value waits for the next taker instead of going to a stopped worker
+        yield* Queue.offer(queue, 5)
+        expect(yield* Queue.take(queue)).toBe(5)
+        expect(seen).toEqual([1, 2, 3, 4])
+      }))
+  }
+
+  it.effect("lets `concurrency` workers run at once, and gives no value to a stopped pool's parked workers", () =>
+    Effect.gen(function*() {
+      const queue = yield* LightQueue.bounded<number>(8)
+      const gate = yield* Deferred.make<void>()
+      let running = 0
+      let most = 0
+      const busy = (n: number) =>
+        Effect.sync(() => {
+          running++
+          most = Math.max(most, running)
+        }).pipe(
+          Effect.zipRight(n < 3 ? Deferred.await(gate) : Effect.void),
+          Effect.ensuring(Effect.sync(() => running--))
+        )
+      const pool = yield* Effect.fork(LightQueue.consume(queue, busy, { concurrency: 4 }))
+      yield* Queue.offerAll(queue, [0, 1, 2])
+      yield* settle
+      expect(running).toBe(3)
+      yield* Deferred.succeed(gate, undefined)
+      yield* settle
+      expect(running).toBe(0)
+      expect(most).toBe(3)
+      // every worker is parked now; once the pool stops, all of them are off the queue
+      yield* Fiber.interrupt(pool)
+      yield* Queue.offerAll(queue, [7, 8, 9, 10])
+      expect(Chunk.toReadonlyArray(yield* Queue.takeAll(queue))).toEqual([7, 8, 9, 10])
+    }))
+
+  it.effect("ends interrupted when the queue shuts down", () =>
+    Effect.gen(function*() {
+      const queue = yield* LightQueue.bounded<number>(2)
+      const pool = yield* Effect.fork(LightQueue.consume(queue, () => Effect.void, { concurrency: 2 }))
+      yield* Effect.yieldNow()
+      yield* Queue.shutdown(queue)
+      expect(Exit.isInterrupted(yield* Fiber.await(pool))).toBe(true)
     }))
 })
 

@@ -1148,24 +1148,19 @@ export const make = (
       const labels = yield* FiberRef.get(FiberRef.currentMetricLabels)
       yield* transport.screen(screenOf(services, screened, yield* Effect.clock, labels))
     }
-    const worker = (() => {
-      const loop: Effect.Effect<never, never, Requirements> = Effect.flatMap(Queue.take(transport.inbound), (raw) =>
-        withTurn((turn) =>
-          Effect.flatMap(handleWith(services, options, turn, raw), (messages) => {
-            const only = messages.length === 1 ? messages[0] : undefined
-            return only !== undefined
-              ? Effect.flatMap(publish(only), () => loop)
-              : messages.length === 0
-              ? loop
-              : Effect.flatMap(Effect.forEach(messages, publish, { discard: true }), () => loop)
-          })
-        ))
-      return loop
-    })()
+    const one = (raw: Transport.InboundMessage) =>
+      withTurn((turn) =>
+        Effect.flatMap(handleWith(services, options, turn, raw), (messages) => {
+          const only = messages.length === 1 ? messages[0] : undefined
+          return only !== undefined
+            ? publish(only)
+            : messages.length === 0
+            ? Effect.void
+            : Effect.forEach(messages, publish, { discard: true })
+        })
+      )
     const concurrency = Math.max(1, options.concurrency ?? CONCURRENCY)
-    yield* Effect.forkScoped(
-      Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded", discard: true })
-    )
+    yield* Effect.forkScoped(LightQueue.consume(transport.inbound, one, { concurrency }))
     return Inbound.of({ messages: fanout.stream, subscribe: fanout.subscribe })
   })
 

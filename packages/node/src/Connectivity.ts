@@ -734,7 +734,7 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
   const afterNewsTurns = Effect.repeatN(Effect.yieldNow(), NEWS_TURNS - 1)
   const handOn = (command: Command) =>
     command._tag === "PeersAdded" ? Effect.zipRight(afterNewsTurns, submit(command)) : submit(command)
-  yield* Queue.take(fromEvents).pipe(Effect.flatMap(handOn), Effect.forever, Effect.forkScoped)
+  yield* Effect.forkScoped(LightQueue.consume(fromEvents, handOn))
   // Connection changes are offered in the step that makes them (`Transport.onEvent`): a fiber woken for each only to
   // pass it on cost more than most of the commands. One that finds the queue full is shed and counted; the next tick
   // reconciles the connections with the transport's and refills the pools.

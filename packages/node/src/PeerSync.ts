@@ -47,7 +47,6 @@ import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import type * as Scope from "effect/Scope"
@@ -275,7 +274,7 @@ export const make: Effect.Effect<PeerSyncService, never, Requirements | Scope.Sc
     const failDue = Effect.forEach(due, (reply) => Deferred.fail(reply, new DhtError.Timeout()), { discard: true })
     return next === undefined ? failDue : Effect.zipRight(failDue, Effect.zipRight(Effect.sleep(next - now), expire))
   })
-  yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Queue.take(wake), expire)))
+  yield* Effect.forkScoped(LightQueue.consume(wake, () => expire))
   const served = yield* Ref.make(HashMap.empty<string, number>())
 
   yield* Effect.addFinalizer(() =>

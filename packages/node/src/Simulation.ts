@@ -25,6 +25,7 @@ import * as Drbg from "@comms-dht/core/Drbg"
 import * as Envelope from "@comms-dht/core/Envelope"
 import * as FiberClock from "@comms-dht/core/FiberClock"
 import type * as InboundMessages from "@comms-dht/core/InboundMessages"
+import * as LightQueue from "@comms-dht/core/LightQueue"
 import * as MemoryNetwork from "@comms-dht/core/MemoryNetwork"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as NodeIdentity from "@comms-dht/core/NodeIdentity"
@@ -43,7 +44,6 @@ import * as Exit from "effect/Exit"
 import * as HashMap from "effect/HashMap"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
 import * as Ref from "effect/Ref"
 import * as RuntimeFlags from "effect/RuntimeFlags"
@@ -489,10 +489,6 @@ const simulate = <E>(
       ) ready.add(i)
     }
 
-    const takeEach = <A>(queue: Queue.Dequeue<A>, f: (a: A) => Effect.Effect<void>): Effect.Effect<never> => {
-      const loop: Effect.Effect<never> = Effect.flatMap(Queue.take(queue), (a) => Effect.flatMap(f(a), () => loop))
-      return loop
-    }
 
     const onMessage = (i: number) => (message: InboundMessages.DomainMessage): Effect.Effect<void> =>
       message.messageType !== Recorder.SIM_MESSAGE_TYPE
@@ -515,7 +511,7 @@ const simulate = <E>(
         // by a loop of takes rather than a stream's pulls, a third of the operations per message
         const messages = yield* Scope.extend(dht.subscribeInbound, started.scope)
         yield* Scope.extend(dht.listenEvents(onEvent(node.index)), started.scope)
-        yield* Effect.forkIn(takeEach(messages, onMessage(node.index)), started.scope)
+        yield* Effect.forkIn(LightQueue.consume(messages, onMessage(node.index)), started.scope)
         yield* Ref.update(
           running,
           HashMap.set(node.index, { scope: started.scope, dht, transport: Context.get(started.endpoint, Transport) })
