@@ -1,14 +1,14 @@
 /**
  * Every metric of SPEC §16 in one place. Metrics are process-global (no per-node tag); tests assert differences.
- * Tag them data-first (`Metric.tagged(counter, "reason", tag)`): piped inside `Metric.increment` the input type
- * infers `never`.
+ * Tag them with `tagged` (data-first: piped inside `Metric.increment` the input type infers `never`).
  *
  * @since 0.1.0
  */
+import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
-import type * as MetricLabel from "effect/MetricLabel"
+import * as MetricLabel from "effect/MetricLabel"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 
 const counter = (name: string, description: string) => Metric.counter(name, { description, incremental: true })
@@ -117,3 +117,38 @@ export const receipts = counter("comms_dht_receipts_total", "delivery receipts b
  */
 export const withLabels = <A>(f: (labels: ReadonlyArray<MetricLabel.MetricLabel>) => A): Effect.Effect<A> =>
   Effect.withFiberRuntime((fiber) => Effect.succeed(f(fiber.getFiberRef(FiberRef.currentMetricLabels))))
+
+/**
+ * `Metric.tagged(self, key, value)`, for metrics updated under the labels of the updating fiber (what
+ * `Effect.tagMetrics` sets, or `withLabels` hands over). Effect's joins the tag to those labels into a new array at
+ * every update, and it finds the metric by that array's identity, so under any label every update of a tagged
+ * metric built the metric's key again and looked it up in the registry: 2.9 µs an update against 0.05 µs without
+ * labels (a loop of a million, this machine), and a node updates four of them a frame. This one joins them once per
+ * labels array, so an update finds its metric as an untagged one does. The keys, and so the values, are Effect's.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const tagged = <Type, In, Out>(
+  self: Metric.Metric<Type, In, Out>,
+  key: string,
+  value: string
+): Metric.Metric<Type, In, Out> => {
+  const tag: ReadonlyArray<MetricLabel.MetricLabel> = [MetricLabel.make(key, value)]
+  const joined = new WeakMap<ReadonlyArray<MetricLabel.MetricLabel>, ReadonlyArray<MetricLabel.MetricLabel>>()
+  const labels = (extra: ReadonlyArray<MetricLabel.MetricLabel>): ReadonlyArray<MetricLabel.MetricLabel> => {
+    if (extra.length === 0) return tag
+    let all = joined.get(extra)
+    if (all === undefined) {
+      all = Arr.union(tag, extra)
+      joined.set(extra, all)
+    }
+    return all
+  }
+  return Metric.make(
+    self.keyType,
+    (input: In, extra) => self.unsafeUpdate(input, labels(extra)),
+    (extra) => self.unsafeValue(labels(extra)),
+    (input: In, extra) => self.unsafeModify(input, labels(extra))
+  )
+}

@@ -462,15 +462,15 @@ function* queued(q: IdQueue, rows: ReadonlyMap<number, StoredMessage>): Generato
 const priorityTag = (p: Priority) => p === Priority.High ? "high" : "low"
 
 const storedCounter = {
-  low: Metric.tagged(DhtMetrics.safStored, "priority", "low"),
-  high: Metric.tagged(DhtMetrics.safStored, "priority", "high")
+  low: DhtMetrics.tagged(DhtMetrics.safStored, "priority", "low"),
+  high: DhtMetrics.tagged(DhtMetrics.safStored, "priority", "high")
 }
 
 const evictedBy = (cause: EvictionCause, n: number) =>
-  n === 0 ? Effect.void : Metric.incrementBy(Metric.tagged(DhtMetrics.safEvicted, "cause", cause), n)
+  n === 0 ? Effect.void : Metric.incrementBy(DhtMetrics.tagged(DhtMetrics.safEvicted, "cause", cause), n)
 
 const rejected = (cause: RejectCause) =>
-  Metric.increment(Metric.tagged(DhtMetrics.safInsertRejected, "cause", cause)).pipe(
+  Metric.increment(DhtMetrics.tagged(DhtMetrics.safInsertRejected, "cause", cause)).pipe(
     Effect.as(InsertResult.Rejected({ cause }))
   )
 

@@ -435,8 +435,8 @@ const step = (
 }
 
 const skippedBy = {
-  budget: Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget"),
-  capacity: Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
+  budget: DhtMetrics.tagged(DhtMetrics.peersSkipped, "cause", "budget"),
+  capacity: DhtMetrics.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
 }
 
 const withoutBan = (peer: Peer): Peer => {

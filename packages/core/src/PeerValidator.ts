@@ -272,7 +272,7 @@ export interface AcceptedClaim {
 const FUTURE_ALLOWANCE_SECONDS = 24n * 60n * 60n
 
 const filtered = (reason: PolicyReason) =>
-  Metric.increment(Metric.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
+  Metric.increment(DhtMetrics.tagged(DhtMetrics.claimsFiltered, "reason", reason)).pipe(
     Effect.zipRight(DhtLog.debug("claim filtered by policy", { reason }))
   )
 

@@ -9,7 +9,6 @@
  */
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
-import * as Metric from "effect/Metric"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as DhtMetrics from "./DhtMetrics.js"
 import * as Hex from "./internal/hex.js"
@@ -66,9 +65,9 @@ export interface VerifyMemo {
   ) => boolean
 }
 
-const memoHit = Metric.tagged(DhtMetrics.cryptoVerify, "result", "memo")
-const valid = Metric.tagged(DhtMetrics.cryptoVerify, "result", "valid")
-const invalid = Metric.tagged(DhtMetrics.cryptoVerify, "result", "invalid")
+const memoHit = DhtMetrics.tagged(DhtMetrics.cryptoVerify, "result", "memo")
+const valid = DhtMetrics.tagged(DhtMetrics.cryptoVerify, "result", "valid")
+const invalid = DhtMetrics.tagged(DhtMetrics.cryptoVerify, "result", "invalid")
 const accepted = Effect.succeed(true)
 const rejected = Effect.succeed(false)
 const acceptedHit = { ok: true, counter: memoHit } as const

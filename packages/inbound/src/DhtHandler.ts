@@ -31,7 +31,6 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
-import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Actor from "./internal/actor.js"
 
@@ -78,7 +77,7 @@ export interface Opened {
   readonly origin: Option.Option<NodeId.PublicKey>
 }
 
-const forwardedJoin = Metric.tagged(DhtMetrics.forwarded, "rule", "join")
+const forwardedJoin = DhtMetrics.tagged(DhtMetrics.forwarded, "rule", "join")
 
 const requireOrigin = (opened: Opened): Effect.Effect<NodeId.PublicKey, DhtError.OriginRequired> =>
   Option.match(opened.origin, {

@@ -115,18 +115,18 @@ const secondsOf = (ms: number): bigint => BigInt(Math.floor(ms / 1000))
 // tagging a metric builds a new key each time: one per label value, made once
 const byType = new Map(
   Object.entries(Envelope.DhtMessageType).map(([name, value]) =>
-    [value, Metric.tagged(DhtMetrics.inboundMessages, "type", name)] as const
+    [value, DhtMetrics.tagged(DhtMetrics.inboundMessages, "type", name)] as const
   )
 )
 const forwardedBy = {
-  F1: Metric.tagged(DhtMetrics.forwarded, "rule", "F1"),
-  F2: Metric.tagged(DhtMetrics.forwarded, "rule", "F2"),
-  F3: Metric.tagged(DhtMetrics.forwarded, "rule", "F3"),
-  saf: Metric.tagged(DhtMetrics.forwarded, "rule", "saf")
+  F1: DhtMetrics.tagged(DhtMetrics.forwarded, "rule", "F1"),
+  F2: DhtMetrics.tagged(DhtMetrics.forwarded, "rule", "F2"),
+  F3: DhtMetrics.tagged(DhtMetrics.forwarded, "rule", "F3"),
+  saf: DhtMetrics.tagged(DhtMetrics.forwarded, "rule", "saf")
 } as const
-const deliveredDirect = Metric.tagged(DhtMetrics.delivered, "via", "direct")
-const deliveredSaf = Metric.tagged(DhtMetrics.delivered, "via", "saf")
-const shedSubscriber = Metric.tagged(DhtMetrics.inboundShed, "where", "subscriber")
+const deliveredDirect = DhtMetrics.tagged(DhtMetrics.delivered, "via", "direct")
+const deliveredSaf = DhtMetrics.tagged(DhtMetrics.delivered, "via", "saf")
+const shedSubscriber = DhtMetrics.tagged(DhtMetrics.inboundShed, "where", "subscriber")
 
 const blameOf = (message: InboundMessages.DhtInboundMessage): Rejections.Blame => ({
   source: message.sourcePeer.nodeId,

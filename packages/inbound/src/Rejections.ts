@@ -142,7 +142,7 @@ const counterOf = (metric: Metric.Metric.Counter<number>, name: string, reason: 
   const key = `${name}/${reason}`
   let counter = counters.get(key)
   if (counter === undefined) {
-    counter = Metric.tagged(metric, "reason", reason)
+    counter = DhtMetrics.tagged(metric, "reason", reason)
     counters.set(key, counter)
   }
   return counter

@@ -158,7 +158,7 @@ interface State {
 const COMMAND_CAPACITY = 256
 // turns of the scheduler between network discovery's news and the refresh it makes (see where it is used)
 const NEWS_TURNS = 3
-const shedCommand = Metric.tagged(DhtMetrics.inboundShed, "where", "connectivity")
+const shedCommand = DhtMetrics.tagged(DhtMetrics.inboundShed, "where", "connectivity")
 // status changes a reader of `changes` may fall behind by before it loses the oldest (the latest always arrives)
 const STATUS_BUFFER = 64
 

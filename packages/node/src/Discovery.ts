@@ -137,9 +137,9 @@ type Outcome =
   | { readonly _tag: "Found"; readonly peer: Peer.Peer }
   | { readonly _tag: "Failed"; readonly reason: DhtEvent.DiscoveryFailureReason }
 
-const requestsOk = Metric.tagged(DhtMetrics.discoveryRequests, "result", "ok")
-const requestsTimeout = Metric.tagged(DhtMetrics.discoveryRequests, "result", "timeout")
-const requestsFailed = Metric.tagged(DhtMetrics.discoveryRequests, "result", "failed")
+const requestsOk = DhtMetrics.tagged(DhtMetrics.discoveryRequests, "result", "ok")
+const requestsTimeout = DhtMetrics.tagged(DhtMetrics.discoveryRequests, "result", "timeout")
+const requestsFailed = DhtMetrics.tagged(DhtMetrics.discoveryRequests, "result", "failed")
 
 const callerError = (reason: DhtEvent.DiscoveryFailureReason): DhtError.DiscoveryError =>
   reason === "Timeout" ? new DhtError.DiscoveryTimeout() : new DhtError.DiscoveryFailed({ reason })

@@ -255,8 +255,8 @@ export type Requirements =
   | DhtEvents.DhtEvents
   | PeerSync.PeerSync
 
-const roundsOk = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "ok")
-const roundsFailed = Metric.tagged(DhtMetrics.networkDiscoveryRounds, "result", "failed")
+const roundsOk = DhtMetrics.tagged(DhtMetrics.networkDiscoveryRounds, "result", "ok")
+const roundsFailed = DhtMetrics.tagged(DhtMetrics.networkDiscoveryRounds, "result", "failed")
 
 /**
  * Starts the machine in the current scope (unless disabled). Closing the scope stops it: the state becomes

@@ -205,8 +205,8 @@ const duplicate: Learnt = { _tag: "Duplicate" }
 const skipped: Learnt = { _tag: "Skipped" }
 const learntNew = (nodeId: NodeId.NodeId): Learnt => ({ _tag: "New", nodeId })
 
-const relayedInvalid = Metric.tagged(DhtMetrics.peersSkipped, "cause", "relayedInvalid")
-const mismatch = Metric.tagged(DhtMetrics.inboundRejected, "reason", "NewAndExistingMismatch")
+const relayedInvalid = DhtMetrics.tagged(DhtMetrics.peersSkipped, "cause", "relayedInvalid")
+const mismatch = DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", "NewAndExistingMismatch")
 
 const pendingKey = (peer: NodeId.NodeId, requestId: number) => `${NodeId.toHex(peer)}/${requestId}`
 

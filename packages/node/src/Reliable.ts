@@ -187,10 +187,10 @@ interface Pending {
 }
 
 const byEvent = {
-  sent: Metric.tagged(DhtMetrics.receipts, "event", "sent"),
-  accepted: Metric.tagged(DhtMetrics.receipts, "event", "accepted"),
-  rejected: Metric.tagged(DhtMetrics.receipts, "event", "rejected"),
-  safCleaned: Metric.tagged(DhtMetrics.receipts, "event", "safCleaned")
+  sent: DhtMetrics.tagged(DhtMetrics.receipts, "event", "sent"),
+  accepted: DhtMetrics.tagged(DhtMetrics.receipts, "event", "accepted"),
+  rejected: DhtMetrics.tagged(DhtMetrics.receipts, "event", "rejected"),
+  safCleaned: DhtMetrics.tagged(DhtMetrics.receipts, "event", "safCleaned")
 } as const
 
 const invalid = (reason: DhtError.InvalidReceipt["reason"]) =>

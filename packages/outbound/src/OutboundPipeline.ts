@@ -491,7 +491,7 @@ type FailureReason =
 const failureReason = (failure: DhtError.SendFailure): FailureReason =>
   failure._tag === "FailedToGenerateMessages" ? failure.reason : failure._tag
 
-const failureCounter = (reason: FailureReason) => Metric.tagged(DhtMetrics.sendFailures, "reason", reason)
+const failureCounter = (reason: FailureReason) => DhtMetrics.tagged(DhtMetrics.sendFailures, "reason", reason)
 
 // tagging a metric builds a new key each time: one per reason, made once
 const failuresByReason: { readonly [K in FailureReason]: Metric.Metric.Counter<number> } = {
@@ -514,8 +514,8 @@ const countReason = (reason: FailureReason, tag: OutboundRequester.MessageTag) =
 const countFailure = (failure: DhtError.SendFailure, tag: OutboundRequester.MessageTag) =>
   countReason(failureReason(failure), tag)
 
-const sentMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "sent")
-const failedMessages = Metric.tagged(DhtMetrics.outboundMessages, "result", "failed")
+const sentMessages = DhtMetrics.tagged(DhtMetrics.outboundMessages, "result", "sent")
+const failedMessages = DhtMetrics.tagged(DhtMetrics.outboundMessages, "result", "failed")
 
 // one watcher per request counts each copy's outcome once the transport reports it; awaiting them in turn costs no
 // fiber per copy, and every copy is counted once the last is done
@@ -557,15 +557,15 @@ const countOutcomes = (states: OutboundRequester.MessageSendStates) => {
 type StrategyTag = BroadcastStrategy.BroadcastStrategy["_tag"]
 
 const requestsByStrategy: { readonly [K in StrategyTag]: Metric.Metric.Counter<number> } = {
-  DirectPublicKey: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectPublicKey"),
-  DirectNodeId: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectNodeId"),
-  Flood: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Flood"),
-  Broadcast: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Broadcast"),
-  Random: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Random"),
-  ClosestNodes: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "ClosestNodes"),
-  DirectOrClosestNodes: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "DirectOrClosestNodes"),
-  SelectedPeers: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "SelectedPeers"),
-  Propagate: Metric.tagged(DhtMetrics.outboundRequests, "strategy", "Propagate")
+  DirectPublicKey: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "DirectPublicKey"),
+  DirectNodeId: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "DirectNodeId"),
+  Flood: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "Flood"),
+  Broadcast: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "Broadcast"),
+  Random: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "Random"),
+  ClosestNodes: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "ClosestNodes"),
+  DirectOrClosestNodes: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "DirectOrClosestNodes"),
+  SelectedPeers: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "SelectedPeers"),
+  Propagate: DhtMetrics.tagged(DhtMetrics.outboundRequests, "strategy", "Propagate")
 }
 
 /**
@@ -937,7 +937,7 @@ const makeRequest = (params: OutboundRequester.SendMessageParams, body: Outbound
     return known !== undefined ? Effect.succeed(request(known)) : Effect.map(OutboundRequester.randomTag, request)
   })
 
-const shedForward = Metric.tagged(DhtMetrics.inboundShed, "where", "forward")
+const shedForward = DhtMetrics.tagged(DhtMetrics.inboundShed, "where", "forward")
 
 /**
  * The live `OutboundRequester`: `CONCURRENCY` workers as `workers` describes, run for as long as the scope, and a

@@ -119,15 +119,15 @@ const MAX_CACHED_CURSORS = 4_096
 const priorityTag = (p: MessageStore.Priority) => p === High ? "high" : "low"
 
 const storedCounter = {
-  low: Metric.tagged(DhtMetrics.safStored, "priority", "low"),
-  high: Metric.tagged(DhtMetrics.safStored, "priority", "high")
+  low: DhtMetrics.tagged(DhtMetrics.safStored, "priority", "low"),
+  high: DhtMetrics.tagged(DhtMetrics.safStored, "priority", "high")
 }
 
 const evictedBy = (cause: MessageStore.EvictionCause, n: number) =>
-  n === 0 ? Effect.void : Metric.incrementBy(Metric.tagged(DhtMetrics.safEvicted, "cause", cause), n)
+  n === 0 ? Effect.void : Metric.incrementBy(DhtMetrics.tagged(DhtMetrics.safEvicted, "cause", cause), n)
 
 const rejected = (cause: MessageStore.RejectCause) =>
-  Metric.increment(Metric.tagged(DhtMetrics.safInsertRejected, "cause", cause)).pipe(
+  Metric.increment(DhtMetrics.tagged(DhtMetrics.safInsertRejected, "cause", cause)).pipe(
     Effect.as(MessageStore.InsertResult.Rejected({ cause }))
   )
 

@@ -131,8 +131,8 @@ const withoutBan = (peer: Peer.Peer): Peer.Peer => {
 
 const MINUTE_MS = 60_000
 
-const skippedBudget = Metric.tagged(DhtMetrics.peersSkipped, "cause", "budget")
-const skippedCapacity = Metric.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
+const skippedBudget = DhtMetrics.tagged(DhtMetrics.peersSkipped, "cause", "budget")
+const skippedCapacity = DhtMetrics.tagged(DhtMetrics.peersSkipped, "cause", "capacity")
 
 /**
  * `next` differs from `previous` only in what connections and dials change: when it was last seen and verified,

@@ -141,7 +141,7 @@ const EMPTY = new Uint8Array(0)
 
 const requestsSent = DhtMetrics.safRequestsSent
 const requestsReceived = DhtMetrics.safRequestsReceived
-const rateLimited = Metric.tagged(DhtMetrics.inboundRejected, "reason", "RateLimited")
+const rateLimited = DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", "RateLimited")
 
 const secondsOf = (ms: number): bigint => BigInt(Math.floor(ms / 1000))
 

@@ -409,7 +409,7 @@ const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
 }
 
 const countHandshakeFailure = (reason: string) =>
-  Metric.increment(Metric.tagged(DhtMetrics.handshakeFailures, "reason", reason))
+  Metric.increment(DhtMetrics.tagged(DhtMetrics.handshakeFailures, "reason", reason))
 
 const handshakeFailed = (reason: string, detail: string) =>
   countHandshakeFailure(reason).pipe(
@@ -813,11 +813,11 @@ const recordConnected = (side: Side, dialledAddress: string | undefined): Effect
 
 // --- frames ---
 
-const framesOut = Metric.tagged(DhtMetrics.transportFrames, "direction", "out")
-const bytesOut = Metric.tagged(DhtMetrics.transportBytes, "direction", "out")
-const framesIn = Metric.tagged(DhtMetrics.transportFrames, "direction", "in")
-const bytesIn = Metric.tagged(DhtMetrics.transportBytes, "direction", "in")
-const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connection")
+const framesOut = DhtMetrics.tagged(DhtMetrics.transportFrames, "direction", "out")
+const bytesOut = DhtMetrics.tagged(DhtMetrics.transportBytes, "direction", "out")
+const framesIn = DhtMetrics.tagged(DhtMetrics.transportFrames, "direction", "in")
+const bytesIn = DhtMetrics.tagged(DhtMetrics.transportBytes, "direction", "in")
+const shedConnection = DhtMetrics.tagged(DhtMetrics.inboundShed, "where", "connection")
 
 /**
  * Hands one message to the link: delivered now (latency 0, nothing ahead) or scheduled FIFO; reply on write. Runs
@@ -993,8 +993,8 @@ const violation = (
     yield* Effect.logWarning("peer banned by the memory transport").pipe(
       Effect.annotateLogs({ reason: error._tag, peer: remote.hex, node: local.hex })
     )
-    yield* Metric.increment(Metric.tagged(DhtMetrics.inboundRejected, "reason", error._tag))
-    yield* Metric.increment(Metric.tagged(Metric.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", error._tag))
+    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", error._tag))
+    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", error._tag))
     const ban = local.peers.ban(remote.nodeId, Duration.toMillis(local.config.banDurationShort), error._tag).pipe(
       Effect.catchAll((e) => Effect.logWarning("ban failed", e))
     )

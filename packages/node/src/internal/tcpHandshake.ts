@@ -116,7 +116,7 @@ export type RemoteIdentity = PeerValidator.HandshakeRemote
 
 /** @internal counts and logs a handshake failure, then fails with it */
 export const handshakeFailed = (reason: string, detail: string): Effect.Effect<never, HandshakeFailed> =>
-  Metric.increment(Metric.tagged(DhtMetrics.handshakeFailures, "reason", reason)).pipe(
+  Metric.increment(DhtMetrics.tagged(DhtMetrics.handshakeFailures, "reason", reason)).pipe(
     Effect.zipRight(DhtLog.debug("tcp handshake failed", { reason, detail })),
     Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: `${reason}: ${detail}` })))
   )

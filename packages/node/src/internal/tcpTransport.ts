@@ -111,11 +111,11 @@ const BATCH = 64
 /** bytes sealed per socket write */
 const WRITE_CHUNK = 1 << 20
 
-const framesOut = Metric.tagged(DhtMetrics.transportFrames, "direction", "out")
-const bytesOut = Metric.tagged(DhtMetrics.transportBytes, "direction", "out")
-const framesIn = Metric.tagged(DhtMetrics.transportFrames, "direction", "in")
-const bytesIn = Metric.tagged(DhtMetrics.transportBytes, "direction", "in")
-const shedConnection = Metric.tagged(DhtMetrics.inboundShed, "where", "connection")
+const framesOut = DhtMetrics.tagged(DhtMetrics.transportFrames, "direction", "out")
+const bytesOut = DhtMetrics.tagged(DhtMetrics.transportBytes, "direction", "out")
+const framesIn = DhtMetrics.tagged(DhtMetrics.transportFrames, "direction", "in")
+const bytesIn = DhtMetrics.tagged(DhtMetrics.transportBytes, "direction", "in")
+const shedConnection = DhtMetrics.tagged(DhtMetrics.inboundShed, "where", "connection")
 
 /** @internal fiber roots log what escapes instead of dying silently */
 export const supervised = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<void> =>
@@ -457,7 +457,7 @@ export const accept = (endpoint: Endpoint, socket: TcpSocket): Effect.Effect<voi
       endpoint.handshakes.withPermitsIfAvailable(1)
     )
     if (Option.isNone(result)) {
-      yield* Metric.increment(Metric.tagged(DhtMetrics.handshakeFailures, "reason", "TooManyHandshakes"))
+      yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.handshakeFailures, "reason", "TooManyHandshakes"))
       return yield* socket.destroy
     }
     if (Either.isLeft(result.value)) return yield* socket.destroy
@@ -604,7 +604,7 @@ const readFrames = (
       if (Option.isNone(read.right)) return "Eof"
       const plaintext = Framing.openRecord(conn.transport.receive, read.right.value)
       if (Either.isLeft(plaintext)) {
-        yield* Metric.increment(Metric.tagged(DhtMetrics.inboundRejected, "reason", plaintext.left._tag))
+        yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", plaintext.left._tag))
         yield* DhtLog.debug("tcp record rejected", { reason: plaintext.left.reason })
         return "Error"
       }
@@ -644,8 +644,8 @@ const violation = (
   Effect.gen(function*() {
     const local = endpoint.local
     yield* Effect.logWarning("peer banned by the tcp transport").pipe(Effect.annotateLogs({ reason, ...detail }))
-    yield* Metric.increment(Metric.tagged(DhtMetrics.inboundRejected, "reason", reason))
-    yield* Metric.increment(Metric.tagged(Metric.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", reason))
+    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", reason))
+    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", reason))
     yield* close(conn)
     yield* local.peers.ban(conn.remote.nodeId, Duration.toMillis(local.config.banDurationShort), reason).pipe(
       Effect.catchAll((e) => Effect.logWarning("ban failed", e))
