@@ -9,7 +9,7 @@
  * node has (SPEC §13.1): a value goes straight to the longest-waiting taker; a full bounded queue suspends its
  * offerers in order (dropping: the offer returns false; sliding: the oldest value goes); after `shutdown`, every
  * waiting and later operation is interrupted. A waiting taker is a callback, removed again if its fiber is
- * interrupted.
+ * interrupted (`consume`'s workers: once their pool has stopped).
  *
  * @since 0.1.0
  */
@@ -325,8 +325,8 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
  * `concurrency` fibers (1 by default), each taking the next value of `queue` and running `f` on it, forever: a
  * worker pool, or a reader, that the queue's values go to. Stopped by interruption (the workers with it), or by the
  * queue's shutdown, which interrupts it. On a `LightQueue` a worker waiting for a value costs about ten steps of the
- * run loop fewer than `Queue.take` in a loop (in the 300-node simulation the inbound workers and the readers of
- * events waited 111,000 times up to the traffic's end); on any other queue it is that loop.
+ * run loop fewer than `Queue.take` in a loop (the inbound workers and the readers of events that use it waited
+ * 105,000 times in the 300-node simulation up to the traffic's end); on any other queue it is that loop.
  *
  * @since 0.1.0
  * @category combinators

@@ -489,7 +489,6 @@ const simulate = <E>(
       ) ready.add(i)
     }
 
-
     const onMessage = (i: number) => (message: InboundMessages.DomainMessage): Effect.Effect<void> =>
       message.messageType !== Recorder.SIM_MESSAGE_TYPE
         ? Effect.void
