@@ -18,6 +18,7 @@ import * as Option from "effect/Option"
 import { DhtConfig, millis } from "./DhtConfig.js"
 import type { StoreError } from "./DhtError.js"
 import * as DhtMetrics from "./DhtMetrics.js"
+import * as FiberClock from "./FiberClock.js"
 import * as Hex from "./internal/hex.js"
 import { hexKey } from "./internal/hexKey.js"
 import * as MinHeap from "./MinHeap.js"
@@ -378,7 +379,7 @@ export const makeMemory: Effect.Effect<DedupCacheService> = Effect.gen(function*
         Effect.succeed(unsafeInsert(
           hash,
           sender,
-          Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+          FiberClock.nowOf(fiber),
           keepUntil,
           fiber.getFiberRef(FiberRef.currentMetricLabels)
         ))

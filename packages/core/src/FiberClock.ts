@@ -10,6 +10,7 @@
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
 
 /**
  * `f` of the current time in milliseconds, by the fiber's `Clock` (the one `Clock.currentTimeMillis` reads:
@@ -19,6 +20,14 @@ import * as Effect from "effect/Effect"
  * @category utils
  */
 export const withNow = <A, E, R>(f: (nowMs: number) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.withFiberRuntime<A, E, R>((fiber) =>
-    f(Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis())
-  )
+  Effect.withFiberRuntime<A, E, R>((fiber) => f(nowOf(fiber)))
+
+/**
+ * The current time in milliseconds by `fiber`'s `Clock`, for code already in a step of it
+ * (`Effect.withFiberRuntime`).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const nowOf = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): number =>
+  Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()

@@ -233,15 +233,36 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
   private takeEffect: Effect.Effect<A> | undefined = undefined
   private waitEffect: Effect.Effect<A> | undefined = undefined
 
+  // `resume` given the next value now, or the queue's interruption; otherwise among the takers (true)
+  private park(resume: Resume<A>): boolean {
+    if (this.shut) {
+      resume(Effect.interrupt)
+      return false
+    }
+    if (this.count > 0) {
+      const value = this.shift()
+      this.admitPutters()
+      resume(Effect.succeed(value))
+      return false
+    }
+    this.takers.push(resume)
+    return true
+  }
+
+  // the next value, now if there is one, else through `wait`
+  private nextOr(wait: Effect.Effect<A>): Effect.Effect<A> {
+    return Effect.suspend(() => {
+      if (this.shut) return Effect.interrupt
+      if (this.count === 0) return wait
+      const value = this.shift()
+      this.admitPutters()
+      return Effect.succeed(value)
+    })
+  }
+
   private get waitForValue(): Effect.Effect<A> {
     return this.waitEffect ??= Effect.async<A>((resume) => {
-      if (this.shut) return resume(Effect.interrupt)
-      if (this.count > 0) {
-        const value = this.shift()
-        this.admitPutters()
-        return resume(Effect.succeed(value))
-      }
-      this.takers.push(resume)
+      if (!this.park(resume)) return
       return Effect.sync(() => {
         const at = this.takers.indexOf(resume)
         if (at >= 0) this.takers.splice(at, 1)
@@ -250,13 +271,7 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
   }
 
   get take(): Effect.Effect<A> {
-    return this.takeEffect ??= Effect.suspend(() => {
-      if (this.shut) return Effect.interrupt
-      if (this.count === 0) return this.waitForValue
-      const value = this.shift()
-      this.admitPutters()
-      return Effect.succeed(value)
-    })
+    return this.takeEffect ??= this.nextOr(this.waitForValue)
   }
 
   // `consume`'s loop: a worker parks as `take` does, but without a canceler, which Effect guards with `onInterrupt`
@@ -266,23 +281,9 @@ class LightQueue<in out A> extends Effectable.Class<A> implements Queue.Queue<A>
   consume<R>(f: (value: A) => Effect.Effect<unknown, never, R>, concurrency: number): Effect.Effect<never, never, R> {
     const parked: Array<Resume<A>> = []
     const worker = (i: number): Effect.Effect<never, never, R> => {
-      const wait = Effect.async<A>((resume) => {
-        if (this.shut) return resume(Effect.interrupt)
-        if (this.count > 0) {
-          const value = this.shift()
-          this.admitPutters()
-          return resume(Effect.succeed(value))
-        }
-        parked[i] = resume
-        this.takers.push(resume)
-      })
-      const next = Effect.suspend(() => {
-        if (this.shut) return Effect.interrupt
-        if (this.count === 0) return wait
-        const value = this.shift()
-        this.admitPutters()
-        return Effect.succeed(value)
-      })
+      const next = this.nextOr(Effect.async<A>((resume) => {
+        if (this.park(resume)) parked[i] = resume
+      }))
       const loop: Effect.Effect<never, never, R> = Effect.flatMap(next, (value) => Effect.flatMap(f(value), () => loop))
       return loop
     }

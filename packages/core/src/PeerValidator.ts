@@ -10,7 +10,6 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Fiber from "effect/Fiber"
@@ -471,7 +470,7 @@ export const validateClaimsWith = (
   const policies = (
     fiber: Fiber.RuntimeFiber<ReadonlyArray<AcceptedClaim>, PeerValidationError>
   ): Effect.Effect<ReadonlyArray<AcceptedClaim>> => {
-    const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const now = FiberClock.nowOf(fiber)
     const nowSeconds = secondsOf(now)
     const drops: Array<PolicyReason> = []
     const accepted: Array<AcceptedClaim> = []

@@ -564,10 +564,9 @@ export const make: Effect.Effect<ConnectivityService, never, Requirements | Scop
       }
     }
     closing.push(...extraConnections(next))
-    const after = next
     return closing.length === 0
-      ? Effect.succeed(after)
-      : Effect.as(Effect.forEach(closing, disconnect, { discard: true }), after)
+      ? Effect.succeed(next)
+      : Effect.as(Effect.forEach(closing, disconnect, { discard: true }), next)
   }
 
   const disconnected = (state: State, nodeId: NodeId.NodeId) => {

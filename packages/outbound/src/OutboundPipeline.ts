@@ -19,6 +19,7 @@ import * as DhtLog from "@comms-dht/core/DhtLog"
 import * as DhtMetrics from "@comms-dht/core/DhtMetrics"
 import * as Discovery from "@comms-dht/core/Discovery"
 import * as Envelope from "@comms-dht/core/Envelope"
+import * as FiberClock from "@comms-dht/core/FiberClock"
 import * as LightDeferred from "@comms-dht/core/LightDeferred"
 import * as MessageCrypto from "@comms-dht/core/MessageCrypto"
 import * as NodeId from "@comms-dht/core/NodeId"
@@ -28,7 +29,6 @@ import type * as Peer from "@comms-dht/core/Peer"
 import * as PeerManager from "@comms-dht/core/PeerManager"
 import * as Transport from "@comms-dht/core/Transport"
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -173,7 +173,7 @@ interface Turn {
 const withTurn = <A, E, R>(f: (turn: Turn) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.withFiberRuntime((fiber) =>
     f({
-      nowMs: Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+      nowMs: FiberClock.nowOf(fiber),
       labels: fiber.getFiberRef(FiberRef.currentMetricLabels),
       fiberId: fiber.id()
     })

@@ -2,7 +2,6 @@
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
-import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -33,6 +32,7 @@ import {
 import * as DhtLog from "../DhtLog.js"
 import * as DhtMetrics from "../DhtMetrics.js"
 import * as Ed25519 from "../Ed25519.js"
+import * as FiberClock from "../FiberClock.js"
 import * as FloodWindow from "../FloodWindow.js"
 import * as HandshakePayload from "../HandshakePayload.js"
 import * as LightDeferred from "../LightDeferred.js"
@@ -396,7 +396,7 @@ const networkDelay = (hub: Hub, ms: number): Effect.Effect<void> => {
     return Effect.zipRight(inFlightUp(hub), Effect.ensuring(Effect.sleep(Duration.millis(ms)), inFlightDown(hub)))
   }
   return Effect.withFiberRuntime<void>((fiber) => {
-    const now = Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const now = FiberClock.nowOf(fiber)
     upNow(hub)
     return Effect.async<void>((resume) => {
       schedule(now + ms, () => {
@@ -859,7 +859,7 @@ const writeNow = (
     bytesOut.unsafeUpdate(size, labels)
     hub.stats.frames++
     hub.stats.bytes += size
-    const nowMs = Context.get(runtime.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis()
+    const nowMs = FiberClock.nowOf(runtime)
     const then = transmit(hub, connection, side, frame, ms, nowMs)
     if (then === undefined) {
       Deferred.unsafeDone(message.reply, Exit.void)
@@ -972,7 +972,7 @@ const arrive = (hub: Hub, connection: Connection, side: Side, frame: Frame): Eff
       connection,
       side,
       frame,
-      Context.get(fiber.currentDefaultServices, Clock.Clock).unsafeCurrentTimeMillis(),
+      FiberClock.nowOf(fiber),
       fiber.getFiberRef(FiberRef.currentMetricLabels)
     ) ?? Effect.void
   )
