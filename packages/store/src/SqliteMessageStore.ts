@@ -165,17 +165,17 @@ export const make: Effect.Effect<
   const saf = config.saf
   const skew = millis(config.clockSkewAllowance)
 
-  const [totals] = yield* sql`SELECT count(*) AS n, coalesce(sum(length(header) + length(body)), 0) AS bytes,
-      coalesce(max(stored_at), 0) AS high FROM stored_messages`.pipe(
+  const [totals] = yield* db.once(sql`SELECT count(*) AS n, coalesce(sum(length(header) + length(body)), 0) AS bytes,
+      coalesce(max(stored_at), 0) AS high FROM stored_messages`).pipe(
     Effect.flatMap(Schema.decodeUnknown(Schema.Tuple(Totals))),
     lift(filename, "read stored-message totals")
   )
-  const perDestination = yield* sql`SELECT destination_pubkey, count(*) AS n FROM stored_messages
-      GROUP BY destination_pubkey`.pipe(
+  const perDestination = yield* db.once(sql`SELECT destination_pubkey, count(*) AS n FROM stored_messages
+      GROUP BY destination_pubkey`).pipe(
     Effect.flatMap(Schema.decodeUnknown(Schema.Array(DestinationCount))),
     lift(filename, "read stored-message totals")
   )
-  const savedHighWater = yield* sql`SELECT value FROM dht_metadata WHERE key = ${HIGH_WATER_KEY}`.pipe(
+  const savedHighWater = yield* db.once(sql`SELECT value FROM dht_metadata WHERE key = ${HIGH_WATER_KEY}`).pipe(
     Effect.flatMap(Schema.decodeUnknown(Schema.Array(ValueRow))),
     Effect.map((rows) =>
       Option.getOrElse(Option.flatMap(Option.fromNullable(rows[0]), (r) => DhtMetadata.decodeMillis(r.value)), () => 0)

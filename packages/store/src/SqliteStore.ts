@@ -18,6 +18,7 @@ import { StoreError } from "@comms-dht/core/DhtError"
 import * as DhtMetadata from "@comms-dht/core/DhtMetadata"
 import * as MessageStore from "@comms-dht/core/MessageStore"
 import * as PeerManager from "@comms-dht/core/PeerManager"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Cause from "effect/Cause"
@@ -26,6 +27,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Db from "./internal/db.js"
 import { fromOpenCause, lift } from "./internal/errors.js"
 import * as Migrations from "./internal/migrations.js"
@@ -72,7 +74,7 @@ const prepare = (options: Options) =>
     // steps of the run loop each rather than about 99 through the client.
     yield* Db.own(sql).pipe(step("open"))
     const db = Db.forClient(sql)
-    const exec = (text: string) => db.run(sql.unsafe(text))
+    const exec = (text: string) => db.once(sql.unsafe(text))
 
     // Both before the first access of the file: the timeout covers every later statement, and exclusive locking
     // set first keeps the WAL index in process memory (no -shm file).
@@ -109,6 +111,44 @@ const prepare = (options: Options) =>
     yield* Migrations.run(db).pipe(step("migrate"))
   })
 
+// The client opened, checked and migrated, in the caller's scope (which closes the file). One effect rather than a
+// graph of Layers (the client's, its Reactivity's, the check's, the services'): each Layer of a graph costs its
+// build a few hundred steps of the run loop, and a simulation opens a store per node.
+const open = (options: Options): Effect.Effect<SqliteClient.SqliteClient, StoreError, Scope.Scope> =>
+  Effect.flatMap(Reactivity.make, (reactivity) =>
+    // Prepared statements are kept until the cache of 200 needs the room, not for 10 minutes of the Clock: in a
+    // simulation that is the virtual clock, and every node prepared each of its statements again after each 10
+    // virtual minutes (19,717 preparations instead of 21,503 at 300 nodes, seed 7). WAL is switched on by
+    // `prepare`, once the busy timeout and the locking mode are set.
+    SqliteClient.make({ filename: options.filename, disableWAL: true, prepareCacheTTL: Duration.infinity }).pipe(
+      Effect.provideService(Reactivity.Reactivity, reactivity),
+      Effect.tap((client) => Effect.provideService(prepare(options), SqlClient.SqlClient, client))
+    )).pipe(
+      // better-sqlite3 throws from its constructor; at open that is reported as what it is, a store that cannot be
+      // used
+      Effect.catchAllCause((cause) =>
+        Effect.failCause(
+          Cause.isInterruptedOnly(cause)
+            ? Cause.map(cause, () => new StoreError({ reason: "Unknown", message: "interrupted" }))
+            : Cause.fail(fromOpenCause(options.filename, cause))
+        )
+      )
+    )
+
+// the four services over the client in context, each reading its totals and indexes
+const services: Effect.Effect<Context.Context<Services>, StoreError, SqliteClient.SqliteClient | Scope.Scope> = Effect
+  .gen(function*() {
+    const peers = yield* SqlitePeerManager.make
+    const messages = yield* SqliteMessageStore.make
+    const dedup = yield* SqliteDedupCache.make
+    const metadata = yield* SqliteMetadata.make
+    return Context.make(PeerManager.PeerManager, peers).pipe(
+      Context.add(MessageStore.MessageStore, messages),
+      Context.add(DedupCache.DedupCache, dedup),
+      Context.add(DhtMetadata.DhtMetadata, metadata)
+    )
+  })
+
 /**
  * The checked, migrated client behind `layer`, for code that needs the connection itself (tests inspect the
  * schema and query plans through it). Any failure to open is a `StoreError` naming the file, never a defect.
@@ -124,22 +164,10 @@ const prepare = (options: Options) =>
 export const layerClient = (
   options: Options
 ): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, StoreError> =>
-  Layer.effectDiscard(prepare(options)).pipe(
-    // WAL is switched on by `prepare`, once the busy timeout and the locking mode are set
-    // Prepared statements are kept until the cache of 200 needs the room, not for 10 minutes of the Clock: in a
-    // simulation that is the virtual clock, and every node prepared each of its statements again after each 10
-    // virtual minutes (19,717 preparations instead of 21,503 at 300 nodes, seed 7).
-    Layer.provideMerge(
-      SqliteClient.layer({ filename: options.filename, disableWAL: true, prepareCacheTTL: Duration.infinity })
-    ),
-    // better-sqlite3 throws from its constructor; at open that is reported as what it is, a store that cannot be
-    // used
-    Layer.catchAllCause((cause) =>
-      Layer.failCause(
-        Cause.isInterruptedOnly(cause)
-          ? Cause.map(cause, () => new StoreError({ reason: "Unknown", message: "interrupted" }))
-          : Cause.fail(fromOpenCause(options.filename, cause))
-      )
+  Layer.scopedContext(
+    Effect.map(
+      open(options),
+      (client) => Context.make(SqliteClient.SqliteClient, client).pipe(Context.add(SqlClient.SqlClient, client))
     )
   )
 
@@ -152,17 +180,7 @@ export const layerClient = (
  * @category layers
  */
 export const layerServices: Layer.Layer<Services, StoreError, SqliteClient.SqliteClient> = Layer.scopedContext(
-  Effect.gen(function*() {
-    const peers = yield* SqlitePeerManager.make
-    const messages = yield* SqliteMessageStore.make
-    const dedup = yield* SqliteDedupCache.make
-    const metadata = yield* SqliteMetadata.make
-    return Context.make(PeerManager.PeerManager, peers).pipe(
-      Context.add(MessageStore.MessageStore, messages),
-      Context.add(DedupCache.DedupCache, dedup),
-      Context.add(DhtMetadata.DhtMetadata, metadata)
-    )
-  })
+  Effect.suspend(() => services)
 )
 
 /**
@@ -175,4 +193,6 @@ export const layerServices: Layer.Layer<Services, StoreError, SqliteClient.Sqlit
  * @category layers
  */
 export const layer = (options: Options): Layer.Layer<Services, StoreError> =>
-  layerServices.pipe(Layer.provide(layerClient(options)))
+  Layer.scopedContext(
+    Effect.flatMap(open(options), (client) => Effect.provideService(services, SqliteClient.SqliteClient, client))
+  )

@@ -87,6 +87,14 @@ describe("the store's own connection", () => {
       )
     ))
 
+  it.effect("a statement run once (prepared for that call alone) waits for an open transaction too", () =>
+    withClient((sql, db) =>
+      Effect.map(
+        issuedDuringTransaction(sql, db, db.once(sql`INSERT INTO t (v) VALUES (${4})`)),
+        (outcome) => expect(outcome).toEqual({ waited: true, rolledBack: true, rows: [4] })
+      )
+    ))
+
   it.effect("a statement through the client itself waits for the transaction too", () =>
     withClient((sql, db) =>
       Effect.map(

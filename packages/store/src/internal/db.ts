@@ -22,6 +22,11 @@ import type * as FiberId from "effect/FiberId"
 export interface Db {
   /** one statement, outside any transaction of another fiber */
   readonly run: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
+  /**
+   * `run` for a statement a store runs once (a pragma, the schema's DDL): prepared for this call only, so it
+   * neither takes a slot of the client's statement cache nor pays its miss (about 37 steps of the run loop)
+   */
+  readonly once: <A extends object>(statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
   /** `effect` between BEGIN and COMMIT (ROLLBACK on a failure or an interruption), alone on the connection */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | SqlError, R>
 }
@@ -32,6 +37,7 @@ const owned = new WeakMap<SqlClient.SqlClient, Db>()
 
 const shared = (sql: SqlClient.SqlClient): Db => ({
   run: (statement) => statement,
+  once: (statement) => statement,
   transaction: sql.withTransaction
 })
 
@@ -71,15 +77,24 @@ const direct = (sql: SqlClient.SqlClient, connection: SqlConnection.Connection):
     const [text, params] = statement.compile()
     return connection.execute(text, params, undefined)
   }
+  const executeOnce = <A extends object>(
+    statement: Statement.Statement<A>
+  ): Effect.Effect<ReadonlyArray<A>, SqlError> => {
+    const [text, params] = statement.compile()
+    return connection.executeUnprepared(text, params, undefined)
+  }
   // kept prepared like the other statements (`@effect/sql` prepares them anew for each transaction)
   const control = (text: "BEGIN" | "COMMIT" | "ROLLBACK") => Effect.asVoid(connection.execute(text, [], undefined))
 
-  const run = <A extends object>(statement: Statement.Statement<A>): Effect.Effect<ReadonlyArray<A>, SqlError> =>
+  const alone = <A extends object>(
+    statement: Statement.Statement<A>,
+    f: (statement: Statement.Statement<A>) => Effect.Effect<ReadonlyArray<A>, SqlError>
+  ): Effect.Effect<ReadonlyArray<A>, SqlError> =>
     Effect.withFiberRuntime((fiber) =>
-      owner === undefined || owner === fiber.id()
-        ? execute(statement)
-        : Effect.zipRight(ownerGone, run(statement))
+      owner === undefined || owner === fiber.id() ? f(statement) : Effect.zipRight(ownerGone, alone(statement, f))
     )
+  const run = <A extends object>(statement: Statement.Statement<A>) => alone(statement, execute)
+  const once = <A extends object>(statement: Statement.Statement<A>) => alone(statement, executeOnce)
 
   // the owner is set only under the client's lock and cleared before it is given back: no other can be set here
   const begin = (self: FiberId.FiberId): Effect.Effect<void> =>
@@ -110,5 +125,5 @@ const direct = (sql: SqlClient.SqlClient, connection: SqlConnection.Connection):
       )
     })
 
-  return { run, transaction }
+  return { run, once, transaction }
 }

@@ -109,19 +109,19 @@ export const all: ReadonlyArray<Migration> = fromRecord({
 export const run = (db: Db.Db): Effect.Effect<ReadonlyArray<Migration>, SqlError, SqlClient.SqlClient> =>
   Effect.flatMap(SqlClient.SqlClient, (sql) =>
     db.transaction(Effect.gen(function*() {
-      yield* db.run(sql.unsafe(`CREATE TABLE IF NOT EXISTS effect_sql_migrations (
+      yield* db.once(sql.unsafe(`CREATE TABLE IF NOT EXISTS effect_sql_migrations (
   migration_id integer PRIMARY KEY NOT NULL,
   created_at datetime NOT NULL DEFAULT current_timestamp,
   name VARCHAR(255) NOT NULL
 )`))
-      const [row] = yield* db.run(
+      const [row] = yield* db.once(
         sql.unsafe<{ readonly latest: number | null }>("SELECT max(migration_id) AS latest FROM effect_sql_migrations")
       )
       const latest = row?.latest ?? 0
       const required = all.filter((migration) => migration.id > latest)
       for (const migration of required) {
-        for (const statement of migration.statements) yield* db.run(sql.unsafe(statement))
-        yield* db.run(
+        for (const statement of migration.statements) yield* db.once(sql.unsafe(statement))
+        yield* db.once(
           sql`INSERT INTO effect_sql_migrations (migration_id, name) VALUES (${migration.id}, ${migration.name})`
         )
       }
