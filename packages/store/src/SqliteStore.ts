@@ -135,7 +135,7 @@ const open = (options: Options): Effect.Effect<SqliteClient.SqliteClient, StoreE
       )
     )
 
-// the four services over the client in context, each reading its totals and indexes
+// the four services over the client in context; each reads its totals and indexes as it is made
 const services: Effect.Effect<Context.Context<Services>, StoreError, SqliteClient.SqliteClient | Scope.Scope> = Effect
   .gen(function*() {
     const peers = yield* SqlitePeerManager.make
@@ -180,7 +180,7 @@ export const layerClient = (
  * @category layers
  */
 export const layerServices: Layer.Layer<Services, StoreError, SqliteClient.SqliteClient> = Layer.scopedContext(
-  Effect.suspend(() => services)
+  services
 )
 
 /**
