@@ -302,7 +302,7 @@ export const make: Effect.Effect<
       const until = peer.bannedUntil ?? now + durationMs
       yield* transport.disconnect(nodeId)
       yield* events.publish(PeerBanned({ publicKey, until, severity, reason }))
-      yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.tagged(DhtMetrics.peerBans, "severity", severity), "reason", reason))
+      yield* DhtMetrics.countBan(severity, reason)
       yield* Effect.logWarning("peer banned").pipe(
         Effect.annotateLogs({ peer: toHex(publicKey), severity, reason, until })
       )

@@ -152,3 +152,12 @@ export const tagged = <Type, In, Out>(
     (input: In, extra) => self.unsafeModify(input, labels(extra))
   )
 }
+
+/**
+ * Counts a ban in `peerBans` under its severity and reason: the actor's bans and the transports' short ones alike.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const countBan = (severity: string, reason: string): Effect.Effect<void> =>
+  Metric.increment(tagged(tagged(peerBans, "severity", severity), "reason", reason))

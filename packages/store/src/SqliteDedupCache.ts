@@ -76,8 +76,10 @@ export const make: Effect.Effect<
   })
 
   // Restored in keepUntil order, the order in which the index breaks ties between equal deadlines.
-  const rows = yield* db.once(sql`SELECT body_hash, sender_public_key, number_of_hits, stored_at, last_hit_at, keep_until
-    FROM dedup_cache ORDER BY keep_until, id`).pipe(Effect.flatMap(decodeEntries), lift(filename, "load dedup cache"))
+  const rows = yield* db.once(
+    sql`SELECT body_hash, sender_public_key, number_of_hits, stored_at, last_hit_at, keep_until
+      FROM dedup_cache ORDER BY keep_until, id`
+  ).pipe(Effect.flatMap(decodeEntries), lift(filename, "load dedup cache"))
   for (const row of rows) {
     index.restore({
       hash: row.body_hash,

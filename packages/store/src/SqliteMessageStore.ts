@@ -165,8 +165,10 @@ export const make: Effect.Effect<
   const saf = config.saf
   const skew = millis(config.clockSkewAllowance)
 
-  const [totals] = yield* db.once(sql`SELECT count(*) AS n, coalesce(sum(length(header) + length(body)), 0) AS bytes,
-      coalesce(max(stored_at), 0) AS high FROM stored_messages`).pipe(
+  const [totals] = yield* db.once(
+    sql`SELECT count(*) AS n, coalesce(sum(length(header) + length(body)), 0) AS bytes,
+      coalesce(max(stored_at), 0) AS high FROM stored_messages`
+  ).pipe(
     Effect.flatMap(Schema.decodeUnknown(Schema.Tuple(Totals))),
     lift(filename, "read stored-message totals")
   )

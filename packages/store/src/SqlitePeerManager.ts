@@ -174,11 +174,15 @@ export const make: Effect.Effect<
     const config = yield* DhtConfig
 
     const load = Effect.gen(function*() {
-      const peerRows = yield* db.once(sql`SELECT public_key, node_id, features, flags, banned_until, banned_reason, offline_at,
+      const peerRows = yield* db.once(
+        sql`SELECT public_key, node_id, features, flags, banned_until, banned_reason, offline_at,
           last_seen, added_at, verified_at, CAST(claim_updated_at AS TEXT) AS claim_updated_at, identity_signature
-        FROM peers`).pipe(Effect.flatMap(decodePeerRows))
-      const addressRows = yield* db.once(sql`SELECT node_id, address, source, last_seen, last_attempt, connection_failures,
-          claim FROM peer_addresses ORDER BY rowid`).pipe(Effect.flatMap(decodeAddressRows))
+        FROM peers`
+      ).pipe(Effect.flatMap(decodePeerRows))
+      const addressRows = yield* db.once(
+        sql`SELECT node_id, address, source, last_seen, last_attempt, connection_failures,
+          claim FROM peer_addresses ORDER BY rowid`
+      ).pipe(Effect.flatMap(decodeAddressRows))
       const byPeer = new Map<string, Array<typeof AddressRow.Type>>()
       for (const a of addressRows) {
         const key = NodeId.toHex(a.node_id)

@@ -994,7 +994,7 @@ const violation = (
       Effect.annotateLogs({ reason: error._tag, peer: remote.hex, node: local.hex })
     )
     yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", error._tag))
-    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", error._tag))
+    yield* DhtMetrics.countBan("Low", error._tag)
     const ban = local.peers.ban(remote.nodeId, Duration.toMillis(local.config.banDurationShort), error._tag).pipe(
       Effect.catchAll((e) => Effect.logWarning("ban failed", e))
     )

@@ -645,7 +645,7 @@ const violation = (
     const local = endpoint.local
     yield* Effect.logWarning("peer banned by the tcp transport").pipe(Effect.annotateLogs({ reason, ...detail }))
     yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.inboundRejected, "reason", reason))
-    yield* Metric.increment(DhtMetrics.tagged(DhtMetrics.tagged(DhtMetrics.peerBans, "severity", "Low"), "reason", reason))
+    yield* DhtMetrics.countBan("Low", reason)
     yield* close(conn)
     yield* local.peers.ban(conn.remote.nodeId, Duration.toMillis(local.config.banDurationShort), reason).pipe(
       Effect.catchAll((e) => Effect.logWarning("ban failed", e))
